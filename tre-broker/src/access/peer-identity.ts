@@ -1,0 +1,35 @@
+/**
+ * Identity comes only from the verified peer certificate: exactly one SAN URI `urn:tre:<role>:<id>`
+ * with a party role. The MQTT client id, username and payloads never count.
+ */
+import type { PeerCertificate } from 'node:tls';
+import { type Identity, isPartyRole, type PartyRole, parseIdentity } from '@tre/protocol';
+
+export interface PeerIdentity extends Identity {
+  role: PartyRole;
+  /** Certificate serial, lower-case hex, for revocation checks. */
+  serial: string;
+}
+
+export class PeerIdentityError extends Error {
+  override readonly name = 'PeerIdentityError';
+  readonly code = 'PEER_IDENTITY';
+}
+
+export function identityFromCertificate(cert: PeerCertificate | undefined): PeerIdentity {
+  if (!cert || Object.keys(cert).length === 0) throw new PeerIdentityError('no client certificate');
+  const uris = (cert.subjectaltname ?? '')
+    .split(', ')
+    .filter((n) => n.startsWith('URI:'))
+    .map((n) => n.slice(4));
+  const tre = uris.filter((u) => u.startsWith('urn:tre:'));
+  if (tre.length !== 1) throw new PeerIdentityError(`certificate must carry exactly one urn:tre: SAN URI, found ${tre.length}`);
+  const identity = parseIdentity(tre[0]!);
+  if (!isPartyRole(identity.role)) throw new PeerIdentityError(`role ${identity.role} cannot connect as a client`);
+  return { role: identity.role, id: identity.id, serial: cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, '') };
+}
+
+/** What a log line at info level or above may say about a party: never a household's id. */
+export function loggableIdentity(identity: Identity): { role: string; id?: string } {
+  return identity.role === 'meter' ? { role: identity.role } : { role: identity.role, id: identity.id };
+}

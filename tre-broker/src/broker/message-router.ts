@@ -1,0 +1,75 @@
+/**
+ * Routes an authorised publish on a party's `up` topic to the flow that owns its family and sends
+ * the flow's receipt to the sender's `inbox/receipt`. A flow's handler commits what it accepts
+ * before it returns, so the QoS1 PUBACK (sent after the handler) means committed.
+ */
+import {
+  type InboxKind,
+  type PartyFamily,
+  PROTOCOL_VERSION,
+  type ParsedTopic,
+  type Receipt,
+  type RefusalReason,
+  topics,
+} from '@tre/protocol';
+import type { PeerIdentity } from '../access/peer-identity.js';
+import { loggableIdentity } from '../access/peer-identity.js';
+import type { Logger } from '../log.js';
+
+export interface InboundMessage {
+  from: PeerIdentity;
+  topic: Extract<ParsedTopic, { scope: 'party' }>;
+  payload: Buffer;
+}
+
+/** What a handler answers: a receipt (without envelope fields), or nothing when it replies itself. */
+export type HandlerResult =
+  | { status: 'accepted'; requestId: string; duplicate?: boolean; message?: string }
+  | { status: 'refused'; requestId: string; reason: RefusalReason; message: string }
+  | undefined;
+
+export type MessageHandler = (msg: InboundMessage) => Promise<HandlerResult>;
+
+export interface Outbound {
+  /** Publishes from the TRE itself (bypasses the access matrix, which is for clients). */
+  publish(topic: string, payload: string | Buffer, opts?: { retain?: boolean }): Promise<void>;
+}
+
+export class MessageRouter {
+  private readonly handlers = new Map<PartyFamily, MessageHandler>();
+
+  constructor(
+    private readonly outbound: Outbound,
+    private readonly log: Logger,
+  ) {}
+
+  on(family: PartyFamily, handler: MessageHandler): void {
+    if (this.handlers.has(family)) throw new Error(`a handler for ${family} is already registered`);
+    this.handlers.set(family, handler);
+  }
+
+  async route(msg: InboundMessage): Promise<void> {
+    const handler = this.handlers.get(msg.topic.family);
+    let result: HandlerResult;
+    if (!handler) {
+      result = { status: 'refused', requestId: 'unknown', reason: 'INTERNAL', message: `no service handles ${msg.topic.family} yet` };
+    } else {
+      try {
+        result = await handler(msg);
+      } catch (err) {
+        this.log.error({ err, family: msg.topic.family, ...loggableIdentity(msg.from) }, 'handler failed');
+        result = { status: 'refused', requestId: 'unknown', reason: 'INTERNAL', message: 'internal error; retry later' };
+      }
+    }
+    if (!result) return;
+    if (result.status === 'refused') {
+      this.log.warn({ family: msg.topic.family, reason: result.reason, ...loggableIdentity(msg.from) }, 'request refused');
+    }
+    const receipt: Receipt = { v: PROTOCOL_VERSION, family: msg.topic.family, ...result };
+    await this.reply(msg.from, 'receipt', receipt);
+  }
+
+  async reply(to: PeerIdentity | { role: PeerIdentity['role']; id: string }, kind: InboxKind, body: unknown): Promise<void> {
+    await this.outbound.publish(topics.inbox(to, kind), JSON.stringify(body));
+  }
+}

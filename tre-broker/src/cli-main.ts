@@ -1,0 +1,129 @@
+/** `tre`: the TRE's command line (PKI for the regulator, and the broker itself). */
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { Command, CommanderError, Option } from 'commander';
+import { isPartyRole, type PartyRole } from '@tre/protocol';
+import { createLogger } from './log.js';
+import { CertificateAuthority, type IssuedFiles } from './pki/certificate-authority.js';
+import { startTre } from './tre.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function parseRole(value: string): PartyRole {
+  if (!isPartyRole(value)) throw new CommanderError(2, 'tre.role', `--role must be one of meter, dno, supplier, dsm, regulator (got ${value})`);
+  return value;
+}
+
+function printFiles(files: IssuedFiles, json: boolean): void {
+  if (json) console.log(JSON.stringify(files));
+  else console.log(`key:  ${files.key}\ncert: ${files.cert}\nca:   ${files.ca}`);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('tre')
+    .description('Trustworthy Remote Entity: mutual-TLS MQTT broker for smart-meter monitoring, billing and demand response')
+    .version(pkg.version)
+    .showHelpAfterError()
+    .addHelpText(
+      'after',
+      `
+Examples:
+  tre pki init --dir ./pki                      create the regulator CA and the TRE certificate
+  tre pki issue --dir ./pki --role meter --id m1  issue a meter's client certificate
+  tre start --pki ./pki --data ./data --port 8883 run the broker`,
+    );
+
+  const pki = program.command('pki').description('regulator PKI: root CA, client certificates, revocation');
+  pki
+    .command('init')
+    .description('create the regulator root CA and the TRE server certificate')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .option('--tre-id <id>', 'TRE identity (SAN URI urn:tre:tre:<id>)', 'tre')
+    .option('--host <name...>', 'extra DNS names or IP addresses for the TRE certificate')
+    .option('--force', 'overwrite an existing PKI')
+    .option('--json', 'print {"key","cert","ca"} of the TRE certificate as JSON')
+    .action(async (o: { dir: string; treId: string; host?: string[]; force?: boolean; json?: boolean }) => {
+      const { tre } = await CertificateAuthority.init(o.dir, { treId: o.treId, hosts: o.host ?? [], force: o.force });
+      printFiles(tre, !!o.json);
+    });
+  pki
+    .command('issue')
+    .description("issue a party's client certificate with SAN URI urn:tre:<role>:<id>")
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .addOption(new Option('--role <role>', 'party role').choices(['meter', 'dno', 'supplier', 'dsm', 'regulator']).makeOptionMandatory())
+    .requiredOption('--id <id>', 'party id: 1-64 of a-z 0-9 . _ -')
+    .option('--days <n>', 'validity in days', (v) => Number.parseInt(v, 10), 825)
+    .option('--force', 'reissue even if a certificate exists')
+    .option('--json', 'print {"key","cert","ca"} as JSON')
+    .action(async (o: { dir: string; role: string; id: string; days: number; force?: boolean; json?: boolean }) => {
+      const ca = await CertificateAuthority.open(o.dir);
+      printFiles(await ca.issue(parseRole(o.role), o.id, { force: o.force, validity: { days: o.days } }), !!o.json);
+    });
+  pki
+    .command('sign-csr')
+    .description('sign a certificate request made on a device (its key never leaves the device)')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .requiredOption('--csr <file>', 'PKCS#10 request, PEM')
+    .addOption(new Option('--role <role>', 'party role').choices(['meter', 'dno', 'supplier', 'dsm', 'regulator']).makeOptionMandatory())
+    .requiredOption('--id <id>', 'party id')
+    .requiredOption('--out <file>', 'where to write the certificate')
+    .action(async (o: { dir: string; csr: string; role: string; id: string; out: string }) => {
+      const ca = await CertificateAuthority.open(o.dir);
+      const pem = await ca.signRequest(readFileSync(o.csr, 'utf8'), parseRole(o.role), o.id);
+      await writeFile(o.out, pem);
+      console.log(o.out);
+    });
+  pki
+    .command('revoke')
+    .description('revoke a party; the broker refuses it at connect and drops its live session within seconds')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .requiredOption('--role <role>', 'party role')
+    .requiredOption('--id <id>', 'party id')
+    .action(async (o: { dir: string; role: string; id: string }) => {
+      const ca = await CertificateAuthority.open(o.dir);
+      const serials = await ca.revoke(o.role, o.id);
+      console.log(`revoked ${serials.length} certificate(s): ${serials.join(', ')}`);
+    });
+
+  program
+    .command('start')
+    .description('run the TRE broker (SIGTERM or Ctrl-C stops it gracefully)')
+    .option('--pki <dir>', 'PKI directory made by `tre pki init`', './pki')
+    .option('--data <dir>', 'data directory (SQLite store)', './tre-data')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on; 0 picks a free one (the log says which)', (v) => Number.parseInt(v, 10), 8883)
+    .option('--log-level <level>', 'pino log level', process.env.TRE_LOG_LEVEL ?? 'info')
+    .action(async (o: { pki: string; data: string; host: string; port: number; logLevel: string }) => {
+      const log = createLogger({ level: o.logLevel });
+      const tre = await startTre({ pkiDir: o.pki, dataDir: o.data, host: o.host, port: o.port, log });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          log.info({ signal }, 'stopping');
+          tre.stop().then(resolve, (err: Error) => {
+            log.error({ err }, 'unclean stop');
+            resolve();
+          });
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+  return program;
+}
+
+/** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage). */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram().exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return 0;
+      if (err.code === 'tre.role') console.error(`tre: ${err.message}`);
+      return 2;
+    }
+    console.error(`tre: ${(err as Error).message}`);
+    return 1;
+  }
+}

@@ -1,0 +1,286 @@
+/**
+ * The regulator's PKI: one root CA issues the TRE's server certificate and every party's client
+ * certificate (ECDSA P-256). A party's identity is the SAN URI `urn:tre:<role>:<id>`.
+ *
+ * Directory layout (`tre pki init --dir D`):
+ *   D/ca.crt  D/ca.key           regulator root CA
+ *   D/tre.crt D/tre.key          TRE server certificate (serverAuth)
+ *   D/clients/<role>-<id>.crt|key client certificates (clientAuth)
+ *   D/index.json                 every certificate issued: role, id, serial, expiry, revocation
+ *   D/crl.pem                    CRL signed by the CA, rewritten on every revocation
+ * Keys are written 0600; nothing is overwritten without `force`.
+ */
+import { randomBytes, webcrypto } from 'node:crypto';
+import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { assertId, formatIdentity, type Identity, isPartyRole, type PartyRole } from '@tre/protocol';
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+
+x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+const DAY_MS = 86_400_000;
+
+export class PkiError extends Error {
+  override readonly name = 'PkiError';
+  constructor(
+    readonly code: 'EXISTS' | 'NOT_INITIALISED' | 'UNKNOWN_CERTIFICATE' | 'INVALID_ARGUMENT' | 'CSR_INVALID',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface IssuedFiles {
+  key: string;
+  cert: string;
+  ca: string;
+}
+
+interface IndexEntry {
+  role: string;
+  id: string;
+  serial: string;
+  notAfter: string;
+  revokedAt?: string;
+}
+
+export interface Validity {
+  notBefore?: Date;
+  notAfter?: Date;
+  days?: number;
+}
+
+export const pkiPaths = (dir: string) => ({
+  caCert: join(dir, 'ca.crt'),
+  caKey: join(dir, 'ca.key'),
+  treCert: join(dir, 'tre.crt'),
+  treKey: join(dir, 'tre.key'),
+  crl: join(dir, 'crl.pem'),
+  index: join(dir, 'index.json'),
+  client: (role: string, id: string) => ({
+    cert: join(dir, 'clients', `${role}-${id}.crt`),
+    key: join(dir, 'clients', `${role}-${id}.key`),
+  }),
+});
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function writeNew(path: string, data: string, mode: number, force: boolean): Promise<void> {
+  if (!force && (await exists(path))) {
+    throw new PkiError('EXISTS', `${path} already exists; pass --force to overwrite it`);
+  }
+  await writeFile(path, data, { mode });
+  await chmod(path, mode);
+}
+
+function serialNumber(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = bytes[0]! & 0x7f;
+  return bytes.toString('hex');
+}
+
+async function generateKeys(): Promise<CryptoKeyPair> {
+  return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+}
+
+async function privateKeyPem(key: CryptoKey): Promise<string> {
+  const der = await webcrypto.subtle.exportKey('pkcs8', key);
+  return x509.PemConverter.encode(der, 'PRIVATE KEY');
+}
+
+async function importPrivateKey(pem: string): Promise<CryptoKey> {
+  return webcrypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(pem), ALG, true, ['sign']);
+}
+
+function validity(v: Validity | undefined, defaultDays: number): { notBefore: Date; notAfter: Date } {
+  const notBefore = v?.notBefore ?? new Date(Date.now() - 60_000);
+  const notAfter = v?.notAfter ?? new Date(notBefore.getTime() + (v?.days ?? defaultDays) * DAY_MS);
+  return { notBefore, notAfter };
+}
+
+export class CertificateAuthority {
+  private constructor(
+    readonly dir: string,
+    readonly certificate: x509.X509Certificate,
+    private readonly key: CryptoKey,
+  ) {}
+
+  static async init(
+    dir: string,
+    opts: { treId?: string; hosts?: string[]; force?: boolean; validity?: Validity } = {},
+  ): Promise<{ ca: CertificateAuthority; tre: IssuedFiles }> {
+    const paths = pkiPaths(dir);
+    await mkdir(join(dir, 'clients'), { recursive: true, mode: 0o700 });
+    if (!opts.force && (await exists(paths.caKey))) {
+      throw new PkiError('EXISTS', `a CA already exists in ${dir}; pass --force to replace it`);
+    }
+    const keys = await generateKeys();
+    const { notBefore, notAfter } = validity(opts.validity, 3650);
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: serialNumber(),
+      name: 'CN=TRE Regulator Root CA, O=TRE regulator',
+      notBefore,
+      notAfter,
+      signingAlgorithm: ALG,
+      keys,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ],
+    });
+    await writeNew(paths.caKey, await privateKeyPem(keys.privateKey), 0o600, !!opts.force);
+    await writeNew(paths.caCert, cert.toString('pem'), 0o644, !!opts.force);
+    await writeFile(paths.index, '[]\n', { mode: 0o644 });
+    const ca = new CertificateAuthority(dir, cert, keys.privateKey);
+    await ca.writeCrl([]);
+    const tre = await ca.issueServer(opts.treId ?? 'tre', opts.hosts ?? [], { force: !!opts.force });
+    return { ca, tre };
+  }
+
+  static async open(dir: string): Promise<CertificateAuthority> {
+    const paths = pkiPaths(dir);
+    if (!(await exists(paths.caKey))) {
+      throw new PkiError('NOT_INITIALISED', `no CA in ${dir}; run \`tre pki init --dir ${dir}\` first`);
+    }
+    const cert = new x509.X509Certificate(await readFile(paths.caCert, 'utf8'));
+    const key = await importPrivateKey(await readFile(paths.caKey, 'utf8'));
+    return new CertificateAuthority(dir, cert, key);
+  }
+
+  get paths() {
+    return pkiPaths(this.dir);
+  }
+
+  /** The TRE's server certificate: SAN DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, plus hosts. */
+  async issueServer(treId: string, hosts: string[], opts: { force?: boolean; validity?: Validity } = {}) {
+    const names: x509.JsonGeneralName[] = [
+      { type: 'dns', value: 'localhost' },
+      { type: 'ip', value: '127.0.0.1' },
+      { type: 'url', value: formatIdentity({ role: 'tre', id: treId }) },
+    ];
+    for (const host of hosts) {
+      names.push({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host });
+    }
+    const keys = await generateKeys();
+    const cert = await this.sign(keys.publicKey, `CN=${treId}, O=TRE`, names, 'server', validity(opts.validity, 825));
+    const paths = this.paths;
+    await writeNew(paths.treKey, await privateKeyPem(keys.privateKey), 0o600, !!opts.force);
+    await writeNew(paths.treCert, cert.toString('pem'), 0o644, !!opts.force);
+    await this.record({ role: 'tre', id: treId, serial: cert.serialNumber, notAfter: cert.notAfter.toISOString() });
+    return { key: paths.treKey, cert: paths.treCert, ca: paths.caCert };
+  }
+
+  /** A party's client certificate, key generated here. */
+  async issue(role: PartyRole, id: string, opts: { force?: boolean; validity?: Validity } = {}): Promise<IssuedFiles> {
+    if (!isPartyRole(role)) throw new PkiError('INVALID_ARGUMENT', `role must be one of meter, dno, supplier, dsm, regulator`);
+    assertId(id);
+    const files = this.paths.client(role, id);
+    if (!opts.force && (await exists(files.cert))) {
+      throw new PkiError('EXISTS', `${files.cert} already exists; pass --force to reissue`);
+    }
+    const keys = await generateKeys();
+    const certPem = await this.issueFor({ role, id }, keys.publicKey, opts.validity);
+    await writeNew(files.key, await privateKeyPem(keys.privateKey), 0o600, !!opts.force);
+    await writeNew(files.cert, certPem, 0o644, !!opts.force);
+    return { key: files.key, cert: files.cert, ca: this.paths.caCert };
+  }
+
+  /**
+   * Signs a PKCS#10 request made on the device (the key never leaves it). The identity comes from
+   * the regulator's arguments, not from the request's subject.
+   */
+  async signRequest(csrPem: string, role: PartyRole, id: string, v?: Validity): Promise<string> {
+    const csr = new x509.Pkcs10CertificateRequest(csrPem);
+    if (!(await csr.verify())) throw new PkiError('CSR_INVALID', 'the certificate request signature does not verify');
+    return this.issueFor({ role, id }, await csr.publicKey.export(ALG, ['verify']), v);
+  }
+
+  private async issueFor(identity: Identity, publicKey: CryptoKey, v?: Validity): Promise<string> {
+    const cert = await this.sign(
+      publicKey,
+      `CN=${identity.role}:${identity.id}`,
+      [{ type: 'url', value: formatIdentity(identity) }],
+      'client',
+      validity(v, 825),
+    );
+    await this.record({ role: identity.role, id: identity.id, serial: cert.serialNumber, notAfter: cert.notAfter.toISOString() });
+    return cert.toString('pem');
+  }
+
+  private async sign(
+    publicKey: CryptoKey,
+    subject: string,
+    names: x509.JsonGeneralName[],
+    usage: 'server' | 'client',
+    period: { notBefore: Date; notAfter: Date },
+  ): Promise<x509.X509Certificate> {
+    return x509.X509CertificateGenerator.create({
+      serialNumber: serialNumber(),
+      subject,
+      issuer: this.certificate.subject,
+      notBefore: period.notBefore,
+      notAfter: period.notAfter,
+      signingAlgorithm: ALG,
+      publicKey,
+      signingKey: this.key,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension(
+          [usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth],
+          false,
+        ),
+        new x509.SubjectAlternativeNameExtension(names, false),
+        await x509.AuthorityKeyIdentifierExtension.create(this.certificate, false),
+      ],
+    });
+  }
+
+  /** Revokes every live certificate of (role, id) and rewrites the CRL. Returns the serials revoked. */
+  async revoke(role: string, id: string): Promise<string[]> {
+    const index = await this.readIndex();
+    const now = new Date().toISOString();
+    const hits = index.filter((e) => e.role === role && e.id === id && !e.revokedAt);
+    if (hits.length === 0) {
+      throw new PkiError('UNKNOWN_CERTIFICATE', `no unrevoked certificate for ${role} ${id} in ${this.dir}`);
+    }
+    for (const e of hits) e.revokedAt = now;
+    await writeFile(this.paths.index, `${JSON.stringify(index, null, 2)}\n`);
+    await this.writeCrl(index.filter((e) => e.revokedAt));
+    return hits.map((e) => e.serial);
+  }
+
+  private async writeCrl(revoked: IndexEntry[]): Promise<void> {
+    const crl = await x509.X509CrlGenerator.create({
+      issuer: this.certificate.subject,
+      thisUpdate: new Date(),
+      nextUpdate: new Date(Date.now() + 30 * DAY_MS),
+      signingAlgorithm: ALG,
+      signingKey: this.key,
+      entries: revoked.map((e) => ({ serialNumber: e.serial, revocationDate: new Date(e.revokedAt!) })),
+      extensions: [await x509.AuthorityKeyIdentifierExtension.create(this.certificate, false)],
+    });
+    const tmp = `${this.paths.crl}.tmp`;
+    // OpenSSL (and so Node's TLS) wants the 'X509 CRL' PEM label.
+    await writeFile(tmp, x509.PemConverter.encode(crl.rawData, 'X509 CRL'));
+    await rename(tmp, this.paths.crl);
+  }
+
+  private async readIndex(): Promise<IndexEntry[]> {
+    return JSON.parse(await readFile(this.paths.index, 'utf8').catch(() => '[]')) as IndexEntry[];
+  }
+
+  private async record(entry: IndexEntry): Promise<void> {
+    const index = await this.readIndex();
+    index.push(entry);
+    await writeFile(this.paths.index, `${JSON.stringify(index, null, 2)}\n`);
+  }
+}
