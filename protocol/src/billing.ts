@@ -3,7 +3,16 @@
  * integer minor units per MWh, so energy (Wh) x price accumulates exactly in micro-minor units.
  */
 import { z } from 'zod';
-import { count, instant, intervalMinutes, partyId, pricePerMWh, requestId, safeInt, version } from './envelope.js';
+import {
+  count,
+  instant,
+  intervalMinutes,
+  partyId,
+  pricePerMWh,
+  requestId,
+  safeInt,
+  version,
+} from './envelope.js';
 
 export const currency = z.string().regex(/^[A-Z]{3}$/, 'an ISO 4217 currency code such as GBP or EUR');
 

@@ -8,8 +8,12 @@ import { ID_PATTERN } from './identity.js';
 import { PROTOCOL_VERSION } from './version.js';
 
 export const version = z.literal(PROTOCOL_VERSION);
-export const requestId = z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'requestId: 1-64 characters of A-Z a-z 0-9 . _ : -');
-export const partyId = z.string().regex(ID_PATTERN, 'an id: 1-64 characters of a-z 0-9 . _ - starting with a letter or digit');
+export const requestId = z
+  .string()
+  .regex(/^[A-Za-z0-9._:-]{1,64}$/, 'requestId: 1-64 characters of A-Z a-z 0-9 . _ : -');
+export const partyId = z
+  .string()
+  .regex(ID_PATTERN, 'an id: 1-64 characters of a-z 0-9 . _ - starting with a letter or digit');
 /** An instant in UTC, ISO 8601 with `Z`, e.g. `2026-11-24T20:15:00Z` (fractional seconds allowed). */
 export const instant = z.iso.datetime({ offset: false });
 /** Integer in the JavaScript safe range; energy in Wh may be negative on the wire so the TRE can flag it. */
@@ -67,7 +71,10 @@ export type Receipt = z.infer<typeof receiptSchema>;
 export const signedEnvelopeSchema = z.strictObject({
   v: version,
   requestId: requestId.optional(),
-  jws: z.string().min(1).max(512 * 1024),
+  jws: z
+    .string()
+    .min(1)
+    .max(512 * 1024),
 });
 export type SignedEnvelope = z.infer<typeof signedEnvelopeSchema>;
 
@@ -86,7 +93,12 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
  */
 export function decodePayload<S extends z.ZodType>(payload: Uint8Array, schema: S): Decoded<z.infer<S>> {
   if (payload.byteLength > MAX_PAYLOAD_BYTES) {
-    return { ok: false, reason: 'TOO_LARGE', message: `payload over ${MAX_PAYLOAD_BYTES} bytes`, requestId: 'unknown' };
+    return {
+      ok: false,
+      reason: 'TOO_LARGE',
+      message: `payload over ${MAX_PAYLOAD_BYTES} bytes`,
+      requestId: 'unknown',
+    };
   }
   let json: unknown;
   try {

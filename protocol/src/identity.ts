@@ -54,7 +54,8 @@ export function parseIdentity(uri: string): Identity {
     throw new IdentityError(`${JSON.stringify(uri)} is not an identity URI of the form urn:tre:<role>:<id>`);
   }
   const [, , role, id] = parts as [string, string, string, string];
-  if (!isRole(role)) throw new IdentityError(`unknown role ${JSON.stringify(role)} in ${JSON.stringify(uri)}`);
+  if (!isRole(role))
+    throw new IdentityError(`unknown role ${JSON.stringify(role)} in ${JSON.stringify(uri)}`);
   return { role, id: assertId(id) };
 }
 

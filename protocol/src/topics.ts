@@ -156,7 +156,9 @@ export function mayPublish(who: Identity, topic: string): boolean {
   const parsed = parseTopic(topic);
   if (!parsed || parsed.scope !== 'party') return false;
   return (
-    parsed.owner.role === who.role && parsed.owner.id === who.id && familySpec(parsed.family).direction === 'up'
+    parsed.owner.role === who.role &&
+    parsed.owner.id === who.id &&
+    familySpec(parsed.family).direction === 'up'
   );
 }
 

@@ -1,6 +1,13 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decodePayload, readingSchema, signContent, type Tariff, tariffSchema, verifyContent } from '../src/index.js';
+import {
+  decodePayload,
+  readingSchema,
+  signContent,
+  type Tariff,
+  tariffSchema,
+  verifyContent,
+} from '../src/index.js';
 
 const tariff: Tariff = {
   v: 1,
@@ -31,7 +38,9 @@ describe('signed content', () => {
     });
     const [h, , s] = jws.split('.');
     const forged = Buffer.from(JSON.stringify({ ...tariff, pricesPerMWh: [1, 1] })).toString('base64url');
-    await expect(verifyContent('tariff', `${h}.${forged}.${s}`, publicKey, tariffSchema)).rejects.toMatchObject({
+    await expect(
+      verifyContent('tariff', `${h}.${forged}.${s}`, publicKey, tariffSchema),
+    ).rejects.toMatchObject({
       code: 'BAD_SIGNATURE',
     });
   });
@@ -47,13 +56,23 @@ describe('decodePayload', () => {
     registerWh: 1_000_000,
   };
   it('accepts a valid reading', () => {
-    expect(decodePayload(Buffer.from(JSON.stringify(good)), readingSchema)).toEqual({ ok: true, value: good });
+    expect(decodePayload(Buffer.from(JSON.stringify(good)), readingSchema)).toEqual({
+      ok: true,
+      value: good,
+    });
   });
   it('refuses bad input without throwing, keeping the requestId', () => {
-    expect(decodePayload(Buffer.from([0xff, 0xfe]), readingSchema)).toMatchObject({ ok: false, reason: 'MALFORMED' });
-    expect(decodePayload(Buffer.alloc(1024 * 1024 + 1, 32), readingSchema)).toMatchObject({ reason: 'TOO_LARGE' });
+    expect(decodePayload(Buffer.from([0xff, 0xfe]), readingSchema)).toMatchObject({
+      ok: false,
+      reason: 'MALFORMED',
+    });
+    expect(decodePayload(Buffer.alloc(1024 * 1024 + 1, 32), readingSchema)).toMatchObject({
+      reason: 'TOO_LARGE',
+    });
     const r = decodePayload(Buffer.from(JSON.stringify({ ...good, energyWh: 1.5, extra: 1 })), readingSchema);
     expect(r).toMatchObject({ ok: false, reason: 'MALFORMED', requestId: 'r1' });
-    expect(decodePayload(Buffer.from(JSON.stringify({ ...good, intervalMinutes: 20 })), readingSchema).ok).toBe(false);
+    expect(
+      decodePayload(Buffer.from(JSON.stringify({ ...good, intervalMinutes: 20 })), readingSchema).ok,
+    ).toBe(false);
   });
 });

@@ -1,16 +1,23 @@
 /** `tre`: the TRE's command line (PKI for the regulator, and the broker itself). */
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { Command, CommanderError, Option } from 'commander';
 import { isPartyRole, type PartyRole } from '@tre/protocol';
+import { Command, CommanderError, Option } from 'commander';
 import { createLogger } from './log.js';
 import { CertificateAuthority, type IssuedFiles } from './pki/certificate-authority.js';
 import { startTre } from './tre.js';
 
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
 
 function parseRole(value: string): PartyRole {
-  if (!isPartyRole(value)) throw new CommanderError(2, 'tre.role', `--role must be one of meter, dno, supplier, dsm, regulator (got ${value})`);
+  if (!isPartyRole(value))
+    throw new CommanderError(
+      2,
+      'tre.role',
+      `--role must be one of meter, dno, supplier, dsm, regulator (got ${value})`,
+    );
   return value;
 }
 
@@ -21,8 +28,11 @@ function printFiles(files: IssuedFiles, json: boolean): void {
 
 export function buildProgram(): Command {
   const program = new Command('tre')
-    .description('Trustworthy Remote Entity: mutual-TLS MQTT broker for smart-meter monitoring, billing and demand response')
+    .description(
+      'Trustworthy Remote Entity: mutual-TLS MQTT broker for smart-meter monitoring, billing and demand response',
+    )
     .version(pkg.version)
+    .exitOverride()
     .showHelpAfterError()
     .addHelpText(
       'after',
@@ -43,28 +53,45 @@ Examples:
     .option('--force', 'overwrite an existing PKI')
     .option('--json', 'print {"key","cert","ca"} of the TRE certificate as JSON')
     .action(async (o: { dir: string; treId: string; host?: string[]; force?: boolean; json?: boolean }) => {
-      const { tre } = await CertificateAuthority.init(o.dir, { treId: o.treId, hosts: o.host ?? [], force: o.force });
+      const { tre } = await CertificateAuthority.init(o.dir, {
+        treId: o.treId,
+        hosts: o.host ?? [],
+        force: o.force,
+      });
       printFiles(tre, !!o.json);
     });
   pki
     .command('issue')
     .description("issue a party's client certificate with SAN URI urn:tre:<role>:<id>")
     .requiredOption('--dir <dir>', 'PKI directory')
-    .addOption(new Option('--role <role>', 'party role').choices(['meter', 'dno', 'supplier', 'dsm', 'regulator']).makeOptionMandatory())
+    .addOption(
+      new Option('--role <role>', 'party role')
+        .choices(['meter', 'dno', 'supplier', 'dsm', 'regulator'])
+        .makeOptionMandatory(),
+    )
     .requiredOption('--id <id>', 'party id: 1-64 of a-z 0-9 . _ -')
     .option('--days <n>', 'validity in days', (v) => Number.parseInt(v, 10), 825)
     .option('--force', 'reissue even if a certificate exists')
     .option('--json', 'print {"key","cert","ca"} as JSON')
-    .action(async (o: { dir: string; role: string; id: string; days: number; force?: boolean; json?: boolean }) => {
-      const ca = await CertificateAuthority.open(o.dir);
-      printFiles(await ca.issue(parseRole(o.role), o.id, { force: o.force, validity: { days: o.days } }), !!o.json);
-    });
+    .action(
+      async (o: { dir: string; role: string; id: string; days: number; force?: boolean; json?: boolean }) => {
+        const ca = await CertificateAuthority.open(o.dir);
+        printFiles(
+          await ca.issue(parseRole(o.role), o.id, { force: o.force, validity: { days: o.days } }),
+          !!o.json,
+        );
+      },
+    );
   pki
     .command('sign-csr')
     .description('sign a certificate request made on a device (its key never leaves the device)')
     .requiredOption('--dir <dir>', 'PKI directory')
     .requiredOption('--csr <file>', 'PKCS#10 request, PEM')
-    .addOption(new Option('--role <role>', 'party role').choices(['meter', 'dno', 'supplier', 'dsm', 'regulator']).makeOptionMandatory())
+    .addOption(
+      new Option('--role <role>', 'party role')
+        .choices(['meter', 'dno', 'supplier', 'dsm', 'regulator'])
+        .makeOptionMandatory(),
+    )
     .requiredOption('--id <id>', 'party id')
     .requiredOption('--out <file>', 'where to write the certificate')
     .action(async (o: { dir: string; csr: string; role: string; id: string; out: string }) => {
@@ -91,7 +118,12 @@ Examples:
     .option('--pki <dir>', 'PKI directory made by `tre pki init`', './pki')
     .option('--data <dir>', 'data directory (SQLite store)', './tre-data')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option('--port <port>', 'port to listen on; 0 picks a free one (the log says which)', (v) => Number.parseInt(v, 10), 8883)
+    .option(
+      '--port <port>',
+      'port to listen on; 0 picks a free one (the log says which)',
+      (v) => Number.parseInt(v, 10),
+      8883,
+    )
     .option('--log-level <level>', 'pino log level', process.env.TRE_LOG_LEVEL ?? 'info')
     .action(async (o: { pki: string; data: string; host: string; port: number; logLevel: string }) => {
       const log = createLogger({ level: o.logLevel });
@@ -113,13 +145,14 @@ Examples:
 
 /** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage). */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram().exitOverride();
+  const program = buildProgram();
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return 0;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)
+        return 0;
       if (err.code === 'tre.role') console.error(`tre: ${err.message}`);
       return 2;
     }

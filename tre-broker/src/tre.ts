@@ -34,7 +34,9 @@ async function readPem(path: string, what: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch {
-    throw new TreConfigError(`cannot read the ${what} at ${path}; create the PKI with \`tre pki init --dir <dir>\``);
+    throw new TreConfigError(
+      `cannot read the ${what} at ${path}; create the PKI with \`tre pki init --dir <dir>\``,
+    );
   }
 }
 

@@ -15,6 +15,7 @@ export function authorizePublish(who: PeerIdentity, topic: string, retain: boole
 }
 
 export function authorizeSubscribe(who: PeerIdentity, filter: string): AccessDecision {
-  if (!maySubscribe(who, filter)) return { allowed: false, reason: `${who.role} may not subscribe to this filter` };
+  if (!maySubscribe(who, filter))
+    return { allowed: false, reason: `${who.role} may not subscribe to this filter` };
   return { allowed: true };
 }

@@ -23,10 +23,16 @@ export function identityFromCertificate(cert: PeerCertificate | undefined): Peer
     .filter((n) => n.startsWith('URI:'))
     .map((n) => n.slice(4));
   const tre = uris.filter((u) => u.startsWith('urn:tre:'));
-  if (tre.length !== 1) throw new PeerIdentityError(`certificate must carry exactly one urn:tre: SAN URI, found ${tre.length}`);
+  if (tre.length !== 1)
+    throw new PeerIdentityError(`certificate must carry exactly one urn:tre: SAN URI, found ${tre.length}`);
   const identity = parseIdentity(tre[0]!);
-  if (!isPartyRole(identity.role)) throw new PeerIdentityError(`role ${identity.role} cannot connect as a client`);
-  return { role: identity.role, id: identity.id, serial: cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, '') };
+  if (!isPartyRole(identity.role))
+    throw new PeerIdentityError(`role ${identity.role} cannot connect as a client`);
+  return {
+    role: identity.role,
+    id: identity.id,
+    serial: cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
+  };
 }
 
 /** What a log line at info level or above may say about a party: never a household's id. */

@@ -5,9 +5,9 @@
  */
 import {
   type InboxKind,
+  type ParsedTopic,
   type PartyFamily,
   PROTOCOL_VERSION,
-  type ParsedTopic,
   type Receipt,
   type RefusalReason,
   topics,
@@ -52,24 +52,41 @@ export class MessageRouter {
     const handler = this.handlers.get(msg.topic.family);
     let result: HandlerResult;
     if (!handler) {
-      result = { status: 'refused', requestId: 'unknown', reason: 'INTERNAL', message: `no service handles ${msg.topic.family} yet` };
+      result = {
+        status: 'refused',
+        requestId: 'unknown',
+        reason: 'INTERNAL',
+        message: `no service handles ${msg.topic.family} yet`,
+      };
     } else {
       try {
         result = await handler(msg);
       } catch (err) {
         this.log.error({ err, family: msg.topic.family, ...loggableIdentity(msg.from) }, 'handler failed');
-        result = { status: 'refused', requestId: 'unknown', reason: 'INTERNAL', message: 'internal error; retry later' };
+        result = {
+          status: 'refused',
+          requestId: 'unknown',
+          reason: 'INTERNAL',
+          message: 'internal error; retry later',
+        };
       }
     }
     if (!result) return;
     if (result.status === 'refused') {
-      this.log.warn({ family: msg.topic.family, reason: result.reason, ...loggableIdentity(msg.from) }, 'request refused');
+      this.log.warn(
+        { family: msg.topic.family, reason: result.reason, ...loggableIdentity(msg.from) },
+        'request refused',
+      );
     }
     const receipt: Receipt = { v: PROTOCOL_VERSION, family: msg.topic.family, ...result };
     await this.reply(msg.from, 'receipt', receipt);
   }
 
-  async reply(to: PeerIdentity | { role: PeerIdentity['role']; id: string }, kind: InboxKind, body: unknown): Promise<void> {
+  async reply(
+    to: PeerIdentity | { role: PeerIdentity['role']; id: string },
+    kind: InboxKind,
+    body: unknown,
+  ): Promise<void> {
     await this.outbound.publish(topics.inbox(to, kind), JSON.stringify(body));
   }
 }

@@ -54,7 +54,6 @@ export class TlsMqttBroker implements Outbound {
 
   static async start(opts: BrokerOptions): Promise<TlsMqttBroker> {
     const log = opts.log.child({ module: 'broker' });
-    // biome-ignore lint/style/useConst: assigned after the hooks that close over it are created
     let self: TlsMqttBroker;
     const aedes = await Aedes.createBroker({
       connectTimeout: 10_000,
@@ -74,7 +73,9 @@ export class TlsMqttBroker implements Outbound {
       },
       authorizeSubscribe: (client, sub, cb) => {
         const who = self.identities.get(client);
-        const decision = who ? authorizeSubscribe(who, sub.topic) : { allowed: false as const, reason: 'no identity' };
+        const decision = who
+          ? authorizeSubscribe(who, sub.topic)
+          : { allowed: false as const, reason: 'no identity' };
         if (decision.allowed) return cb(null, sub);
         log.warn({ ...(who ? loggableIdentity(who) : {}), reason: decision.reason }, 'subscribe refused');
         cb(null, null);
@@ -131,7 +132,8 @@ export class TlsMqttBroker implements Outbound {
     const log = this.opts.log;
     try {
       const socket = client.conn as TLSSocket;
-      if (!socket.authorized) throw new AccessDenied(`TLS peer not authorised: ${String(socket.authorizationError)}`);
+      if (!socket.authorized)
+        throw new AccessDenied(`TLS peer not authorised: ${String(socket.authorizationError)}`);
       const who = identityFromCertificate(socket.getPeerCertificate());
       if (this.opts.revocations.isRevoked(who.serial)) throw new AccessDenied('certificate revoked');
       if (packet.protocolVersion !== 4) throw new AccessDenied('only MQTT 3.1.1 is supported');
@@ -147,12 +149,20 @@ export class TlsMqttBroker implements Outbound {
     cb(null, true);
   }
 
-  private async authorizePublish(client: Client | null, topic: string, retain: boolean, payload: Buffer): Promise<void> {
+  private async authorizePublish(
+    client: Client | null,
+    topic: string,
+    retain: boolean,
+    payload: Buffer,
+  ): Promise<void> {
     const who = client ? this.identities.get(client) : undefined;
     if (!who) throw new AccessDenied('publish without identity');
     const decision = authorizePublish(who, topic, retain);
     if (!decision.allowed) {
-      this.opts.log.warn({ ...loggableIdentity(who), reason: decision.reason }, 'publish refused; closing connection');
+      this.opts.log.warn(
+        { ...loggableIdentity(who), reason: decision.reason },
+        'publish refused; closing connection',
+      );
       throw new AccessDenied(decision.reason);
     }
     const parsed = parseTopic(topic);

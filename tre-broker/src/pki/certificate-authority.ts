@@ -170,17 +170,33 @@ export class CertificateAuthority {
       names.push({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host });
     }
     const keys = await generateKeys();
-    const cert = await this.sign(keys.publicKey, `CN=${treId}, O=TRE`, names, 'server', validity(opts.validity, 825));
+    const cert = await this.sign(
+      keys.publicKey,
+      `CN=${treId}, O=TRE`,
+      names,
+      'server',
+      validity(opts.validity, 825),
+    );
     const paths = this.paths;
     await writeNew(paths.treKey, await privateKeyPem(keys.privateKey), 0o600, !!opts.force);
     await writeNew(paths.treCert, cert.toString('pem'), 0o644, !!opts.force);
-    await this.record({ role: 'tre', id: treId, serial: cert.serialNumber, notAfter: cert.notAfter.toISOString() });
+    await this.record({
+      role: 'tre',
+      id: treId,
+      serial: cert.serialNumber,
+      notAfter: cert.notAfter.toISOString(),
+    });
     return { key: paths.treKey, cert: paths.treCert, ca: paths.caCert };
   }
 
   /** A party's client certificate, key generated here. */
-  async issue(role: PartyRole, id: string, opts: { force?: boolean; validity?: Validity } = {}): Promise<IssuedFiles> {
-    if (!isPartyRole(role)) throw new PkiError('INVALID_ARGUMENT', `role must be one of meter, dno, supplier, dsm, regulator`);
+  async issue(
+    role: PartyRole,
+    id: string,
+    opts: { force?: boolean; validity?: Validity } = {},
+  ): Promise<IssuedFiles> {
+    if (!isPartyRole(role))
+      throw new PkiError('INVALID_ARGUMENT', `role must be one of meter, dno, supplier, dsm, regulator`);
     assertId(id);
     const files = this.paths.client(role, id);
     if (!opts.force && (await exists(files.cert))) {
@@ -199,7 +215,8 @@ export class CertificateAuthority {
    */
   async signRequest(csrPem: string, role: PartyRole, id: string, v?: Validity): Promise<string> {
     const csr = new x509.Pkcs10CertificateRequest(csrPem);
-    if (!(await csr.verify())) throw new PkiError('CSR_INVALID', 'the certificate request signature does not verify');
+    if (!(await csr.verify()))
+      throw new PkiError('CSR_INVALID', 'the certificate request signature does not verify');
     return this.issueFor({ role, id }, await csr.publicKey.export(ALG, ['verify']), v);
   }
 
@@ -211,7 +228,12 @@ export class CertificateAuthority {
       'client',
       validity(v, 825),
     );
-    await this.record({ role: identity.role, id: identity.id, serial: cert.serialNumber, notAfter: cert.notAfter.toISOString() });
+    await this.record({
+      role: identity.role,
+      id: identity.id,
+      serial: cert.serialNumber,
+      notAfter: cert.notAfter.toISOString(),
+    });
     return cert.toString('pem');
   }
 

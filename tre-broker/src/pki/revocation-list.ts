@@ -2,7 +2,7 @@
  * The CA's CRL, as the broker sees it: parsed and signature-checked against the root, reloaded
  * when the file changes so a revocation takes effect on live sessions within seconds.
  */
-import { watchFile, unwatchFile } from 'node:fs';
+import { unwatchFile, watchFile } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -41,7 +41,8 @@ export class RevocationList {
     if (pem === this.pem) return false;
     const crl = new x509.X509Crl(pem);
     const ok = await crl.verify({ publicKey: await this.caCertificate.publicKey.export() });
-    if (!ok) throw new Error(`${this.path} is not signed by the regulator CA; keeping the previous revocation list`);
+    if (!ok)
+      throw new Error(`${this.path} is not signed by the regulator CA; keeping the previous revocation list`);
     this.serials = new Set(crl.entries.map((e) => normaliseSerial(e.serialNumber)));
     this.pem = pem;
     return true;

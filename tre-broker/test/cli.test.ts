@@ -1,0 +1,117 @@
+/** The `tre` command line as a user runs it: the built CLI in a child process. */
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const run = promisify(execFile);
+const tre = (...args: string[]) =>
+  run(process.execPath, [cli, ...args]).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => ({
+      code: e.code,
+      stdout: e.stdout,
+      stderr: e.stderr,
+    }),
+  );
+
+describe('tre pki', () => {
+  it('init and issue print file paths as JSON, write keys 0600 and never overwrite without --force', async () => {
+    const dir = join(await mkdtemp(join(tmpdir(), 'tre-cli-')), 'pki');
+    const init = await tre('pki', 'init', '--dir', dir, '--host', 'tre.example.org', '--json');
+    expect(init.code).toBe(0);
+    const files = JSON.parse(init.stdout) as { key: string; cert: string; ca: string };
+    expect((await stat(files.key)).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dir, 'ca.key'))).mode & 0o777).toBe(0o600);
+    const again = await tre('pki', 'init', '--dir', dir);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/already exists.*--force/);
+
+    const issued = await tre('pki', 'issue', '--dir', dir, '--role', 'meter', '--id', 'm1', '--json');
+    expect(issued.code).toBe(0);
+    const meter = JSON.parse(issued.stdout) as { key: string; cert: string; ca: string };
+    expect((await stat(meter.key)).mode & 0o777).toBe(0o600);
+    expect(meter.ca).toBe(files.ca);
+    const { stdout } = await run('openssl', ['x509', '-in', meter.cert, '-noout', '-ext', 'subjectAltName']);
+    expect(stdout).toContain('URI:urn:tre:meter:m1');
+    const { stdout: server } = await run('openssl', [
+      'x509',
+      '-in',
+      files.cert,
+      '-noout',
+      '-ext',
+      'subjectAltName',
+    ]);
+    expect(server).toMatch(
+      /DNS:localhost.*IP Address:127\.0\.0\.1.*URI:urn:tre:tre:tre.*DNS:tre\.example\.org/s,
+    );
+    expect((await tre('pki', 'issue', '--dir', dir, '--role', 'meter', '--id', 'm1')).code).toBe(1);
+    expect((await tre('pki', 'issue', '--dir', dir, '--role', 'meter', '--id', 'm1', '--force')).code).toBe(
+      0,
+    );
+  });
+
+  it('explains bad arguments', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
+    const badRole = await tre('pki', 'issue', '--dir', dir, '--role', 'admin', '--id', 'x');
+    expect(badRole.code).toBe(2);
+    expect(badRole.stderr).toMatch(/Allowed choices are meter, dno, supplier, dsm, regulator/);
+    const noCa = await tre('pki', 'issue', '--dir', dir, '--role', 'meter', '--id', 'x');
+    expect(noCa.code).toBe(1);
+    expect(noCa.stderr).toMatch(/tre pki init --dir/);
+    await tre('pki', 'init', '--dir', join(dir, 'p'));
+    const badId = await tre('pki', 'issue', '--dir', join(dir, 'p'), '--role', 'meter', '--id', 'm/1');
+    expect(badId.stderr).toMatch(/not valid: use 1-64 characters/);
+  });
+
+  it('has --help and --version', async () => {
+    expect((await tre('--help')).stdout).toMatch(/Examples:/);
+    expect((await tre('--version')).stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+});
+
+describe('tre start', () => {
+  it('logs host and port on listen and exits 0 on SIGTERM', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
+    await tre('pki', 'init', '--dir', join(dir, 'pki'));
+    const child = spawn(process.execPath, [
+      cli,
+      'start',
+      '--pki',
+      join(dir, 'pki'),
+      '--data',
+      join(dir, 'data'),
+      '--port',
+      '0',
+    ]);
+    let log = '';
+    child.stderr.on('data', (d) => {
+      log += d;
+    });
+    const listening = await new Promise<{ host: string; port: number }>((resolve, reject) => {
+      child.stderr.on('data', () => {
+        const line = log.split('\n').find((l) => l.includes('TRE listening'));
+        if (line) resolve(JSON.parse(line) as { host: string; port: number });
+      });
+      child.once('exit', () => reject(new Error(`exited early: ${log}`)));
+    });
+    expect(listening.port).toBeGreaterThan(0);
+    expect(listening.host).toBe('127.0.0.1');
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    expect(code).toBe(0);
+    expect(log).toMatch(/TRE stopped/);
+    expect(await readFile(join(dir, 'pki', 'crl.pem'), 'utf8')).toMatch(/BEGIN X509 CRL/);
+  });
+
+  it('says what to do when the PKI is missing', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
+    const r = await tre('start', '--pki', join(dir, 'none'), '--port', '0');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/tre pki init/);
+  });
+});

@@ -1,0 +1,156 @@
+/**
+ * Test support: a TRE on a free loopback port with a fresh PKI in a temp dir, and MQTT clients
+ * that connect with issued certificates. Shared by the tests of other workspaces too.
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { PartyRole } from '@tre/protocol';
+import {
+  CertificateAuthority,
+  createLogger,
+  type IssuedFiles,
+  type RunningTre,
+  startTre,
+  type Validity,
+} from '@tre/tre-broker';
+import mqtt, { type MqttClient } from 'mqtt';
+
+export interface TreFixture {
+  dir: string;
+  pkiDir: string;
+  ca: CertificateAuthority;
+  tre: RunningTre;
+  url: string;
+  issue(role: PartyRole, id: string, validity?: Validity): Promise<IssuedFiles>;
+  connect(role: PartyRole, id: string, opts?: mqtt.IClientOptions): Promise<MqttClient>;
+  close(): Promise<void>;
+}
+
+export async function startTreFixture(
+  opts: { revocationPollMs?: number; logLevel?: string } = {},
+): Promise<TreFixture> {
+  const dir = await mkdtemp(join(tmpdir(), 'tre-test-'));
+  const pkiDir = join(dir, 'pki');
+  const { ca } = await CertificateAuthority.init(pkiDir);
+  const log = createLogger({ level: opts.logLevel ?? process.env.TRE_TEST_LOG_LEVEL ?? 'silent' });
+  const tre = await startTre({
+    pkiDir,
+    dataDir: join(dir, 'data'),
+    port: 0,
+    log,
+    revocationPollMs: opts.revocationPollMs ?? 200,
+  });
+  const issued = new Map<string, IssuedFiles>();
+  const clients = new Set<MqttClient>();
+  const fixture: TreFixture = {
+    dir,
+    pkiDir,
+    ca,
+    tre,
+    url: `mqtts://127.0.0.1:${tre.port}`,
+    async issue(role, id, validity) {
+      const files = await ca.issue(role, id, { validity, force: true });
+      issued.set(`${role}:${id}`, files);
+      return files;
+    },
+    async connect(role, id, extra = {}) {
+      const files = issued.get(`${role}:${id}`) ?? (await fixture.issue(role, id));
+      const client = await connectWith(fixture.url, files, extra);
+      clients.add(client);
+      return client;
+    },
+    async close() {
+      for (const c of clients) c.end(true);
+      await tre.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  return fixture;
+}
+
+export async function connectWith(
+  url: string,
+  files: IssuedFiles,
+  extra: mqtt.IClientOptions = {},
+): Promise<MqttClient> {
+  const [key, cert, ca] = await Promise.all([readFile(files.key), readFile(files.cert), readFile(files.ca)]);
+  const client = mqtt.connect(url, {
+    key,
+    cert,
+    ca,
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+    rejectUnauthorized: true,
+    ...extra,
+  });
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', (err) => reject(err));
+    client.once('close', () => reject(new Error('connection closed before CONNACK')));
+  });
+  return client;
+}
+
+/** Publishes QoS1 and reports whether the broker acknowledged it or closed the connection. */
+export function publishOutcome(
+  client: MqttClient,
+  topic: string,
+  payload: string | Buffer,
+): Promise<'acked' | 'closed'> {
+  return new Promise((resolve) => {
+    const onClose = () => resolve('closed');
+    client.once('close', onClose);
+    client.publish(topic, payload, { qos: 1 }, (err) => {
+      client.removeListener('close', onClose);
+      resolve(err ? 'closed' : 'acked');
+    });
+  });
+}
+
+/** Subscribes and returns the granted QoS (128 = refused). */
+export async function subscribeOutcome(client: MqttClient, filter: string): Promise<number> {
+  try {
+    const granted = await client.subscribeAsync(filter, { qos: 1 });
+    return granted[0]?.qos ?? -1;
+  } catch (err) {
+    // mqtt.js rejects when the SUBACK carries the failure code.
+    if ((err as Error).name === 'ErrorWithSubackPacket' || /Subscribe error/.test((err as Error).message))
+      return 128;
+    throw err;
+  }
+}
+
+/** Resolves with the next message on `filter` (subscribing first), or rejects after `ms`. */
+export async function nextMessage(
+  client: MqttClient,
+  filter: string,
+  ms = 5_000,
+): Promise<{ topic: string; payload: Buffer }> {
+  const wait = new Promise<{ topic: string; payload: Buffer }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.removeListener('message', onMessage);
+      reject(new Error(`no message on ${filter} within ${ms} ms`));
+    }, ms);
+    const onMessage = (topic: string, payload: Buffer) => {
+      if (!matches(filter, topic)) return;
+      clearTimeout(timer);
+      client.removeListener('message', onMessage);
+      resolve({ topic, payload });
+    };
+    client.on('message', onMessage);
+  });
+  await client.subscribeAsync(filter, { qos: 1 });
+  return wait;
+}
+
+function matches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
