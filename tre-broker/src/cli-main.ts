@@ -5,6 +5,8 @@ import { isPartyRole, type PartyRole } from '@tre/protocol';
 import { Command, CommanderError, Option } from 'commander';
 import { createLogger } from './log.js';
 import { CertificateAuthority, type IssuedFiles } from './pki/certificate-authority.js';
+import { HouseholdRegistry } from './registry/household-registry.js';
+import { Store } from './store/store.js';
 import { startTre } from './tre.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -110,6 +112,60 @@ Examples:
       const ca = await CertificateAuthority.open(o.dir);
       const serials = await ca.revoke(o.role, o.id);
       console.log(`revoked ${serials.length} certificate(s): ${serials.join(', ')}`);
+    });
+
+  const registry = program.command('registry').description('household registry (works while the TRE runs)');
+  const withRegistry = async (dataDir: string, fn: (r: HouseholdRegistry) => Promise<void>) => {
+    const store = Store.openIn(dataDir);
+    try {
+      await fn(new HouseholdRegistry(store));
+    } finally {
+      store.close();
+    }
+  };
+  registry
+    .command('add')
+    .description('register (or update) one household')
+    .option('--data <dir>', 'TRE data directory', './tre-data')
+    .requiredOption('--meter <id>', 'meter id (as in its certificate)')
+    .requiredOption('--supplier <id>', 'supplier id')
+    .requiredOption('--dno <id>', 'DNO id')
+    .requiredOption('--capacity <watts>', 'installed capacity in W', (v) => Number(v))
+    .requiredOption('--account <account>', 'billing account')
+    .action(
+      async (o: {
+        data: string;
+        meter: string;
+        supplier: string;
+        dno: string;
+        capacity: number;
+        account: string;
+      }) => {
+        await withRegistry(o.data, async (r) => {
+          await r.upsert([
+            {
+              meterId: o.meter,
+              supplierId: o.supplier,
+              dnoId: o.dno,
+              capacityW: o.capacity,
+              account: o.account,
+            },
+          ]);
+          console.log(`registered 1 household (${r.count()} in total)`);
+        });
+      },
+    );
+  registry
+    .command('import')
+    .description('register households from a CSV file with header meterId,supplierId,dnoId,capacityW,account')
+    .option('--data <dir>', 'TRE data directory', './tre-data')
+    .requiredOption('--file <csv>', 'households CSV')
+    .action(async (o: { data: string; file: string }) => {
+      const households = HouseholdRegistry.parseCsv(readFileSync(o.file, 'utf8'), o.file);
+      await withRegistry(o.data, async (r) => {
+        await r.upsert(households);
+        console.log(`registered ${households.length} households (${r.count()} in total)`);
+      });
     });
 
   program

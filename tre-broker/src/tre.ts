@@ -2,11 +2,15 @@
  * The TRE process: PKI material, revocation list, the mTLS MQTT broker and the flows wired to it.
  */
 import { mkdir, readFile } from 'node:fs/promises';
+import { type Clock, systemClock } from '@tre/protocol';
 import { MessageRouter } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
+import { ReadingIngest } from './ingest/reading-ingest.js';
 import type { Logger } from './log.js';
 import { pkiPaths } from './pki/certificate-authority.js';
 import { RevocationList } from './pki/revocation-list.js';
+import { HouseholdRegistry } from './registry/household-registry.js';
+import { Store } from './store/store.js';
 
 export interface TreOptions {
   pkiDir: string;
@@ -15,6 +19,7 @@ export interface TreOptions {
   port?: number;
   log: Logger;
   revocationPollMs?: number;
+  clock?: Clock;
 }
 
 export interface RunningTre {
@@ -22,6 +27,9 @@ export interface RunningTre {
   port: number;
   broker: TlsMqttBroker;
   router: MessageRouter;
+  store: Store;
+  registry: HouseholdRegistry;
+  ingest: ReadingIngest;
   stop(): Promise<void>;
 }
 
@@ -50,7 +58,11 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   await readPem(paths.crl, 'certificate revocation list');
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const revocations = await RevocationList.load(paths.crl, tls.ca);
+  const clock = opts.clock ?? systemClock;
+  const store = Store.openIn(opts.dataDir);
+  const registry = new HouseholdRegistry(store);
   const broker = await TlsMqttBroker.start({
+    admit: (who) => (who.role === 'meter' && !registry.get(who.id) ? 'meter not registered' : undefined),
     tls,
     revocations,
     host: opts.host ?? '127.0.0.1',
@@ -60,6 +72,8 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   });
   const router = new MessageRouter(broker, opts.log.child({ module: 'router' }));
   broker.setRouter(router);
+  registry.serve(router);
+  const ingest = new ReadingIngest(store, registry, router, clock, opts.log.child({ module: 'ingest' }));
   const { address, port } = broker.address;
   opts.log.info({ host: address, port }, 'TRE listening (MQTT 3.1.1 over mutual TLS)');
   return {
@@ -67,8 +81,12 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     port,
     broker,
     router,
+    store,
+    registry,
+    ingest,
     async stop() {
       await broker.close();
+      store.close();
       opts.log.info('TRE stopped');
     },
   };

@@ -115,3 +115,38 @@ describe('tre start', () => {
     expect(r.stderr).toMatch(/tre pki init/);
   });
 });
+
+describe('tre registry', () => {
+  it('imports a CSV and reports the line of a bad row', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
+    const csv = join(dir, 'households.csv');
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(
+      csv,
+      'meterId,supplierId,dnoId,capacityW,account\nm1,s1,d1,9000,A-1\nm2,s1,d1,12000,A-2\n',
+    );
+    const ok = await tre('registry', 'import', '--data', join(dir, 'data'), '--file', csv);
+    expect(ok.stdout).toMatch(/registered 2 households \(2 in total\)/);
+    const add = await tre(
+      'registry',
+      'add',
+      '--data',
+      join(dir, 'data'),
+      '--meter',
+      'm3',
+      '--supplier',
+      's1',
+      '--dno',
+      'd1',
+      '--capacity',
+      '7000',
+      '--account',
+      'A-3',
+    );
+    expect(add.stdout).toMatch(/3 in total/);
+    await writeFile(csv, 'meterId,supplierId,dnoId,capacityW,account\nm4,s1,d1,-5,A-4\n');
+    const bad = await tre('registry', 'import', '--data', join(dir, 'data'), '--file', csv);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/households\.csv:2: capacityW/);
+  });
+});

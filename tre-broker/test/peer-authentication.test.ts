@@ -116,3 +116,10 @@ describe('broadcasts', () => {
     expect((await nextMessage(again, 'tre/v1/broadcast/tariff/+')).payload.toString()).toBe(body);
   });
 });
+
+describe('registry', () => {
+  it('refuses a meter with a valid certificate that is not registered', async () => {
+    const files = await fx.issue('meter', 'unregistered', undefined, false);
+    expect(await refused(connectWith(fx.url, files))).toMatch(/[Nn]ot authorized|closed/);
+  });
+});

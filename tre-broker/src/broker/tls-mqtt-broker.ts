@@ -33,6 +33,8 @@ export interface BrokerOptions {
   log: Logger;
   /** How often the CRL file is polled for changes (ms). */
   revocationPollMs?: number;
+  /** Extra admission rule at connect (e.g. unknown meters); returns a refusal reason or undefined. */
+  admit?: (who: PeerIdentity) => string | undefined;
 }
 
 class AccessDenied extends Error {
@@ -138,6 +140,8 @@ export class TlsMqttBroker implements Outbound {
       if (this.opts.revocations.isRevoked(who.serial)) throw new AccessDenied('certificate revoked');
       if (packet.protocolVersion !== 4) throw new AccessDenied('only MQTT 3.1.1 is supported');
       if (packet.will) throw new AccessDenied('wills are not supported');
+      const refusal = this.opts.admit?.(who);
+      if (refusal) throw new AccessDenied(refusal);
       // An empty client id stays empty: aedes then assigns a random one.
       if (packet.clientId) packet.clientId = `${who.role}:${who.id}:${packet.clientId}`;
       this.identities.set(client, who);

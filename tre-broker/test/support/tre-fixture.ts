@@ -5,7 +5,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { PartyRole } from '@tre/protocol';
+import type { Household, PartyRole } from '@tre/protocol';
 import {
   CertificateAuthority,
   createLogger,
@@ -22,7 +22,13 @@ export interface TreFixture {
   ca: CertificateAuthority;
   tre: RunningTre;
   url: string;
-  issue(role: PartyRole, id: string, validity?: Validity): Promise<IssuedFiles>;
+  /** Issues a certificate; a meter is also registered (supplier s1, DNO d1, 10 kW) unless `register` is false. */
+  issue(
+    role: PartyRole,
+    id: string,
+    validity?: Validity,
+    household?: Partial<Household> | false,
+  ): Promise<IssuedFiles>;
   connect(role: PartyRole, id: string, opts?: mqtt.IClientOptions): Promise<MqttClient>;
   close(): Promise<void>;
 }
@@ -49,8 +55,20 @@ export async function startTreFixture(
     ca,
     tre,
     url: `mqtts://127.0.0.1:${tre.port}`,
-    async issue(role, id, validity) {
+    async issue(role, id, validity, household) {
       const files = await ca.issue(role, id, { validity, force: true });
+      if (role === 'meter' && household !== false) {
+        await tre.registry.upsert([
+          {
+            meterId: id,
+            supplierId: 's1',
+            dnoId: 'd1',
+            capacityW: 10_000,
+            account: `acc-${id}`,
+            ...(household ?? {}),
+          },
+        ]);
+      }
       issued.set(`${role}:${id}`, files);
       return files;
     },

@@ -1,0 +1,146 @@
+/**
+ * The household registry: which meters exist, their supplier, DNO, installed capacity and billing
+ * account. Written by the regulator (signed-in over MQTT, or `tre registry` on the TRE box).
+ * Lookups go to SQLite every time (microseconds), so changes made by the CLI apply at once.
+ */
+import { decodePayload, type Household, householdSchema, registryRequestSchema } from '@tre/protocol';
+import type { HandlerResult, InboundMessage, MessageRouter } from '../broker/message-router.js';
+import type { Db, Store } from '../store/store.js';
+
+export class RegistryError extends Error {
+  override readonly name = 'RegistryError';
+  constructor(
+    readonly code: 'INVALID_HOUSEHOLD' | 'CSV_INVALID',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const CSV_COLUMNS = ['meterId', 'supplierId', 'dnoId', 'capacityW', 'account'] as const;
+
+export class HouseholdRegistry {
+  constructor(private readonly store: Store) {
+    store.migrate(
+      'registry-1',
+      `CREATE TABLE households (
+         meter_id TEXT PRIMARY KEY,
+         supplier_id TEXT NOT NULL,
+         dno_id TEXT NOT NULL,
+         capacity_w INTEGER NOT NULL CHECK (capacity_w > 0),
+         account TEXT NOT NULL
+       );
+       CREATE INDEX households_dno ON households (dno_id);
+       CREATE INDEX households_supplier ON households (supplier_id);`,
+    );
+  }
+
+  /** Serves the regulator's `registry` topic. */
+  serve(router: MessageRouter): void {
+    router.on('registry', (msg) => this.handle(msg));
+  }
+
+  private async handle(msg: InboundMessage): Promise<HandlerResult> {
+    const decoded = decodePayload(msg.payload, registryRequestSchema);
+    if (!decoded.ok)
+      return {
+        status: 'refused',
+        requestId: decoded.requestId,
+        reason: decoded.reason,
+        message: decoded.message,
+      };
+    const n = await this.upsert(decoded.value.households);
+    return { status: 'accepted', requestId: decoded.value.requestId, message: `${n} households registered` };
+  }
+
+  get(meterId: string): Household | undefined {
+    const row = this.store.db
+      .prepare('SELECT meter_id, supplier_id, dno_id, capacity_w, account FROM households WHERE meter_id = ?')
+      .get(meterId) as
+      | { meter_id: string; supplier_id: string; dno_id: string; capacity_w: number; account: string }
+      | undefined;
+    return (
+      row && {
+        meterId: row.meter_id,
+        supplierId: row.supplier_id,
+        dnoId: row.dno_id,
+        capacityW: row.capacity_w,
+        account: row.account,
+      }
+    );
+  }
+
+  /** Meters registered with a DNO (the only meters it may group). */
+  metersOfDno(dnoId: string): Set<string> {
+    const rows = this.store.db.prepare('SELECT meter_id FROM households WHERE dno_id = ?').all(dnoId) as {
+      meter_id: string;
+    }[];
+    return new Set(rows.map((r) => r.meter_id));
+  }
+
+  metersOfSupplier(supplierId: string): Household[] {
+    const rows = this.store.db
+      .prepare('SELECT meter_id FROM households WHERE supplier_id = ? ORDER BY meter_id')
+      .all(supplierId) as {
+      meter_id: string;
+    }[];
+    return rows.map((r) => this.get(r.meter_id)!);
+  }
+
+  count(): number {
+    return (this.store.db.prepare('SELECT count(*) AS n FROM households').get() as { n: number }).n;
+  }
+
+  /** Adds or updates households in one transaction. */
+  upsert(households: Household[]): Promise<number> {
+    for (const h of households) {
+      const parsed = householdSchema.safeParse(h);
+      if (!parsed.success)
+        throw new RegistryError(
+          'INVALID_HOUSEHOLD',
+          `household ${JSON.stringify(h.meterId)}: ${parsed.error.issues[0]?.message}`,
+        );
+    }
+    return this.store.commit((db) => upsertAll(db, households));
+  }
+
+  /** Parses `meterId,supplierId,dnoId,capacityW,account` CSV (with that header line). */
+  static parseCsv(text: string, file = 'households.csv'): Household[] {
+    const lines = text.split(/\r?\n/);
+    const header = lines[0]?.split(',').map((s) => s.trim());
+    if (!header || CSV_COLUMNS.some((c, i) => header[i] !== c) || header.length !== CSV_COLUMNS.length) {
+      throw new RegistryError('CSV_INVALID', `${file}:1: the header must be ${CSV_COLUMNS.join(',')}`);
+    }
+    const out: Household[] = [];
+    lines.slice(1).forEach((line, i) => {
+      if (line.trim() === '') return;
+      const cells = line.split(',').map((s) => s.trim());
+      const candidate = {
+        meterId: cells[0],
+        supplierId: cells[1],
+        dnoId: cells[2],
+        capacityW: /^\d+$/.test(cells[3] ?? '') ? Number(cells[3]) : cells[3],
+        account: cells[4],
+      };
+      const parsed = householdSchema.safeParse(candidate);
+      if (cells.length !== CSV_COLUMNS.length || !parsed.success) {
+        const issue = parsed.success
+          ? `expected ${CSV_COLUMNS.length} columns`
+          : `${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`;
+        throw new RegistryError('CSV_INVALID', `${file}:${i + 2}: ${issue}`);
+      }
+      out.push(parsed.data);
+    });
+    return out;
+  }
+}
+
+function upsertAll(db: Db, households: Household[]): number {
+  const stmt = db.prepare(
+    `INSERT INTO households (meter_id, supplier_id, dno_id, capacity_w, account) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (meter_id) DO UPDATE SET supplier_id = excluded.supplier_id, dno_id = excluded.dno_id,
+       capacity_w = excluded.capacity_w, account = excluded.account`,
+  );
+  for (const h of households) stmt.run(h.meterId, h.supplierId, h.dnoId, h.capacityW, h.account);
+  return households.length;
+}
