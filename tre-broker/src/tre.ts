@@ -1,9 +1,10 @@
 /**
  * The TRE process: PKI material, revocation list, the mTLS MQTT broker and the flows wired to it.
  */
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { type Clock, systemClock } from '@tre/protocol';
-import { MessageRouter } from './broker/message-router.js';
+import { MessageRouter, type Outbound } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
 import { ReadingIngest } from './ingest/reading-ingest.js';
 import type { Logger } from './log.js';
@@ -22,6 +23,22 @@ export interface TreOptions {
   clock?: Clock;
 }
 
+/** What every flow of the TRE is built from. */
+export interface TreContext {
+  store: Store;
+  registry: HouseholdRegistry;
+  router: MessageRouter;
+  /** Publishes from the TRE (broadcasts, provider topics); inbox replies go through `router.reply`. */
+  outbound: Outbound;
+  clock: Clock;
+  log: Logger;
+  /** The TRE's signing key (its TLS key): signs broadcasts, statements, bills, DR outcomes. */
+  signingKey: KeyObject;
+  /** PEM of the TRE's certificate and of the regulator root. */
+  treCertificate: string;
+  caCertificate: string;
+}
+
 export interface RunningTre {
   host: string;
   port: number;
@@ -30,6 +47,7 @@ export interface RunningTre {
   store: Store;
   registry: HouseholdRegistry;
   ingest: ReadingIngest;
+  context: TreContext;
   stop(): Promise<void>;
 }
 
@@ -73,7 +91,19 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const router = new MessageRouter(broker, opts.log.child({ module: 'router' }));
   broker.setRouter(router);
   registry.serve(router);
+  const context: TreContext = {
+    store,
+    registry,
+    router,
+    outbound: broker,
+    clock,
+    log: opts.log,
+    signingKey: createPrivateKey(tls.key),
+    treCertificate: tls.cert,
+    caCertificate: tls.ca,
+  };
   const ingest = new ReadingIngest(store, registry, router, clock, opts.log.child({ module: 'ingest' }));
+  // Flows are wired here, each from the context.
   const { address, port } = broker.address;
   opts.log.info({ host: address, port }, 'TRE listening (MQTT 3.1.1 over mutual TLS)');
   return {
@@ -84,6 +114,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     store,
     registry,
     ingest,
+    context,
     async stop() {
       await broker.close();
       store.close();

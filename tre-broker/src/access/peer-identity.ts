@@ -2,6 +2,7 @@
  * Identity comes only from the verified peer certificate: exactly one SAN URI `urn:tre:<role>:<id>`
  * with a party role. The MQTT client id, username and payloads never count.
  */
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import { type Identity, isPartyRole, type PartyRole, parseIdentity } from '@tre/protocol';
 
@@ -9,6 +10,8 @@ export interface PeerIdentity extends Identity {
   role: PartyRole;
   /** Certificate serial, lower-case hex, for revocation checks. */
   serial: string;
+  /** The certificate's public key: verifies what this party signs (tariffs, events, registry). */
+  publicKey: KeyObject;
 }
 
 export class PeerIdentityError extends Error {
@@ -32,6 +35,7 @@ export function identityFromCertificate(cert: PeerCertificate | undefined): Peer
     role: identity.role,
     id: identity.id,
     serial: cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
+    publicKey: createPublicKey({ key: cert.pubkey!, format: 'der', type: 'spki' }),
   };
 }
 
