@@ -2,8 +2,7 @@
  * Identity comes only from the verified peer certificate: exactly one SAN URI `urn:tre:<role>:<id>`
  * with a party role. The MQTT client id, username and payloads never count.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
-import type { PeerCertificate } from 'node:tls';
+import type { KeyObject, X509Certificate } from 'node:crypto';
 import { type Identity, isPartyRole, type PartyRole, parseIdentity } from '@tre/protocol';
 
 export interface PeerIdentity extends Identity {
@@ -19,9 +18,9 @@ export class PeerIdentityError extends Error {
   readonly code = 'PEER_IDENTITY';
 }
 
-export function identityFromCertificate(cert: PeerCertificate | undefined): PeerIdentity {
-  if (!cert || Object.keys(cert).length === 0) throw new PeerIdentityError('no client certificate');
-  const uris = (cert.subjectaltname ?? '')
+export function identityFromCertificate(cert: X509Certificate | undefined): PeerIdentity {
+  if (!cert) throw new PeerIdentityError('no client certificate');
+  const uris = (cert.subjectAltName ?? '')
     .split(', ')
     .filter((n) => n.startsWith('URI:'))
     .map((n) => n.slice(4));
@@ -35,7 +34,7 @@ export function identityFromCertificate(cert: PeerCertificate | undefined): Peer
     role: identity.role,
     id: identity.id,
     serial: cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
-    publicKey: createPublicKey({ key: cert.pubkey!, format: 'der', type: 'spki' }),
+    publicKey: cert.publicKey,
   };
 }
 

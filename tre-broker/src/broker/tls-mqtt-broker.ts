@@ -136,7 +136,7 @@ export class TlsMqttBroker implements Outbound {
       const socket = client.conn as TLSSocket;
       if (!socket.authorized)
         throw new AccessDenied(`TLS peer not authorised: ${String(socket.authorizationError)}`);
-      const who = identityFromCertificate(socket.getPeerCertificate());
+      const who = identityFromCertificate(socket.getPeerX509Certificate());
       if (this.opts.revocations.isRevoked(who.serial)) throw new AccessDenied('certificate revoked');
       if (packet.protocolVersion !== 4) throw new AccessDenied('only MQTT 3.1.1 is supported');
       if (packet.will) throw new AccessDenied('wills are not supported');
