@@ -1,1 +1,2 @@
-export {};
+export * from './outbox.js';
+export * from './tre-link.js';

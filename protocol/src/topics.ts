@@ -115,7 +115,8 @@ export const topics = {
   bid: (meterId: string) => party(meter(meterId), 'bid'),
   attest: (who: Identity) => party(who, 'attest'),
   inbox: (who: Identity, kind: InboxKind) => party(who, 'inbox', kind),
-  inboxAll: (who: Identity) => `${party(who, 'inbox', 'receipt').slice(0, -'/receipt'.length)}/#`,
+  /** Subscription filter for all of a party's inbox kinds. */
+  inboxFilter: (who: Identity) => `${party(who, 'inbox', 'receipt').slice(0, -'receipt'.length)}+`,
   groups: (dnoId: string) => party(dno(dnoId), 'groups'),
   aggregate: (dnoId: string, groupId: string) => party(dno(dnoId), 'aggregate', groupId),
   tariff: (supplierId: string) => party(supplier(supplierId), 'tariff'),
