@@ -5,7 +5,7 @@
  * qualifyingData = SHA-256(merkleRoot || SHA-256(TRE TLS public key SPKI DER)).
  */
 import { z } from 'zod';
-import { requestId, version } from './envelope.js';
+import { instant, partyId, requestId, version } from './envelope.js';
 
 const base64 = z.string().regex(/^[A-Za-z0-9+/_-]*={0,2}$/);
 const hex = z.string().regex(/^[0-9a-f]*$/);
@@ -36,8 +36,11 @@ export const evidenceSchema = z.strictObject({
   eventLog: z.array(measurementEventSchema).max(4096),
   /** AK certificate issued by the regulator, PEM. */
   akCertificate: z.string().max(16_384),
-  /** Inclusion proof of SHA-256(nonce) in the batch's Merkle tree. */
+  /** SHA-256 of the TRE's TLS public key (SPKI DER) that the quote is bound to, hex. */
+  tlsKeyHash: hex.length(64),
+  /** Inclusion proof of the nonce in the batch's Merkle tree (see merkle.ts). */
   batch: z.strictObject({
+    root: hex.length(64),
     leafIndex: z.number().int().min(0),
     leafCount: z.number().int().min(1),
     siblings: z.array(hex.length(64)).max(64),
@@ -53,3 +56,19 @@ export const attestationResponseSchema = z.strictObject({
   message: z.string().max(512).optional(),
 });
 export type AttestationResponse = z.infer<typeof attestationResponseSchema>;
+
+const sha256Hex = hex.length(64);
+
+/** The regulator's whitelist (JWS payload, signed type `attestationPolicy`). */
+export const attestationPolicySchema = z.strictObject({
+  v: version,
+  policyId: partyId,
+  issuedAt: instant,
+  /** PCRs that every quote must cover. */
+  requiredPcrs: z.array(z.number().int().min(0).max(23)).min(1),
+  /** Golden values: for a PCR listed here, the quoted value must be one of these. */
+  pcrValues: z.record(z.string().regex(/^\d{1,2}$/), z.array(sha256Hex)),
+  /** Golden event digests: every event in the measurement log must be one of these. */
+  eventDigests: z.array(z.strictObject({ description: z.string().max(256), digest: sha256Hex })),
+});
+export type AttestationPolicy = z.infer<typeof attestationPolicySchema>;

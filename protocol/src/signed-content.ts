@@ -14,6 +14,7 @@ export const SIGNED_TYPES = {
   statement: 'tre-statement+jws',
   bill: 'tre-bill+jws',
   drOutcome: 'tre-dr-outcome+jws',
+  attestationPolicy: 'tre-attestation-policy+jws',
 } as const;
 export type SignedType = keyof typeof SIGNED_TYPES;
 

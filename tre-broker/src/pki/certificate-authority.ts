@@ -13,7 +13,14 @@
 import { randomBytes, webcrypto } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertId, formatIdentity, type Identity, isPartyRole, type PartyRole } from '@tre/protocol';
+import {
+  AK_CERTIFICATE_EKU,
+  assertId,
+  formatIdentity,
+  type Identity,
+  isPartyRole,
+  type PartyRole,
+} from '@tre/protocol';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 
@@ -218,6 +225,46 @@ export class CertificateAuthority {
     if (!(await csr.verify()))
       throw new PkiError('CSR_INVALID', 'the certificate request signature does not verify');
     return this.issueFor({ role, id }, await csr.publicKey.export(ALG, ['verify']), v);
+  }
+
+  /**
+   * Certificate for a TRE's attestation key (EKU tcg-kp-AIKCertificate, SAN urn:tre:tre:<id>).
+   * Call only after the AK has been proven resident in the TRE's TPM (`tre pki endorse-ak`).
+   */
+  async issueAttestationKeyCertificate(
+    akPublicKeySpkiDer: Buffer,
+    treId: string,
+    v?: Validity,
+  ): Promise<string> {
+    const publicKey = await webcrypto.subtle.importKey('spki', akPublicKeySpkiDer, ALG, true, ['verify']);
+    const period = validity(v, 825);
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: serialNumber(),
+      subject: `CN=${treId} attestation key, O=TRE`,
+      issuer: this.certificate.subject,
+      notBefore: period.notBefore,
+      notAfter: period.notAfter,
+      signingAlgorithm: ALG,
+      publicKey,
+      signingKey: this.key,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([AK_CERTIFICATE_EKU], false),
+        new x509.SubjectAlternativeNameExtension(
+          [{ type: 'url', value: formatIdentity({ role: 'tre', id: treId }) }],
+          false,
+        ),
+        await x509.AuthorityKeyIdentifierExtension.create(this.certificate, false),
+      ],
+    });
+    await this.record({
+      role: 'tre-ak',
+      id: treId,
+      serial: cert.serialNumber,
+      notAfter: cert.notAfter.toISOString(),
+    });
+    return cert.toString('pem');
   }
 
   private async issueFor(identity: Identity, publicKey: CryptoKey, v?: Validity): Promise<string> {
