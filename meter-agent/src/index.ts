@@ -1,2 +1,3 @@
 export * from './outbox.js';
+export * from './tre-attestor.js';
 export * from './tre-link.js';

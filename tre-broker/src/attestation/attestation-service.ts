@@ -1,0 +1,125 @@
+/**
+ * Answers attestation requests (paper IV) on the requester's `inbox/attestation`.
+ * Nonces arriving within `batchWindowMs` form one Merkle tree; one TPM quote signs
+ * SHA-256(root || SHA-256(TLS public key)), and each requester gets its inclusion proof, so one quote
+ * serves thousands of verifiers. If the TPM is unavailable the answer says so (`unavailable`).
+ */
+import { X509Certificate } from 'node:crypto';
+import {
+  type AttestationResponse,
+  attestationRequestSchema,
+  decodePayload,
+  type Evidence,
+  type MeasurementEvent,
+  merkleBatch,
+  PROTOCOL_VERSION,
+  qualifyingData,
+  tlsKeyHash,
+} from '@tre/protocol';
+import type { PeerIdentity } from '../access/peer-identity.js';
+import type { HandlerResult, InboundMessage } from '../broker/message-router.js';
+import type { TreContext } from '../tre.js';
+
+/** A quote over the application PCRs with the given qualifying data (the TPM, through hardware/). */
+export interface QuoteSource {
+  quote(
+    qualifyingData: Buffer,
+  ): Promise<{ attest: Buffer; signature: Buffer; pcrs: { index: number; sha256: string }[] }>;
+}
+
+interface Waiting {
+  to: PeerIdentity;
+  requestId: string;
+  nonce: Buffer;
+}
+
+export class AttestationService {
+  private batch: Waiting[] = [];
+  private scheduled = false;
+  private readonly keyHash: Buffer;
+  readonly stats = { requests: 0, quotes: 0, failures: 0 };
+
+  constructor(
+    private readonly ctx: TreContext,
+    private readonly source: QuoteSource,
+    private readonly eventLog: MeasurementEvent[],
+    private readonly akCertificate: string,
+    private readonly opts: { batchWindowMs?: number; maxBatch?: number } = {},
+  ) {
+    this.keyHash = tlsKeyHash(new X509Certificate(ctx.treCertificate));
+    ctx.router.on('attest', (msg) => this.handle(msg));
+  }
+
+  private async handle(msg: InboundMessage): Promise<HandlerResult> {
+    const decoded = decodePayload(msg.payload, attestationRequestSchema);
+    if (!decoded.ok)
+      return {
+        status: 'refused',
+        requestId: decoded.requestId,
+        reason: decoded.reason,
+        message: decoded.message,
+      };
+    this.stats.requests++;
+    this.batch.push({
+      to: msg.from,
+      requestId: decoded.value.requestId,
+      nonce: Buffer.from(decoded.value.nonce, 'base64url'),
+    });
+    if (this.batch.length >= (this.opts.maxBatch ?? 65_536)) void this.flush();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      this.ctx.clock.setTimeout(() => void this.flush(), this.opts.batchWindowMs ?? 25);
+    }
+    return undefined; // the answer is the attestation response itself
+  }
+
+  private async flush(): Promise<void> {
+    this.scheduled = false;
+    const batch = this.batch;
+    this.batch = [];
+    if (batch.length === 0) return;
+    const { root, proofs } = merkleBatch(batch.map((w) => w.nonce));
+    let quote: Awaited<ReturnType<QuoteSource['quote']>> | undefined;
+    let failure: string | undefined;
+    try {
+      quote = await this.source.quote(qualifyingData(root, this.keyHash));
+      this.stats.quotes++;
+    } catch (err) {
+      this.stats.failures++;
+      failure = (err as Error).message;
+      this.ctx.log.error({ err: failure, batch: batch.length }, 'attestation unavailable: TPM quote failed');
+    }
+    await Promise.all(
+      batch.map((w, i) => {
+        const proof = proofs[i]!;
+        const response: AttestationResponse = quote
+          ? {
+              v: PROTOCOL_VERSION,
+              requestId: w.requestId,
+              status: 'ok',
+              evidence: {
+                attest: quote.attest.toString('base64'),
+                signature: quote.signature.toString('base64'),
+                pcrs: quote.pcrs,
+                eventLog: this.eventLog,
+                akCertificate: this.akCertificate,
+                tlsKeyHash: this.keyHash.toString('hex'),
+                batch: {
+                  root: root.toString('hex'),
+                  leafIndex: proof.leafIndex,
+                  leafCount: proof.leafCount,
+                  siblings: proof.siblings.map((s) => s.toString('hex')),
+                },
+              } satisfies Evidence,
+            }
+          : {
+              v: PROTOCOL_VERSION,
+              requestId: w.requestId,
+              status: 'unavailable',
+              message: 'the TRE cannot reach its TPM; retry later',
+            };
+        return this.ctx.router.reply(w.to, 'attestation', response);
+      }),
+    );
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * What the TRE measures at start into its application PCR, with an event log: the built code it
+ * runs (every file of the workspaces' dist/ it loads, hashed in a stable order), the Node.js
+ * binary, and its configuration. The regulator's whitelist (`tre attest-policy`) lists the same
+ * digests, computed the same way from the release it approves.
+ */
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { MeasurementEvent } from '@tre/protocol';
+
+/** PCR 23: the application PCR (resettable at locality 0 in the PC Client profile). */
+export const APPLICATION_PCR = 23;
+
+const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
+
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...filesUnder(path));
+    else if (name.endsWith('.js')) out.push(path);
+  }
+  return out;
+}
+
+/** Digest of a code bundle: SHA-256 over (relative path, file digest) of every .js file, sorted. */
+export function bundleDigest(distDirs: string[]): string {
+  const h = createHash('sha256');
+  for (const dir of distDirs) {
+    for (const file of filesUnder(dir))
+      h.update(`${relative(join(dir, '..', '..'), file)}\0${sha256(readFileSync(file))}\n`);
+  }
+  return h.digest('hex');
+}
+
+/** The dist/ directories of the code the TRE runs (its own and the workspaces it imports). */
+export function treDistDirs(): string[] {
+  const here = fileURLToPath(new URL('..', import.meta.url)); // tre-broker/dist
+  const workspaceRoot = join(here, '..', '..');
+  return ['tre-broker', 'protocol', 'hardware'].map((w) => join(workspaceRoot, w, 'dist'));
+}
+
+export function canonicalConfig(config: Record<string, unknown>): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(config).sort(([a], [b]) => a.localeCompare(b))));
+}
+
+export function measureTre(
+  config: Record<string, unknown>,
+  distDirs = treDistDirs(),
+  nodeBinary = process.execPath,
+): MeasurementEvent[] {
+  return [
+    { pcr: APPLICATION_PCR, digest: bundleDigest(distDirs), description: 'tre code bundle' },
+    { pcr: APPLICATION_PCR, digest: sha256(readFileSync(nodeBinary)), description: 'node binary' },
+    { pcr: APPLICATION_PCR, digest: sha256(canonicalConfig(config)), description: 'tre configuration' },
+  ];
+}
+
+/** The PCR value the events produce from a reset PCR (32 zero bytes). */
+export function replayPcr(events: MeasurementEvent[]): string {
+  return events
+    .reduce(
+      (acc, e) =>
+        createHash('sha256')
+          .update(Buffer.concat([acc, Buffer.from(e.digest, 'hex')]))
+          .digest(),
+      Buffer.alloc(32),
+    )
+    .toString('hex');
+}
