@@ -1,3 +1,4 @@
 #!/usr/bin/env node
-console.error('tre-bench: no benchmarks yet');
-process.exitCode = 1;
+import { main } from './cli-main.js';
+
+process.exitCode = await main(process.argv);

@@ -1,1 +1,2 @@
-export {};
+export * from './ingest.js';
+export * from './report.js';

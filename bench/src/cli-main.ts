@@ -1,0 +1,40 @@
+/** `npm run bench -- <name> [--json]`: one command per benchmark, each with its baseline in the same run. */
+import { Command, CommanderError } from 'commander';
+import { runIngest } from './ingest.js';
+import { type BenchResult, formatTable, machine } from './report.js';
+
+const int = (v: string) => Number.parseInt(v, 10);
+
+function output(result: BenchResult, json: boolean): void {
+  if (json)
+    console.log(JSON.stringify({ ...result, machine: machine(), date: new Date().toISOString() }, null, 2));
+  else console.log(formatTable(result));
+}
+
+export function buildProgram(): Command {
+  const program = new Command('tre-bench')
+    .description('TRE benchmarks; each starts what it needs and runs its baseline in the same run')
+    .exitOverride();
+  program
+    .command('ingest')
+    .description('durable QoS1 readings/s over mTLS and publish-to-PUBACK latency, TRE vs mosquitto')
+    .option('--meters <n>', 'meter connections', int, 200)
+    .option('--per-meter <n>', 'readings per meter (measured)', int, 100)
+    .option('--window <n>', 'QoS1 publishes in flight per connection', int, 4)
+    .option('--json', 'print JSON')
+    .action(async (o: { meters: number; perMeter: number; window: number; json?: boolean }) => {
+      output(await runIngest(o, (l) => console.error(`ingest: ${l}`)), !!o.json);
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    console.error(`tre-bench: ${(err as Error).message}`);
+    return 1;
+  }
+}

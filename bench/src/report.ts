@@ -1,0 +1,47 @@
+/** How a benchmark reports: a plain table, optional JSON, and the machine it ran on. */
+import { cpus, totalmem } from 'node:os';
+
+export interface BenchResult {
+  name: string;
+  /** What was measured and against what baseline, in one sentence. */
+  description: string;
+  columns: string[];
+  rows: (string | number)[][];
+  /** Free-form findings, e.g. the ratio against the baseline. */
+  notes: string[];
+}
+
+export function machine(): string {
+  const cpu = cpus();
+  return `${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${process.platform}/${process.arch}`;
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export function formatTable(result: BenchResult): string {
+  const cells = [
+    result.columns,
+    ...result.rows.map((r) => r.map((c) => (typeof c === 'number' ? formatNumber(c) : c))),
+  ];
+  const widths = result.columns.map((_, i) => Math.max(...cells.map((r) => String(r[i] ?? '').length)));
+  const line = (r: (string | number)[]) => `| ${r.map((c, i) => String(c).padEnd(widths[i]!)).join(' | ')} |`;
+  return [
+    `${result.name}: ${result.description}`,
+    `machine: ${machine()}, ${new Date().toISOString().slice(0, 10)}`,
+    '',
+    line(cells[0]!),
+    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    ...cells.slice(1).map(line),
+    '',
+    ...result.notes,
+  ].join('\n');
+}
+
+function formatNumber(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  if (Number.isInteger(n)) return n.toLocaleString('en-US');
+  return n >= 100 ? n.toFixed(0) : n >= 1 ? n.toFixed(2) : n.toPrecision(3);
+}
