@@ -1,8 +1,9 @@
 /** `tre`: the TRE's command line (PKI for the regulator, and the broker itself). */
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { isPartyRole, type PartyRole } from '@tre/protocol';
+import { type AttestationPolicy, isPartyRole, type PartyRole, PROTOCOL_VERSION } from '@tre/protocol';
 import { Command, CommanderError, Option } from 'commander';
+import { APPLICATION_PCR, measureTre, replayPcr } from './attestation/measurement.js';
 import { createLogger } from './log.js';
 import { CertificateAuthority, type IssuedFiles } from './pki/certificate-authority.js';
 import { HouseholdRegistry } from './registry/household-registry.js';
@@ -166,6 +167,31 @@ Examples:
         await r.upsert(households);
         console.log(`registered ${households.length} households (${r.count()} in total)`);
       });
+    });
+
+  program
+    .command('attest-policy')
+    .description(
+      "sign the regulator's attestation whitelist: the measurements of this TRE build, node binary and configuration",
+    )
+    .requiredOption('--pki <dir>', 'PKI directory (the regulator CA signs)')
+    .requiredOption('--out <file>', 'where to write the signed policy (JWS)')
+    .option('--policy-id <id>', 'policy id', 'tre-release')
+    .option('--config <json>', 'the TRE configuration as measured (JSON object)', '{}')
+    .action(async (o: { pki: string; out: string; policyId: string; config: string }) => {
+      const ca = await CertificateAuthority.open(o.pki);
+      const events = measureTre(JSON.parse(o.config) as Record<string, unknown>);
+      const policy: AttestationPolicy = {
+        v: PROTOCOL_VERSION,
+        policyId: o.policyId,
+        issuedAt: new Date().toISOString(),
+        requiredPcrs: [APPLICATION_PCR],
+        pcrValues: { [String(APPLICATION_PCR)]: [replayPcr(events)] },
+        eventDigests: events.map(({ description, digest }) => ({ description, digest })),
+      };
+      await writeFile(o.out, `${await ca.signAsRegulator('attestationPolicy', policy)}\n`);
+      console.log(`${o.out}: PCR ${APPLICATION_PCR} = ${replayPcr(events)}`);
+      for (const e of events) console.log(`  ${e.digest}  ${e.description}`);
     });
 
   program

@@ -20,6 +20,8 @@ import {
   type Identity,
   isPartyRole,
   type PartyRole,
+  type SignedType,
+  signContent,
 } from '@tre/protocol';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -265,6 +267,11 @@ export class CertificateAuthority {
       notAfter: cert.notAfter.toISOString(),
     });
     return cert.toString('pem');
+  }
+
+  /** Signs regulator content (e.g. the attestation whitelist) with the root key, verifiable with ca.crt. */
+  async signAsRegulator(type: SignedType, payload: unknown): Promise<string> {
+    return signContent(type, payload, this.key);
   }
 
   private async issueFor(identity: Identity, publicKey: CryptoKey, v?: Validity): Promise<string> {
