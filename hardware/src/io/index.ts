@@ -1,0 +1,2 @@
+export * from './load-switch.js';
+export * from './mock-io.js';
