@@ -5,7 +5,7 @@
  * closes it (pin low). The IO plugin is chosen by configuration:
  * a module name (e.g. `raspi-io` on a Pi, installed by the user) or an IO object (tests: MockIo).
  */
-import five from 'johnny-five';
+import five, { type Board, type Led, type Relay } from 'johnny-five';
 
 export class ActuatorError extends Error {
   override readonly name = 'ActuatorError';
@@ -22,10 +22,10 @@ export function parseActuator(ref: string): number {
 }
 
 export class LoadSwitch {
-  private readonly relays = new Map<string, five.Relay>();
-  private led: five.Led | undefined;
+  private readonly relays = new Map<string, Relay>();
+  private led: Led | undefined;
 
-  private constructor(private readonly board: five.Board) {}
+  private constructor(private readonly board: Board) {}
 
   /** Connects the board; `io` is an IO plugin instance, or a module name exporting one as default. */
   static async open(io: object | string, opts: { statusLedPin?: number } = {}): Promise<LoadSwitch> {
@@ -41,7 +41,7 @@ export class LoadSwitch {
     return sw;
   }
 
-  private relay(actuator: string): five.Relay {
+  private relay(actuator: string): Relay {
     let relay = this.relays.get(actuator);
     if (!relay) {
       relay = new five.Relay({ pin: parseActuator(actuator), type: 'NC', board: this.board });
