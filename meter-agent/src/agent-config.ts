@@ -1,0 +1,134 @@
+/**
+ * The agent's configuration file (`/etc/meter-agent/agent.yaml`), checked with zod; every error
+ * names file:line:column and what would be valid. Unknown keys are errors.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { ID_PATTERN } from '@tre/protocol';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { z } from 'zod';
+
+export const agentConfigSchema = z.strictObject({
+  /** This household's meter id, as in its certificate (urn:tre:meter:<id>). */
+  meterId: z
+    .string()
+    .regex(ID_PATTERN, 'meterId must be 1-64 characters of a-z 0-9 . _ - (as in the certificate)'),
+  tre: z.strictObject({
+    /** TRE endpoints in failover order, e.g. mqtts://tre.local:8883. */
+    endpoints: z
+      .array(z.string().regex(/^mqtts:\/\/[^/]+:\d+$/, 'an endpoint looks like mqtts://host:port'))
+      .min(1),
+    ca: z.string().min(1),
+    cert: z.string().min(1),
+    key: z.string().min(1),
+    /** The regulator-signed attestation whitelist (JWS). Attestation is mandatory. */
+    attestationPolicy: z.string().min(1),
+    attestEveryMinutes: z
+      .number()
+      .int()
+      .min(1)
+      .max(24 * 60)
+      .default(15),
+  }),
+  meter: z.strictObject({
+    /** Serial device of the P1 cable or optical head, e.g. /dev/ttyUSB0. */
+    port: z.string().min(1),
+    protocol: z.enum(['dsmr', 'iec62056-21']).default('dsmr'),
+    /** IANA time zone of the meter, e.g. Europe/Amsterdam (interval boundaries are local wall-clock). */
+    timeZone: z.string().min(1).default('UTC'),
+    intervalMinutes: z.union([z.literal(15), z.literal(30)], { error: 'must be 15 or 30' }).default(15),
+  }),
+  /** The household bidding policy (hems-policy YAML). Without one the agent never bids. */
+  policy: z.string().min(1).optional(),
+  /** Where the outbox, pending bids and status live. */
+  stateDir: z.string().min(1).default('/var/lib/meter-agent'),
+  io: z
+    .strictObject({
+      /** johnny-five IO plugin module, e.g. raspi-io; `none` disables load control. */
+      plugin: z.string().min(1).default('none'),
+      statusLedPin: z.number().int().min(0).max(63).optional(),
+    })
+    .default({ plugin: 'none' }),
+});
+export type AgentConfig = z.infer<typeof agentConfigSchema>;
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  readonly code = 'CONFIG_INVALID';
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+  }
+}
+
+/** Parses YAML text against a zod schema; errors carry file:line:col of the offending node. */
+export function parseYamlWith<S extends z.ZodType>(text: string, file: string, schema: S): z.infer<S> {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => {
+        const pos = e.linePos?.[0];
+        return `${file}:${pos?.line ?? 1}:${pos?.col ?? 1}: ${e.message.split('\n')[0]}`;
+      }),
+    );
+  }
+  const parsed = schema.safeParse(doc.toJS());
+  if (parsed.success) return parsed.data;
+  throw new ConfigError(
+    parsed.error.issues.map((issue) => {
+      const keys = issue.code === 'unrecognized_keys' ? issue.keys : [];
+      const path = [...issue.path, ...(keys.length ? [keys[0]!] : [])] as (string | number)[];
+      const node = nodeAt(doc.contents, path, keys.length > 0);
+      const offset = node?.range?.[0] ?? 0;
+      const { line, col } = lineCounter.linePos(offset);
+      const where = path.length ? path.join('.') : '(top level)';
+      const what =
+        issue.code === 'unrecognized_keys'
+          ? `unknown key ${keys.map((k) => JSON.stringify(k)).join(', ')}`
+          : issue.message;
+      return `${file}:${line}:${col}: ${where}: ${what}`;
+    }),
+  );
+}
+
+type YamlNode = { range?: [number, number, number] | null } | null | undefined;
+
+function nodeAt(root: unknown, path: (string | number)[], keyNode: boolean): YamlNode {
+  let node = root as YamlNode;
+  for (let i = 0; i < path.length; i++) {
+    const seg = path[i]!;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && p.key.value === seg);
+      if (!pair) return node;
+      node = (keyNode && i === path.length - 1 ? pair.key : (pair.value ?? pair.key)) as YamlNode;
+    } else if (isSeq(node) && typeof seg === 'number') {
+      node = (node.items[seg] ?? node) as YamlNode;
+    } else return node;
+  }
+  return node;
+}
+
+/** Reads and checks a config file; relative paths in it resolve against the file's directory. */
+export function loadAgentConfig(path: string): AgentConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    throw new ConfigError([`${path}: cannot read the configuration file`]);
+  }
+  const config = parseYamlWith(text, path, agentConfigSchema);
+  const base = dirname(resolve(path));
+  const abs = (p: string) => resolve(base, p);
+  return {
+    ...config,
+    tre: {
+      ...config.tre,
+      ca: abs(config.tre.ca),
+      cert: abs(config.tre.cert),
+      key: abs(config.tre.key),
+      attestationPolicy: abs(config.tre.attestationPolicy),
+    },
+    policy: config.policy && abs(config.policy),
+    stateDir: abs(config.stateDir),
+  };
+}
