@@ -1,3 +1,5 @@
+export * from './agent-config.js';
+export * from './household-agent.js';
 export * from './outbox.js';
 export * from './tre-attestor.js';
 export * from './tre-link.js';

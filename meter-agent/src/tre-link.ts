@@ -112,6 +112,10 @@ export class TreLink extends EventEmitter<TreLinkEvents> {
     await this.client?.endAsync(true);
   }
 
+  get outboxDepth(): number {
+    return this.opts.outbox.depth;
+  }
+
   /** Durably queues a message and sends it when the TRE is trusted. */
   enqueue(key: string, topic: string, body: Record<string, unknown>): void {
     const payload = JSON.stringify({ ...body, requestId: requestIdFor(key) });

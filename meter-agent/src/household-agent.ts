@@ -1,0 +1,227 @@
+/**
+ * The household agent: the meter's intervals go to the TRE through the durable outbox; TRE-signed
+ * broadcasts and inbox messages are verified with the TRE's certificate key (from the attested
+ * connection) before they count; DR events go to the household policy; accepted bids shed loads
+ * for their window. Everything the agent knows is kept in `status.json` for `meter-agent status`.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  type Bill,
+  billSchema,
+  type Clock,
+  type DrAnnouncement,
+  type DrOutcome,
+  drAnnouncementSchema,
+  drOutcomeSchema,
+  PROTOCOL_VERSION,
+  type Statement,
+  signedEnvelopeSchema,
+  statementSchema,
+  type Tariff,
+  type TimerHandle,
+  tariffSchema,
+  topics,
+  verifyContent,
+} from '@tre/protocol';
+import type { TreLink } from './tre-link.js';
+
+/** One closed interval from the meter (import and export registers in Wh). */
+export interface IntervalRecord {
+  intervalStart: string;
+  intervalMinutes: 15 | 30;
+  importWh: number;
+  exportWh: number;
+  importRegisterWh: number;
+  exportRegisterWh: number;
+  gap?: unknown;
+}
+
+/** What the household policy proposes for an event (from hems-policy). */
+export type BidProposal =
+  | {
+      bid: {
+        quantityWh: number;
+        pricePerMWh: number;
+        loads: { name: string; actuator: string; from: string; to: string }[];
+      };
+    }
+  | { reason: string };
+
+export interface HouseholdAgentOptions {
+  link: TreLink;
+  clock: Clock;
+  stateDir: string;
+  mode: 'auto-bid' | 'ask-first' | 'never';
+  propose?: (event: DrAnnouncement['event']) => BidProposal;
+  loads?: { shed(actuator: string): void; restore(actuator: string): void };
+  randomId: () => string;
+}
+
+export interface Proposal {
+  bidId: string;
+  eventId: string;
+  quantityWh: number;
+  pricePerMWh: number;
+  loads: { name: string; actuator: string; from: string; to: string }[];
+  status: 'proposed' | 'bid' | 'declined' | 'accepted' | 'not-accepted';
+}
+
+export class HouseholdAgent {
+  readonly tariffs = new Map<string, Tariff>();
+  readonly events = new Map<string, DrAnnouncement>();
+  readonly proposals = new Map<string, Proposal>();
+  bill: Bill | undefined;
+  readonly statements: Statement[] = [];
+  lastInterval: IntervalRecord | undefined;
+  readonly rejected = { signatures: 0 };
+  private readonly timers: TimerHandle[] = [];
+
+  constructor(private readonly opts: HouseholdAgentOptions) {
+    opts.link.on('message', (topic, payload) => {
+      this.onMessage(topic, payload).catch(() => this.rejected.signatures++);
+    });
+    opts.link.on('state', () => this.saveStatus());
+  }
+
+  /** A closed interval from the meter: queued durably, sent when the TRE is trusted. */
+  recordInterval(rec: IntervalRecord): void {
+    this.lastInterval = rec;
+    this.opts.link.enqueue(`reading:${rec.intervalStart}`, topics.reading(this.opts.link.me.id), {
+      v: PROTOCOL_VERSION,
+      intervalStart: rec.intervalStart,
+      intervalMinutes: rec.intervalMinutes,
+      energyWh: rec.importWh,
+      registerWh: rec.importRegisterWh,
+      exportWh: rec.exportWh,
+      exportRegisterWh: rec.exportRegisterWh,
+      ...(rec.gap ? { gap: true } : {}),
+    });
+    this.saveStatus();
+  }
+
+  private async verified<T>(
+    type: Parameters<typeof verifyContent>[0],
+    payload: Buffer,
+    schema: Parameters<typeof verifyContent>[3],
+  ): Promise<T> {
+    const cert = this.opts.link.treCertificate;
+    if (!cert) throw new Error('no TRE certificate yet');
+    const envelope = signedEnvelopeSchema.parse(JSON.parse(payload.toString('utf8')));
+    return (await verifyContent(type, envelope.jws, cert.publicKey, schema)) as T;
+  }
+
+  private async onMessage(topic: string, payload: Buffer): Promise<void> {
+    const me = this.opts.link.me;
+    if (topic.startsWith('tre/v1/broadcast/tariff/')) {
+      const tariff = await this.verified<Tariff>('tariff', payload, tariffSchema);
+      this.tariffs.set(tariff.supplierId, tariff);
+    } else if (topic.startsWith('tre/v1/broadcast/dr-event/')) {
+      if (payload.length === 0) return; // cleared after its deadline
+      const announcement = await this.verified<DrAnnouncement>(
+        'drAnnouncement',
+        payload,
+        drAnnouncementSchema,
+      );
+      this.events.set(announcement.event.eventId, announcement);
+      this.consider(announcement);
+    } else if (topic === topics.inbox(me, 'bill')) {
+      this.bill = await this.verified<Bill>('bill', payload, billSchema);
+    } else if (topic === topics.inbox(me, 'statement')) {
+      this.statements.push(await this.verified<Statement>('statement', payload, statementSchema));
+    } else if (topic === topics.inbox(me, 'dr-outcome')) {
+      this.onOutcome(await this.verified<DrOutcome>('drOutcome', payload, drOutcomeSchema));
+    }
+    this.saveStatus();
+  }
+
+  private consider(announcement: DrAnnouncement): void {
+    const event = announcement.event;
+    if (this.opts.mode === 'never' || !this.opts.propose) return;
+    if ([...this.proposals.values()].some((p) => p.eventId === event.eventId)) return;
+    if (Date.parse(event.bidDeadline) <= this.opts.clock.now()) return;
+    const proposal = this.opts.propose(event);
+    if (!('bid' in proposal)) return;
+    const p: Proposal = {
+      bidId: this.opts.randomId(),
+      eventId: event.eventId,
+      ...proposal.bid,
+      status: 'proposed',
+    };
+    this.proposals.set(p.bidId, p);
+    if (this.opts.mode === 'auto-bid') this.approve(p.bidId);
+  }
+
+  /** Sends a proposed bid (auto mode, or `meter-agent bids approve`). */
+  approve(bidId: string): Proposal {
+    const p = this.proposals.get(bidId);
+    if (!p || p.status !== 'proposed') throw new Error(`no open proposal ${bidId}`);
+    p.status = 'bid';
+    this.opts.link.enqueue(`bid:${p.bidId}`, topics.bid(this.opts.link.me.id), {
+      v: PROTOCOL_VERSION,
+      bidId: p.bidId,
+      eventId: p.eventId,
+      quantityWh: p.quantityWh,
+      pricePerMWh: p.pricePerMWh,
+    });
+    this.saveStatus();
+    return p;
+  }
+
+  decline(bidId: string): void {
+    const p = this.proposals.get(bidId);
+    if (p?.status === 'proposed') p.status = 'declined';
+    this.saveStatus();
+  }
+
+  private onOutcome(outcome: DrOutcome): void {
+    const p = this.proposals.get(outcome.bidId);
+    if (!p) return;
+    if (outcome.outcome === 'not-accepted') p.status = 'not-accepted';
+    if (outcome.outcome !== 'accepted' || p.status === 'accepted') return;
+    p.status = 'accepted';
+    const loads = this.opts.loads;
+    if (!loads) return;
+    for (const load of p.loads) {
+      const now = this.opts.clock.now();
+      const from = Math.max(0, Date.parse(load.from) - now);
+      const to = Math.max(0, Date.parse(load.to) - now);
+      this.timers.push(this.opts.clock.setTimeout(() => loads.shed(load.actuator), from));
+      this.timers.push(this.opts.clock.setTimeout(() => loads.restore(load.actuator), to));
+    }
+  }
+
+  status() {
+    return {
+      trust: this.opts.link.state,
+      lastInterval: this.lastInterval
+        ? { intervalStart: this.lastInterval.intervalStart, importWh: this.lastInterval.importWh }
+        : null,
+      outboxDepth: this.opts.link.outboxDepth,
+      runningBill: this.bill
+        ? {
+            periodStart: this.bill.periodStart,
+            totalMinor: this.bill.runningTotalMinor,
+            currency: this.bill.currency,
+          }
+        : null,
+      statements: this.statements.length,
+      openEvents: [...this.events.values()]
+        .filter((e) => Date.parse(e.expiresAt) > this.opts.clock.now())
+        .map((e) => e.event.eventId),
+      proposals: [...this.proposals.values()],
+      rejectedSignatures: this.rejected.signatures,
+      updatedAt: new Date(this.opts.clock.now()).toISOString(),
+    };
+  }
+
+  saveStatus(): void {
+    writeFileSync(join(this.opts.stateDir, 'status.json'), `${JSON.stringify(this.status(), null, 2)}\n`, {
+      mode: 0o600,
+    });
+  }
+
+  stop(): void {
+    for (const t of this.timers) this.opts.clock.clearTimeout(t);
+  }
+}
