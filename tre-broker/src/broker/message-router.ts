@@ -16,6 +16,12 @@ import type { PeerIdentity } from '../access/peer-identity.js';
 import { loggableIdentity } from '../access/peer-identity.js';
 import type { Logger } from '../log.js';
 
+/** Thrown after the receipt when a message could not be committed: no PUBACK may follow. */
+export class NotCommitted extends Error {
+  override readonly name = 'NotCommitted';
+  readonly code = 'NOT_COMMITTED';
+}
+
 export interface InboundMessage {
   from: PeerIdentity;
   topic: Extract<ParsedTopic, { scope: 'party' }>;
@@ -80,6 +86,10 @@ export class MessageRouter {
     }
     const receipt: Receipt = { v: PROTOCOL_VERSION, family: msg.topic.family, ...result };
     await this.reply(msg.from, 'receipt', receipt);
+    if (result.status === 'refused' && result.reason === 'STORAGE_UNAVAILABLE') {
+      // Not committed, so not acknowledged: the broker closes the connection instead of sending the PUBACK.
+      throw new NotCommitted(result.message);
+    }
   }
 
   async reply(
