@@ -1,4 +1,5 @@
 export * from './access/access-matrix.js';
+export * from './access/identity-limits.js';
 export * from './access/peer-identity.js';
 export * from './broker/message-router.js';
 export * from './broker/tls-mqtt-broker.js';

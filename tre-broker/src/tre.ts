@@ -4,6 +4,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { type Clock, systemClock } from '@tre/protocol';
+import type { IdentityLimitOptions } from './access/identity-limits.js';
 import { MessageRouter, type Outbound } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
 import { ReadingIngest } from './ingest/reading-ingest.js';
@@ -21,6 +22,8 @@ export interface TreOptions {
   log: Logger;
   revocationPollMs?: number;
   clock?: Clock;
+  limits?: IdentityLimitOptions;
+  handshakeTimeoutMs?: number;
 }
 
 /** What every flow of the TRE is built from. */
@@ -87,6 +90,8 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     port: opts.port ?? 8883,
     log: opts.log,
     revocationPollMs: opts.revocationPollMs,
+    limits: opts.limits,
+    handshakeTimeoutMs: opts.handshakeTimeoutMs,
   });
   const router = new MessageRouter(broker, opts.log.child({ module: 'router' }));
   broker.setRouter(router);

@@ -92,11 +92,34 @@ export class MessageRouter {
     }
   }
 
+  /** Sends a refusal receipt without running the handler (e.g. rate limits). */
+  async refuse(msg: InboundMessage, reason: RefusalReason, message: string): Promise<void> {
+    this.log.warn({ family: msg.topic.family, reason, ...loggableIdentity(msg.from) }, 'request refused');
+    const requestId = requestIdOf(msg.payload);
+    await this.reply(msg.from, 'receipt', {
+      v: PROTOCOL_VERSION,
+      family: msg.topic.family,
+      status: 'refused',
+      requestId,
+      reason,
+      message,
+    } satisfies Receipt);
+  }
+
   async reply(
     to: PeerIdentity | { role: PeerIdentity['role']; id: string },
     kind: InboxKind,
     body: unknown,
   ): Promise<void> {
     await this.outbound.publish(topics.inbox(to, kind), JSON.stringify(body));
+  }
+}
+
+function requestIdOf(payload: Buffer): string {
+  try {
+    const id = (JSON.parse(payload.toString('utf8')) as { requestId?: unknown }).requestId;
+    return typeof id === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(id) ? id : 'unknown';
+  } catch {
+    return 'unknown';
   }
 }

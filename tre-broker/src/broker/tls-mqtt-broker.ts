@@ -14,6 +14,7 @@ import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { parseTopic } from '@tre/protocol';
 import { Aedes, type Client } from 'aedes';
 import { authorizePublish, authorizeSubscribe } from '../access/access-matrix.js';
+import { DEFAULT_LIMITS, type IdentityLimitOptions, IdentityLimits } from '../access/identity-limits.js';
 import { identityFromCertificate, loggableIdentity, type PeerIdentity } from '../access/peer-identity.js';
 import type { Logger } from '../log.js';
 import type { RevocationList } from '../pki/revocation-list.js';
@@ -35,6 +36,9 @@ export interface BrokerOptions {
   revocationPollMs?: number;
   /** Extra admission rule at connect (e.g. unknown meters); returns a refusal reason or undefined. */
   admit?: (who: PeerIdentity) => string | undefined;
+  limits?: IdentityLimitOptions;
+  /** A TLS handshake not finished within this is dropped (default 10 s). */
+  handshakeTimeoutMs?: number;
 }
 
 class AccessDenied extends Error {
@@ -45,6 +49,9 @@ class AccessDenied extends Error {
 export class TlsMqttBroker implements Outbound {
   private readonly identities = new WeakMap<Client, PeerIdentity>();
   private readonly live = new Set<Client>();
+  private readonly limits: IdentityLimits;
+  /** Sessions that hold a slot in `limits`. */
+  private readonly counted = new WeakSet<Client>();
   private router: MessageRouter | undefined;
   private stopWatching: (() => void) | undefined;
 
@@ -52,7 +59,9 @@ export class TlsMqttBroker implements Outbound {
     readonly aedes: Aedes,
     readonly server: Server,
     private readonly opts: BrokerOptions,
-  ) {}
+  ) {
+    this.limits = new IdentityLimits(opts.limits ?? DEFAULT_LIMITS);
+  }
 
   static async start(opts: BrokerOptions): Promise<TlsMqttBroker> {
     const log = opts.log.child({ module: 'broker' });
@@ -93,14 +102,21 @@ export class TlsMqttBroker implements Outbound {
         requestCert: true,
         rejectUnauthorized: true,
         minVersion: 'TLSv1.2',
-        handshakeTimeout: 10_000,
+        handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
       },
       (socket) => aedes.handle(socket),
     );
     self = new TlsMqttBroker(aedes, server, opts);
     aedes.on('clientReady', (client) => self.live.add(client));
     aedes.on('clientDisconnect', (client) => self.live.delete(client));
-    server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
+    aedes.on('clientDisconnect', (client) => self.releaseSlot(client));
+    aedes.on('clientError', (client) => self.releaseSlot(client));
+    aedes.on('connectionError', (client) => self.releaseSlot(client));
+    server.on('tlsClientError', (err, socket) => {
+      log.debug({ err: err.message }, 'TLS handshake refused');
+      // With a listener attached Node leaves the socket open: a stalled handshake would hold it forever.
+      socket.destroy();
+    });
     aedes.on('clientError', (_client, err) => log.debug({ err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => log.debug({ err: err.message }, 'connection error'));
     server.listen(opts.port ?? 8883, opts.host ?? '127.0.0.1');
@@ -142,6 +158,9 @@ export class TlsMqttBroker implements Outbound {
       if (packet.will) throw new AccessDenied('wills are not supported');
       const refusal = this.opts.admit?.(who);
       if (refusal) throw new AccessDenied(refusal);
+      if (!this.limits.openSession(`${who.role}:${who.id}`))
+        throw new AccessDenied('too many sessions for this identity');
+      this.counted.add(client);
       // An empty client id stays empty: aedes then assigns a random one.
       if (packet.clientId) packet.clientId = `${who.role}:${who.id}:${packet.clientId}`;
       this.identities.set(client, who);
@@ -171,7 +190,22 @@ export class TlsMqttBroker implements Outbound {
     }
     const parsed = parseTopic(topic);
     if (!parsed || parsed.scope !== 'party' || !this.router) throw new AccessDenied('no route');
+    if (!this.limits.takeMessage(`${who.role}:${who.id}`)) {
+      await this.router.refuse(
+        { from: who, topic: parsed, payload },
+        'RATE_LIMITED',
+        'over the per-identity message rate; slow down and retry',
+      );
+      return;
+    }
     await this.router.route({ from: who, topic: parsed, payload });
+  }
+
+  private releaseSlot(client: Client): void {
+    const who = this.identities.get(client);
+    if (!who || !this.counted.has(client)) return;
+    this.counted.delete(client);
+    this.limits.closeSession(`${who.role}:${who.id}`);
   }
 
   private onRevocationsChanged(): void {

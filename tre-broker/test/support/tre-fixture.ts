@@ -5,10 +5,11 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Household, PartyRole } from '@tre/protocol';
+import type { Clock, Household, PartyRole } from '@tre/protocol';
 import {
   CertificateAuthority,
   createLogger,
+  type IdentityLimitOptions,
   type IssuedFiles,
   type RunningTre,
   startTre,
@@ -34,7 +35,13 @@ export interface TreFixture {
 }
 
 export async function startTreFixture(
-  opts: { revocationPollMs?: number; logLevel?: string } = {},
+  opts: {
+    revocationPollMs?: number;
+    logLevel?: string;
+    clock?: Clock;
+    limits?: IdentityLimitOptions;
+    handshakeTimeoutMs?: number;
+  } = {},
 ): Promise<TreFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'tre-test-'));
   const pkiDir = join(dir, 'pki');
@@ -46,6 +53,9 @@ export async function startTreFixture(
     port: 0,
     log,
     revocationPollMs: opts.revocationPollMs ?? 200,
+    clock: opts.clock,
+    limits: opts.limits,
+    handshakeTimeoutMs: opts.handshakeTimeoutMs,
   });
   const issued = new Map<string, IssuedFiles>();
   const clients = new Set<MqttClient>();
