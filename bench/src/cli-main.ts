@@ -1,5 +1,6 @@
 /** `npm run bench -- <name> [--json]`: one command per benchmark, each with its baseline in the same run. */
 import { Command, CommanderError } from 'commander';
+import { runConnections } from './connections.js';
 import { runIngest } from './ingest.js';
 import { type BenchResult, formatTable, machine } from './report.js';
 
@@ -24,6 +25,17 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (o: { meters: number; perMeter: number; window: number; json?: boolean }) => {
       output(await runIngest(o, (l) => console.error(`ingest: ${l}`)), !!o.json);
+    });
+  program
+    .command('connections')
+    .description('concurrent mTLS sessions held, handshakes/s and memory per session, TRE vs mosquitto')
+    .option('--sessions <n>', 'sessions (stay below the 20,000 open files per process)', int, 15_000)
+    .option('--generators <n>', 'load-generator processes', int, 4)
+    .option('--json', 'print JSON')
+    .action(async (o: { sessions: number; generators: number; json?: boolean }) => {
+      if (o.sessions > 19_000)
+        throw new Error('--sessions must stay below the 20,000 open-file limit of a process');
+      output(await runConnections(o, (l) => console.error(`connections: ${l}`)), !!o.json);
     });
   return program;
 }
