@@ -155,7 +155,7 @@ export class HouseholdAgent {
   /** Sends a proposed bid (auto mode, or `meter-agent bids approve`). */
   approve(bidId: string): Proposal {
     const p = this.proposals.get(bidId);
-    if (!p || p.status !== 'proposed') throw new Error(`no open proposal ${bidId}`);
+    if (p?.status !== 'proposed') throw new Error(`no open proposal ${bidId}`);
     p.status = 'bid';
     this.opts.link.enqueue(`bid:${p.bidId}`, topics.bid(this.opts.link.me.id), {
       v: PROTOCOL_VERSION,

@@ -155,7 +155,7 @@ export function allowedSubscriptions(who: Identity): string[] {
 /** May `who` publish to `topic`? Only to its own `up` families. */
 export function mayPublish(who: Identity, topic: string): boolean {
   const parsed = parseTopic(topic);
-  if (!parsed || parsed.scope !== 'party') return false;
+  if (parsed?.scope !== 'party') return false;
   return (
     parsed.owner.role === who.role &&
     parsed.owner.id === who.id &&

@@ -189,7 +189,7 @@ export class TlsMqttBroker implements Outbound {
       throw new AccessDenied(decision.reason);
     }
     const parsed = parseTopic(topic);
-    if (!parsed || parsed.scope !== 'party' || !this.router) throw new AccessDenied('no route');
+    if (parsed?.scope !== 'party' || !this.router) throw new AccessDenied('no route');
     if (!this.limits.takeMessage(`${who.role}:${who.id}`)) {
       await this.router.refuse(
         { from: who, topic: parsed, payload },
