@@ -56,6 +56,8 @@ export interface HouseholdAgentOptions {
   propose?: (event: DrAnnouncement['event']) => BidProposal;
   loads?: { shed(actuator: string): void; restore(actuator: string): void };
   randomId: () => string;
+  /** Write `status.json` for `meter-agent status` (default true; the simulator turns it off). */
+  writeStatus?: boolean;
 }
 
 export interface Proposal {
@@ -216,6 +218,7 @@ export class HouseholdAgent {
   }
 
   saveStatus(): void {
+    if (this.opts.writeStatus === false) return;
     writeFileSync(join(this.opts.stateDir, 'status.json'), `${JSON.stringify(this.status(), null, 2)}\n`, {
       mode: 0o600,
     });

@@ -43,6 +43,8 @@ export interface Outbound {
 
 export class MessageRouter {
   private readonly handlers = new Map<PartyFamily, MessageHandler>();
+  /** Messages being handled right now (the simulator waits for 0). */
+  inFlight = 0;
 
   constructor(
     private readonly outbound: Outbound,
@@ -55,6 +57,15 @@ export class MessageRouter {
   }
 
   async route(msg: InboundMessage): Promise<void> {
+    this.inFlight++;
+    try {
+      await this.dispatch(msg);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private async dispatch(msg: InboundMessage): Promise<void> {
     const handler = this.handlers.get(msg.topic.family);
     let result: HandlerResult;
     if (!handler) {
