@@ -1,9 +1,8 @@
 /** `tre-sim`: the simulator and the demo. */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CertificateAuthority, createLogger, startTre } from '@tre/tre-broker';
 import { Command, CommanderError } from 'commander';
+import { DashboardServer } from './dashboard/dashboard-server.js';
+import { buildSnapshot } from './dashboard/snapshot-builder.js';
 import { Simulation } from './simulation/simulation.js';
 
 export function buildProgram(): Command {
@@ -13,33 +12,49 @@ export function buildProgram(): Command {
   program
     .command('demo')
     .description(
-      'start a TRE with a fresh PKI in a temp dir and print how to connect (Ctrl-C stops and cleans up)',
+      'the whole system on this machine: PKI, TRE, grid parties, households, and a live dashboard (Ctrl-C stops and cleans up)',
     )
-    .option('--port <port>', 'TRE port (0 = any free port)', (v) => Number.parseInt(v, 10), 8883)
-    .option('--keep', 'keep the temp directory on exit')
-    .action(async (o: { port: number; keep?: boolean }) => {
-      const dir = await mkdtemp(join(tmpdir(), 'tre-demo-'));
-      const pkiDir = join(dir, 'pki');
-      const { ca } = await CertificateAuthority.init(pkiDir);
-      const meter = await ca.issue('meter', 'demo-meter');
-      const log = createLogger({ level: 'info' });
-      const tre = await startTre({ pkiDir, dataDir: join(dir, 'data'), port: o.port, log });
-      const tls = `--cafile ${meter.ca} --cert ${meter.cert} --key ${meter.key}`;
-      console.log(`
-TRE running on mqtts://127.0.0.1:${tre.port} (MQTT 3.1.1, mutual TLS). PKI: ${pkiDir}
-
-Try it with mosquitto-clients:
-  mosquitto_sub -h 127.0.0.1 -p ${tre.port} -V mqttv311 ${tls} -t 'tre/v1/meter/demo-meter/inbox/+' -v
-  mosquitto_pub -h 127.0.0.1 -p ${tre.port} -V mqttv311 ${tls} -q 1 -t tre/v1/meter/demo-meter/reading -m '{"v":1}'
-Issue more identities: node tre-broker/dist/cli.js pki issue --dir ${pkiDir} --role dno --id d1
-Ctrl-C stops the TRE${o.keep ? '' : ' and removes the temp directory'}.`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
+    .option('--households <n>', 'simulated households', (v) => Number.parseInt(v, 10), 200)
+    .option('--speed <x>', 'simulated seconds per real second', Number, 300)
+    .option(
+      '--port <port>',
+      'dashboard port on 127.0.0.1 (0 = any free port)',
+      (v) => Number.parseInt(v, 10),
+      8080,
+    )
+    .option('--keep', 'keep the working directory (PKI, TRE database) on exit')
+    .action(async (o: { households: number; speed: number; port: number; keep?: boolean }) => {
+      const progress = (line: string) => console.error(`demo: ${line}`);
+      const sim = await Simulation.create({
+        households: o.households,
+        days: 365,
+        speed: o.speed,
+        keep: o.keep,
+        progress,
       });
-      await tre.stop();
-      if (!o.keep) await rm(dir, { recursive: true, force: true });
+      const dashboard = await DashboardServer.start(o.port).catch(async (err: Error) => {
+        await sim.stop();
+        throw new Error(`cannot serve the dashboard on port ${o.port} (${err.message}); try --port 0`);
+      });
+      const timer = setInterval(() => dashboard.publish(buildSnapshot(sim, o.speed)), 500);
+      console.log(`
+TRE demo running: ${o.households} households at ${o.speed}x real time.
+  dashboard:  ${dashboard.url}
+  TRE:        ${sim.url} (MQTT 3.1.1, mutual TLS; PKI in ${join(sim.dir, 'pki')})
+Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the temporary state'}.`);
+      const stop = () => sim.stopRunning();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      try {
+        await sim.run();
+      } finally {
+        clearInterval(timer);
+        await dashboard.close();
+        await sim.stop();
+        progress('stopped');
+      }
     });
+
   program
     .command('run')
     .description(

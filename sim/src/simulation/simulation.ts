@@ -12,6 +12,7 @@ import { trustWithoutAttestation } from '@tre/meter-agent';
 import { type Household, ManualClock } from '@tre/protocol';
 import { CertificateAuthority, createLogger, type RunningTre, startTre } from '@tre/tre-broker';
 import { householdProfile } from '../households/load-profile.js';
+import { Dno } from '../parties/dno.js';
 import { PartyClient } from '../parties/party-client.js';
 import { registerHouseholds } from '../parties/regulator.js';
 import { SimulatedHousehold } from './simulated-household.js';
@@ -46,6 +47,11 @@ export interface SimulationSummary {
 export class Simulation {
   readonly households: SimulatedHousehold[] = [];
   readonly parties: PartyClient[] = [];
+  dno: Dno | undefined;
+  /** Members of each DNO group, for the ground truth next to the released totals. */
+  readonly groups = new Map<string, SimulatedHousehold[]>();
+  readonly billingSeries: { t: number; runningTotalMinor: number }[] = [];
+  attestationMode = 'agents connect without TPM attestation (development mode)';
   private driver: SimulationDriver | undefined;
   private acknowledged = 0;
 
@@ -141,6 +147,39 @@ export class Simulation {
       60_000,
       'agents did not all connect',
     );
+    progress('DNO: defining feeder groups');
+    const dno = new Dno(
+      await PartyClient.connect(this.url, await this.ca.issue('dno', 'dno-1', { force: true }), 'dno-1'),
+      'dno-1',
+    );
+    this.parties.push(dno.party);
+    await dno.start();
+    const feederSize = Math.max(2, Math.min(50, Math.floor(this.households.length / 4)));
+    const ids = this.households.map((h) => h.id.meterId);
+    const groupIds = await dno.defineFeeders(ids, feederSize);
+    groupIds.forEach((g, i) => {
+      this.groups.set(g, this.households.slice(i * feederSize, (i + 1) * feederSize));
+    });
+    this.dno = dno;
+  }
+
+  statementCount(): number {
+    return 0;
+  }
+
+  drRounds(): {
+    eventId: string;
+    bids: number;
+    accepted: number;
+    creditMinor: number;
+    delivered: number;
+    notDelivered: number;
+  }[] {
+    return [];
+  }
+
+  budgetDistribution(): { bucket: string; households: number }[] {
+    return [];
   }
 
   private stateRoot = '';

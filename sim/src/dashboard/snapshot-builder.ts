@@ -1,0 +1,59 @@
+/** Builds the dashboard's snapshot from the simulation's state (ground truth next to what parties got). */
+import type { Simulation } from '../simulation/simulation.js';
+import type { DashboardSnapshot } from './snapshot.js';
+
+const MAX_POINTS = 96;
+
+export function buildSnapshot(sim: Simulation, speed: number): DashboardSnapshot {
+  const now = sim.clock.now();
+  const trusted = sim.households.filter((h) => h.link.state === 'trusted').length;
+  const aggregates: DashboardSnapshot['aggregates'] = [];
+  if (sim.dno) {
+    for (const [groupId, releases] of sim.dno.releases) {
+      const members = sim.groups.get(groupId) ?? [];
+      const points = releases.slice(-MAX_POINTS).map((r) => {
+        const start = Date.parse(r.intervalStart);
+        let trueWh = 0;
+        for (const h of members) {
+          for (let t = start; t < start + r.intervalMinutes * 60_000; t += sim.opts.intervalMinutes * 60_000)
+            trueWh += h.sent.get(t) ?? 0;
+        }
+        return {
+          t: start,
+          noisyWh: r.noisyTotalWh,
+          trueWh,
+          included: r.included,
+          missing: r.missing,
+          excluded: r.excluded,
+        };
+      });
+      aggregates.push({ groupId, points });
+    }
+  }
+  const bills = sim.households.map((h) => h.agent.bill).filter((b) => b !== undefined);
+  sim.billingSeries.push({ t: now, runningTotalMinor: bills.reduce((a, b) => a + b.runningTotalMinor, 0) });
+  if (sim.billingSeries.length > 4 * MAX_POINTS)
+    sim.billingSeries.splice(0, sim.billingSeries.length - 4 * MAX_POINTS);
+  const alerts = sim.tre.store.db
+    .prepare('SELECT kind, detail, at FROM alerts ORDER BY id DESC LIMIT 20')
+    .all() as { kind: string; detail: string; at: number }[];
+  return {
+    simTime: new Date(now).toISOString(),
+    speed,
+    households: sim.households.length,
+    attestation: {
+      status: trusted === sim.households.length ? 'trusted' : trusted === 0 ? 'pending' : 'untrusted',
+      detail: sim.attestationMode,
+      trustedAgents: trusted,
+    },
+    aggregates,
+    billing: {
+      points: sim.billingSeries,
+      statements: sim.statementCount(),
+      currency: bills[0]?.currency ?? 'GBP',
+    },
+    dr: sim.drRounds(),
+    budget: sim.budgetDistribution(),
+    alerts: alerts.map((a) => ({ at: new Date(a.at).toISOString(), kind: a.kind, message: a.detail })),
+  };
+}
