@@ -1,6 +1,7 @@
 /** `npm run bench -- <name> [--json]`: one command per benchmark, each with its baseline in the same run. */
 import { Command, CommanderError } from 'commander';
 import { runConnections } from './connections.js';
+import { DEFAULT_DP_UTILITY, runDpUtility } from './dp-utility.js';
 import { runIngest } from './ingest.js';
 import { type BenchResult, formatTable, machine } from './report.js';
 
@@ -25,6 +26,16 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (o: { meters: number; perMeter: number; window: number; json?: boolean }) => {
       output(await runIngest(o, (l) => console.error(`ingest: ${l}`)), !!o.json);
+    });
+  program
+    .command('dp-utility')
+    .description(
+      'relative error of released totals vs group size and epsilon, against the analytic expectation',
+    )
+    .option('--trials <n>', 'intervals per cell', int, DEFAULT_DP_UTILITY.trials)
+    .option('--json', 'print JSON')
+    .action((o: { trials: number; json?: boolean }) => {
+      output(runDpUtility({ ...DEFAULT_DP_UTILITY, trials: o.trials }), !!o.json);
     });
   program
     .command('connections')

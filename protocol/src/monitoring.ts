@@ -55,6 +55,18 @@ export const aggregateSchema = z.strictObject({
 });
 export type Aggregate = z.infer<typeof aggregateSchema>;
 
+/** TRE -> DNO on the same topic when a release is withheld; never says which households. */
+export const withheldAggregateSchema = z.strictObject({
+  v: version,
+  groupId: partyId,
+  intervalStart: instant,
+  intervalMinutes,
+  withheld: z.enum(['PRIVACY_BUDGET', 'NO_READINGS']),
+  /** For PRIVACY_BUDGET: how many included households had no budget left. */
+  households: count,
+});
+export type WithheldAggregate = z.infer<typeof withheldAggregateSchema>;
+
 export const householdSchema = z.strictObject({
   meterId: partyId,
   supplierId: partyId,

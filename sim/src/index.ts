@@ -1,1 +1,2 @@
-export {};
+export * from './households/load-profile.js';
+export * from './simulation/simulation.js';

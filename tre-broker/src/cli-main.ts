@@ -207,21 +207,69 @@ Examples:
       8883,
     )
     .option('--log-level <level>', 'pino log level', process.env.TRE_LOG_LEVEL ?? 'info')
-    .action(async (o: { pki: string; data: string; host: string; port: number; logLevel: string }) => {
-      const log = createLogger({ level: o.logLevel });
-      const tre = await startTre({ pkiDir: o.pki, dataDir: o.data, host: o.host, port: o.port, log });
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          log.info({ signal }, 'stopping');
-          tre.stop().then(resolve, (err: Error) => {
-            log.error({ err }, 'unclean stop');
-            resolve();
-          });
+    .option(
+      '--min-group-size <n>',
+      'smallest DNO aggregation group (never below 2)',
+      (v) => Number.parseInt(v, 10),
+      50,
+    )
+    .option('--epsilon <p/q>', 'privacy parameter of one aggregate release, as a fraction', '1/1')
+    .option('--daily-budget <epsilon>', 'privacy budget per household per UTC day', Number, 100)
+    .option(
+      '--release-minutes <m>',
+      'aggregate release interval: 15 or 30',
+      (v) => Number.parseInt(v, 10),
+      30,
+    )
+    .action(
+      async (o: {
+        pki: string;
+        data: string;
+        host: string;
+        port: number;
+        logLevel: string;
+        minGroupSize: number;
+        epsilon: string;
+        dailyBudget: number;
+        releaseMinutes: number;
+      }) => {
+        const log = createLogger({ level: o.logLevel });
+        const eps = /^(\d+)\/(\d+)$/.exec(o.epsilon);
+        if (!eps)
+          throw new CommanderError(
+            2,
+            'tre.epsilon',
+            `--epsilon must be a fraction such as 1/2 (got ${o.epsilon})`,
+          );
+        if (o.releaseMinutes !== 15 && o.releaseMinutes !== 30)
+          throw new CommanderError(2, 'tre.release', '--release-minutes must be 15 or 30');
+        const monitoring = {
+          minGroupSize: o.minGroupSize,
+          epsilon: [Number(eps[1]), Number(eps[2])] as [number, number],
+          dailyBudget: o.dailyBudget,
+          releaseMinutes: o.releaseMinutes as 15 | 30,
         };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
-    });
+        const tre = await startTre({
+          pkiDir: o.pki,
+          dataDir: o.data,
+          host: o.host,
+          port: o.port,
+          log,
+          monitoring,
+        });
+        await new Promise<void>((resolve) => {
+          const stop = (signal: string) => {
+            log.info({ signal }, 'stopping');
+            tre.stop().then(resolve, (err: Error) => {
+              log.error({ err }, 'unclean stop');
+              resolve();
+            });
+          };
+          process.once('SIGTERM', () => stop('SIGTERM'));
+          process.once('SIGINT', () => stop('SIGINT'));
+        });
+      },
+    );
   return program;
 }
 
@@ -235,7 +283,7 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)
         return 0;
-      if (err.code === 'tre.role') console.error(`tre: ${err.message}`);
+      if (err.code.startsWith('tre.')) console.error(`tre: ${err.message}`);
       return 2;
     }
     console.error(`tre: ${(err as Error).message}`);

@@ -9,6 +9,7 @@ import { MessageRouter, type Outbound } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
 import { ReadingIngest } from './ingest/reading-ingest.js';
 import type { Logger } from './log.js';
+import { type MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
 import { pkiPaths } from './pki/certificate-authority.js';
 import { RevocationList } from './pki/revocation-list.js';
 import { HouseholdRegistry } from './registry/household-registry.js';
@@ -24,6 +25,7 @@ export interface TreOptions {
   clock?: Clock;
   limits?: IdentityLimitOptions;
   handshakeTimeoutMs?: number;
+  monitoring?: MonitoringOptions;
 }
 
 /** What every flow of the TRE is built from. */
@@ -50,6 +52,7 @@ export interface RunningTre {
   store: Store;
   registry: HouseholdRegistry;
   ingest: ReadingIngest;
+  monitoring: MonitoringService;
   context: TreContext;
   stop(): Promise<void>;
 }
@@ -109,6 +112,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   };
   const ingest = new ReadingIngest(store, registry, router, clock, opts.log.child({ module: 'ingest' }));
   // Flows are wired here, each from the context.
+  const monitoring = new MonitoringService(context, opts.monitoring);
   const { address, port } = broker.address;
   opts.log.info({ host: address, port }, 'TRE listening (MQTT 3.1.1 over mutual TLS)');
   return {
@@ -119,8 +123,10 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     store,
     registry,
     ingest,
+    monitoring,
     context,
     async stop() {
+      monitoring.stop();
       await broker.close();
       store.close();
       opts.log.info('TRE stopped');

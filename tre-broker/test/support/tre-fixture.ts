@@ -11,6 +11,7 @@ import {
   createLogger,
   type IdentityLimitOptions,
   type IssuedFiles,
+  type MonitoringOptions,
   type RunningTre,
   startTre,
   type Validity,
@@ -41,6 +42,7 @@ export async function startTreFixture(
     clock?: Clock;
     limits?: IdentityLimitOptions;
     handshakeTimeoutMs?: number;
+    monitoring?: MonitoringOptions;
   } = {},
 ): Promise<TreFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'tre-test-'));
@@ -56,6 +58,7 @@ export async function startTreFixture(
     clock: opts.clock,
     limits: opts.limits,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
+    monitoring: opts.monitoring,
   });
   const issued = new Map<string, IssuedFiles>();
   const clients = new Set<MqttClient>();
