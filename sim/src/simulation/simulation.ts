@@ -79,6 +79,8 @@ export class Simulation {
       clock,
       log: createLogger({ level: opts.logLevel ?? 'warn' }),
       limits: { connectionsPerIdentity: 4, messagesPerSecond: 10_000, burst: 100_000 },
+      // Feeders of 50 households (or a quarter of a small simulation) are the DNO's groups.
+      monitoring: { minGroupSize: Math.max(2, Math.min(50, Math.floor(opts.households / 4))), epsilon: [1, 1], dailyBudget: 100 },
     });
     const sim = new Simulation(opts, dir, clock, tre, ca);
     await sim.populate(progress);
@@ -179,7 +181,28 @@ export class Simulation {
   }
 
   budgetDistribution(): { bucket: string; households: number }[] {
-    return [];
+    const spent = this.tre.monitoring.budgetSpent(this.households.map((h) => h.id.meterId));
+    const buckets = ['0-10 %', '10-20 %', '20-30 %', '30-40 %', '40-50 %', '50-60 %', '60-70 %', '70-80 %', '80-90 %', '90-100 %'];
+    const counts = buckets.map(() => 0);
+    for (const f of spent) counts[Math.min(9, Math.floor(f * 10))]!++;
+    return buckets.map((bucket, i) => ({ bucket, households: counts[i]! }));
+  }
+
+  /** Released totals against the simulator's own truth: how often |noise| exceeded the stated 95 % bound. */
+  dpCheck(): { releases: number; outside: number } {
+    let releases = 0;
+    let outside = 0;
+    for (const [groupId, list] of this.dno?.releases ?? []) {
+      const members = this.groups.get(groupId) ?? [];
+      for (const r of list) {
+        const start = Date.parse(r.intervalStart);
+        let truth = 0;
+        for (const h of members) for (let t = start; t < start + r.intervalMinutes * 60_000; t += this.opts.intervalMinutes * 60_000) truth += h.sent.get(t) ?? 0;
+        releases++;
+        if (Math.abs(r.noisyTotalWh - truth) >= r.bound95Wh) outside++;
+      }
+    }
+    return { releases, outside };
   }
 
   private stateRoot = '';
@@ -244,6 +267,15 @@ export class Simulation {
         duplicated: rows.length - (sent - missing),
       },
       invariants: [
+        (() => {
+          const { releases, outside } = this.dpCheck();
+          const allowed = releases * 0.05 + 3 * Math.sqrt(releases * 0.05 * 0.95) + 1;
+          return {
+            name: 'DP error within its stated 95 % bound (binomial 3-sigma slack)',
+            holds: releases > 0 && outside <= allowed,
+            detail: `${releases} releases, ${outside} outside the bound (allowed ${Math.floor(allowed)})`,
+          };
+        })(),
         {
           name: 'every acknowledged reading stored exactly once with the energy sent',
           holds: missing === 0 && wrong === 0 && rows.length === sent,
