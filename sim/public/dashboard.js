@@ -67,7 +67,7 @@
       ],
       {
         scales: { x: { time: false } },
-        axes: [{ values: (_u, ticks) => ticks.map((i) => s.budget[i]?.bucket ?? '') }, {}],
+        axes: [{ values: (_u, ticks) => ticks.map((i) => s.budget[i]?.bucket ?? '') }, { size: 50 }],
       },
     ).setData([s.budget.map((_b, i) => i), s.budget.map((b) => b.households)]);
     rows('dr', s.dr, (r) => [r.eventId, r.bids, r.accepted, r.creditMinor, r.delivered, r.notDelivered]);

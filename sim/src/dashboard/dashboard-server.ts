@@ -32,6 +32,7 @@ export class DashboardServer {
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0]!;
       if (path === '/events') return self.subscribe(res);
+      if (path === '/favicon.ico') return void res.writeHead(204).end();
       if (path === '/snapshot') {
         res.writeHead(200, { 'content-type': 'application/json' });
         return res.end(JSON.stringify(self.last ?? null));

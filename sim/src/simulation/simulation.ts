@@ -80,7 +80,11 @@ export class Simulation {
       log: createLogger({ level: opts.logLevel ?? 'warn' }),
       limits: { connectionsPerIdentity: 4, messagesPerSecond: 10_000, burst: 100_000 },
       // Feeders of 50 households (or a quarter of a small simulation) are the DNO's groups.
-      monitoring: { minGroupSize: Math.max(2, Math.min(50, Math.floor(opts.households / 4))), epsilon: [1, 1], dailyBudget: 100 },
+      monitoring: {
+        minGroupSize: Math.max(2, Math.min(50, Math.floor(opts.households / 4))),
+        epsilon: [1, 1],
+        dailyBudget: 100,
+      },
     });
     const sim = new Simulation(opts, dir, clock, tre, ca);
     await sim.populate(progress);
@@ -182,7 +186,18 @@ export class Simulation {
 
   budgetDistribution(): { bucket: string; households: number }[] {
     const spent = this.tre.monitoring.budgetSpent(this.households.map((h) => h.id.meterId));
-    const buckets = ['0-10 %', '10-20 %', '20-30 %', '30-40 %', '40-50 %', '50-60 %', '60-70 %', '70-80 %', '80-90 %', '90-100 %'];
+    const buckets = [
+      '0-10 %',
+      '10-20 %',
+      '20-30 %',
+      '30-40 %',
+      '40-50 %',
+      '50-60 %',
+      '60-70 %',
+      '70-80 %',
+      '80-90 %',
+      '90-100 %',
+    ];
     const counts = buckets.map(() => 0);
     for (const f of spent) counts[Math.min(9, Math.floor(f * 10))]!++;
     return buckets.map((bucket, i) => ({ bucket, households: counts[i]! }));
@@ -197,7 +212,9 @@ export class Simulation {
       for (const r of list) {
         const start = Date.parse(r.intervalStart);
         let truth = 0;
-        for (const h of members) for (let t = start; t < start + r.intervalMinutes * 60_000; t += this.opts.intervalMinutes * 60_000) truth += h.sent.get(t) ?? 0;
+        for (const h of members)
+          for (let t = start; t < start + r.intervalMinutes * 60_000; t += this.opts.intervalMinutes * 60_000)
+            truth += h.sent.get(t) ?? 0;
         releases++;
         if (Math.abs(r.noisyTotalWh - truth) >= r.bound95Wh) outside++;
       }
