@@ -62,3 +62,30 @@ export class ManualClock implements Clock {
     this.current = target;
   }
 }
+
+/**
+ * Real time, sped up: simulated time runs `speed` times faster than real time from the real
+ * instant `epochMs` on (simulated now = epoch + (real now - epoch) x speed). Two processes given
+ * the same epoch and speed share one timeline, so a TRE restarted in a test continues where it was.
+ */
+export class AcceleratedClock implements Clock {
+  constructor(
+    readonly epochMs: number,
+    readonly speed: number,
+    private readonly real: () => number = () => Date.now(),
+  ) {
+    if (!(speed >= 1)) throw new RangeError('speed must be at least 1');
+  }
+
+  now(): number {
+    return Math.floor(this.epochMs + (this.real() - this.epochMs) * this.speed);
+  }
+
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    return setTimeout(fn, Math.max(0, ms / this.speed));
+  }
+
+  clearTimeout(handle: TimerHandle): void {
+    clearTimeout(handle as ReturnType<typeof setTimeout>);
+  }
+}

@@ -5,6 +5,7 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { type Clock, systemClock } from '@tre/protocol';
 import type { IdentityLimitOptions } from './access/identity-limits.js';
+import { type BillingOptions, BillingService } from './billing/billing-service.js';
 import { MessageRouter, type Outbound } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
 import { ReadingIngest } from './ingest/reading-ingest.js';
@@ -26,6 +27,7 @@ export interface TreOptions {
   limits?: IdentityLimitOptions;
   handshakeTimeoutMs?: number;
   monitoring?: MonitoringOptions;
+  billing?: BillingOptions;
 }
 
 /** What every flow of the TRE is built from. */
@@ -53,6 +55,7 @@ export interface RunningTre {
   registry: HouseholdRegistry;
   ingest: ReadingIngest;
   monitoring: MonitoringService;
+  billing: BillingService;
   context: TreContext;
   stop(): Promise<void>;
 }
@@ -113,6 +116,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const ingest = new ReadingIngest(store, registry, router, clock, opts.log.child({ module: 'ingest' }));
   // Flows are wired here, each from the context.
   const monitoring = new MonitoringService(context, opts.monitoring);
+  const billing = new BillingService(context, ingest, opts.billing);
   const { address, port } = broker.address;
   opts.log.info({ host: address, port }, 'TRE listening (MQTT 3.1.1 over mutual TLS)');
   return {
@@ -124,9 +128,11 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     registry,
     ingest,
     monitoring,
+    billing,
     context,
     async stop() {
       monitoring.stop();
+      billing.stop();
       await broker.close();
       store.close();
       opts.log.info('TRE stopped');

@@ -1,0 +1,101 @@
+/**
+ * The bill ledger, one line per (household, kind, reference, interval), in integer micro-minor
+ * currency units: an energy line is Wh x (minor units per MWh), exact. Demand-response credits are
+ * negative lines (kind `dr-credit`, reference = event id) and their reversals positive lines
+ * (`dr-reversal`). The primary key makes every line idempotent: a resent reading or a repeated
+ * credit can never be billed twice. A line belongs to the first statement issued after it was
+ * written (its `statement_id` is set then), so a late reading is billed in the next statement
+ * instead of being lost; each statement rounds its sum half-to-even to minor units, once.
+ */
+import type { Db } from '../store/store.js';
+
+export type LineKind = 'energy' | 'dr-credit' | 'dr-reversal';
+
+export const LEDGER_SCHEMA = `CREATE TABLE ledger (
+    meter_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('energy', 'dr-credit', 'dr-reversal')),
+    ref TEXT NOT NULL,
+    interval_start INTEGER NOT NULL,
+    amount_micro INTEGER NOT NULL,
+    statement_id TEXT,
+    PRIMARY KEY (meter_id, kind, ref, interval_start)
+  ) WITHOUT ROWID;
+  CREATE INDEX ledger_open ON ledger (meter_id) WHERE statement_id IS NULL;`;
+
+/** Writes a line unless it exists; returns true if written. Call inside the caller's transaction. */
+export function postLine(
+  db: Db,
+  meterId: string,
+  kind: LineKind,
+  ref: string,
+  intervalStart: number,
+  amountMicro: number,
+): boolean {
+  if (!Number.isSafeInteger(amountMicro))
+    throw new RangeError(`ledger amount ${amountMicro} is not a safe integer`);
+  const r = db
+    .prepare(
+      'INSERT INTO ledger (meter_id, kind, ref, interval_start, amount_micro) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+    )
+    .run(meterId, kind, ref, intervalStart, amountMicro);
+  return r.changes === 1;
+}
+
+/** A DR credit: q (Wh) x p (minor per MWh), as a negative line. */
+export function postCredit(
+  db: Db,
+  meterId: string,
+  eventId: string,
+  windowStart: number,
+  quantityWh: number,
+  pricePerMWh: number,
+): boolean {
+  return postLine(db, meterId, 'dr-credit', eventId, windowStart, -quantityWh * pricePerMWh);
+}
+
+/** Reverses (a share of) a DR credit: `share` in [0, 1] as num/den. */
+export function reverseCredit(
+  db: Db,
+  meterId: string,
+  eventId: string,
+  windowStart: number,
+  creditMicro: number,
+  num: number,
+  den: number,
+): boolean {
+  return postLine(db, meterId, 'dr-reversal', eventId, windowStart, Math.trunc((-creditMicro * num) / den));
+}
+
+/** Rounds micro-minor units to minor units, half to even. */
+export function roundHalfEven(micro: bigint): bigint {
+  const q = micro / 1_000_000n;
+  const r = micro % 1_000_000n;
+  const twice = 2n * (r < 0n ? -r : r);
+  if (twice < 1_000_000n) return q;
+  const away = micro < 0n ? q - 1n : q + 1n;
+  if (twice > 1_000_000n) return away;
+  return q % 2n === 0n ? q : away;
+}
+
+/** Sum of a household's open (not yet stated) lines up to `before`, in micro units. */
+export function openTotal(
+  db: Db,
+  meterId: string,
+  before: number,
+): { micro: bigint; energyIntervals: number } {
+  const row = db
+    .prepare(
+      `SELECT coalesce(sum(amount_micro), 0) AS micro, coalesce(sum(kind = 'energy'), 0) AS n
+       FROM ledger WHERE meter_id = ? AND statement_id IS NULL AND interval_start < ?`,
+    )
+    .safeIntegers(true)
+    .get(meterId, before) as { micro: bigint; n: bigint };
+  return { micro: row.micro, energyIntervals: Number(row.n) };
+}
+
+/** Assigns the open lines to a statement. */
+export function closeLines(db: Db, meterId: string, before: number, statementId: string): void {
+  db.prepare(
+    'UPDATE ledger SET statement_id = ? WHERE meter_id = ? AND statement_id IS NULL AND interval_start < ?',
+  ).run(statementId, meterId, before);
+}

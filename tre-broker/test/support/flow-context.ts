@@ -1,0 +1,76 @@
+/** Test support: a TreContext on a temp-dir store and a manual clock, without any network. */
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Identity, ManualClock, type ParsedTopic, parseTopic } from '@tre/protocol';
+import {
+  createLogger,
+  HouseholdRegistry,
+  MessageRouter,
+  type PeerIdentity,
+  Store,
+  type TreContext,
+} from '@tre/tre-broker';
+
+export interface Published {
+  topic: string;
+  payload: string;
+  retain: boolean;
+}
+
+/** `durable`: a real SQLite file in a temp dir; otherwise in memory (fast, for property tests). */
+export function flowContext(startMs: number, opts: { durable?: boolean } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'tre-flow-'));
+  const store = opts.durable ? Store.openIn(dir) : new Store(':memory:');
+  const published: Published[] = [];
+  const outbound = {
+    async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}) {
+      published.push({ topic, payload: payload.toString(), retain: !!opts.retain });
+    },
+  };
+  const log = createLogger({ level: 'silent' });
+  const router = new MessageRouter(outbound, log);
+  const tre = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const ctx: TreContext = {
+    store,
+    registry: new HouseholdRegistry(store),
+    router,
+    outbound,
+    clock: new ManualClock(startMs),
+    log,
+    signingKey: tre.privateKey,
+    treCertificate: '',
+    caCertificate: '',
+  };
+  return {
+    ctx,
+    clock: ctx.clock as ManualClock,
+    published,
+    trePublicKey: tre.publicKey,
+    /** A party with its own key pair, for signing what it sends. */
+    party(who: Identity) {
+      const keys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const from = { ...who, serial: '1', publicKey: keys.publicKey } as PeerIdentity;
+      return {
+        from,
+        privateKey: keys.privateKey,
+        /** Routes a message as the broker would after the access matrix allowed it. */
+        async send(topic: string, body: unknown) {
+          const parsed = parseTopic(topic) as Extract<ParsedTopic, { scope: 'party' }>;
+          await router.route({ from, topic: parsed, payload: Buffer.from(JSON.stringify(body)) });
+          const receipts = published.filter((p) => p.topic === `tre/v1/${who.role}/${who.id}/inbox/receipt`);
+          return JSON.parse(receipts[receipts.length - 1]!.payload) as {
+            status: string;
+            reason?: string;
+            message?: string;
+          };
+        },
+      };
+    },
+    close() {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
