@@ -389,8 +389,15 @@ export class BillingService {
     return this.deliverPending();
   }
 
-  /** Signs stored statements that have no signature yet and delivers them. */
-  async deliverPending(): Promise<number> {
+  private delivering: Promise<number> = Promise.resolve(0);
+
+  /** Signs stored statements that have no signature yet and delivers them (one run at a time). */
+  deliverPending(): Promise<number> {
+    this.delivering = this.delivering.catch(() => 0).then(() => this.signAndDeliver());
+    return this.delivering;
+  }
+
+  private async signAndDeliver(): Promise<number> {
     const rows = this.ctx.store.db
       .prepare('SELECT statement_id, supplier_id, meter_id, body FROM statements WHERE jws IS NULL')
       .all() as {
