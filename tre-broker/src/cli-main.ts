@@ -1,7 +1,14 @@
 /** `tre`: the TRE's command line (PKI for the regulator, and the broker itself). */
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { type AttestationPolicy, isPartyRole, type PartyRole, PROTOCOL_VERSION } from '@tre/protocol';
+import {
+  AcceleratedClock,
+  type AttestationPolicy,
+  isPartyRole,
+  type PartyRole,
+  PROTOCOL_VERSION,
+  systemClock,
+} from '@tre/protocol';
 import { Command, CommanderError, Option } from 'commander';
 import { APPLICATION_PCR, measureTre, replayPcr } from './attestation/measurement.js';
 import { createLogger } from './log.js';
@@ -221,6 +228,17 @@ Examples:
       (v) => Number.parseInt(v, 10),
       30,
     )
+    .option(
+      '--clock-speed <x>',
+      'run the TRE clock x times faster than real time (demos and tests)',
+      Number,
+      1,
+    )
+    .option(
+      '--clock-epoch <ms>',
+      'real instant (ms since epoch) from which the faster clock runs; the same value continues one timeline across restarts',
+      Number,
+    )
     .action(
       async (o: {
         pki: string;
@@ -232,6 +250,8 @@ Examples:
         epsilon: string;
         dailyBudget: number;
         releaseMinutes: number;
+        clockSpeed: number;
+        clockEpoch?: number;
       }) => {
         const log = createLogger({ level: o.logLevel });
         const eps = /^(\d+)\/(\d+)$/.exec(o.epsilon);
@@ -256,6 +276,8 @@ Examples:
           port: o.port,
           log,
           monitoring,
+          clock:
+            o.clockSpeed === 1 ? systemClock : new AcceleratedClock(o.clockEpoch ?? Date.now(), o.clockSpeed),
         });
         await new Promise<void>((resolve) => {
           const stop = (signal: string) => {
