@@ -8,6 +8,10 @@ import type { IdentityLimitOptions } from './access/identity-limits.js';
 import { type BillingOptions, BillingService } from './billing/billing-service.js';
 import { MessageRouter, type Outbound } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
+import {
+  type DemandResponseOptions,
+  DemandResponseService,
+} from './demand-response/demand-response-service.js';
 import { ReadingIngest } from './ingest/reading-ingest.js';
 import type { Logger } from './log.js';
 import { type MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
@@ -28,6 +32,7 @@ export interface TreOptions {
   handshakeTimeoutMs?: number;
   monitoring?: MonitoringOptions;
   billing?: BillingOptions;
+  demandResponse?: DemandResponseOptions;
 }
 
 /** What every flow of the TRE is built from. */
@@ -56,6 +61,7 @@ export interface RunningTre {
   ingest: ReadingIngest;
   monitoring: MonitoringService;
   billing: BillingService;
+  demandResponse: DemandResponseService;
   context: TreContext;
   stop(): Promise<void>;
 }
@@ -117,6 +123,10 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   // Flows are wired here, each from the context.
   const monitoring = new MonitoringService(context, opts.monitoring);
   const billing = new BillingService(context, ingest, opts.billing);
+  const demandResponse = new DemandResponseService(context, {
+    groupMembers: (dnoId, groupId) => monitoring.groups(dnoId).find((g) => g.groupId === groupId)?.meters,
+    ...opts.demandResponse,
+  });
   const { address, port } = broker.address;
   opts.log.info({ host: address, port }, 'TRE listening (MQTT 3.1.1 over mutual TLS)');
   return {
@@ -129,10 +139,12 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     ingest,
     monitoring,
     billing,
+    demandResponse,
     context,
     async stop() {
       monitoring.stop();
       billing.stop();
+      demandResponse.stop();
       await broker.close();
       store.close();
       opts.log.info('TRE stopped');

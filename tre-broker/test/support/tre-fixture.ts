@@ -9,6 +9,7 @@ import type { Clock, Household, PartyRole } from '@tre/protocol';
 import {
   CertificateAuthority,
   createLogger,
+  type DemandResponseOptions,
   type IdentityLimitOptions,
   type IssuedFiles,
   type MonitoringOptions,
@@ -43,6 +44,7 @@ export async function startTreFixture(
     limits?: IdentityLimitOptions;
     handshakeTimeoutMs?: number;
     monitoring?: MonitoringOptions;
+    demandResponse?: DemandResponseOptions;
   } = {},
 ): Promise<TreFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'tre-test-'));
@@ -59,6 +61,7 @@ export async function startTreFixture(
     limits: opts.limits,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     monitoring: opts.monitoring,
+    demandResponse: opts.demandResponse,
   });
   const issued = new Map<string, IssuedFiles>();
   const clients = new Set<MqttClient>();
