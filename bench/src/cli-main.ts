@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { runConnections } from './connections.js';
 import { DEFAULT_DP_UTILITY, runDpUtility } from './dp-utility.js';
+import { runDrRound } from './dr-round.js';
 import { runIngest } from './ingest.js';
 import { type BenchResult, formatTable, machine } from './report.js';
 
@@ -36,6 +37,17 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action((o: { trials: number; json?: boolean }) => {
       output(runDpUtility({ ...DEFAULT_DP_UTILITY, trials: o.trials }), !!o.json);
+    });
+  program
+    .command('dr-round')
+    .description('deadline -> pseudo-bids and acceptance -> notifications + credits, 10,000 and 100,000 bids')
+    .option('--sizes <list>', 'comma-separated bid counts', '10000,100000')
+    .option('--json', 'print JSON')
+    .action(async (o: { sizes: string; json?: boolean }) => {
+      output(
+        await runDrRound(o.sizes.split(',').map(Number), (l) => console.error(`dr-round: ${l}`)),
+        !!o.json,
+      );
     });
   program
     .command('connections')

@@ -80,6 +80,8 @@ export type SignedEnvelope = z.infer<typeof signedEnvelopeSchema>;
 
 /** Largest payload the TRE reads; anything bigger is refused with TOO_LARGE. */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024;
+/** For the bulk lists (registry, groups, acceptances of up to 100,000 bids). */
+export const MAX_BULK_PAYLOAD_BYTES = 8 * 1024 * 1024;
 
 export type Decoded<T> =
   | { ok: true; value: T }
@@ -91,12 +93,16 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
  * Decodes an MQTT payload: size limit, strict UTF-8, JSON, then the schema. Never throws.
  * On failure it still tries to recover the requestId so the refusal receipt can echo it.
  */
-export function decodePayload<S extends z.ZodType>(payload: Uint8Array, schema: S): Decoded<z.infer<S>> {
-  if (payload.byteLength > MAX_PAYLOAD_BYTES) {
+export function decodePayload<S extends z.ZodType>(
+  payload: Uint8Array,
+  schema: S,
+  maxBytes = MAX_PAYLOAD_BYTES,
+): Decoded<z.infer<S>> {
+  if (payload.byteLength > maxBytes) {
     return {
       ok: false,
       reason: 'TOO_LARGE',
-      message: `payload over ${MAX_PAYLOAD_BYTES} bytes`,
+      message: `payload over ${maxBytes} bytes`,
       requestId: 'unknown',
     };
   }

@@ -33,7 +33,7 @@ import type { HandlerResult, InboundMessage } from '../broker/message-router.js'
 import type { ReadingIngest } from '../ingest/reading-ingest.js';
 import type { Db } from '../store/store.js';
 import type { TreContext } from '../tre.js';
-import { closeLines, LEDGER_SCHEMA, openTotal, postLine, roundHalfEven } from './ledger.js';
+import { closeLines, migrateLedger, openTotal, postLine, roundHalfEven } from './ledger.js';
 import { checkTariff, latestTariffs, priceAt, storeTariff, TARIFF_SCHEMA } from './tariff-book.js';
 
 export interface BillingOptions {
@@ -89,8 +89,7 @@ export class BillingService {
   ) {
     ctx.store.migrate(
       'billing-1',
-      `${LEDGER_SCHEMA}
-       ${TARIFF_SCHEMA}
+      `${TARIFF_SCHEMA}
        CREATE TABLE billing_periods (supplier_id TEXT PRIMARY KEY, starts_at INTEGER NOT NULL, unit TEXT NOT NULL, count INTEGER NOT NULL);
        CREATE TABLE statements (statement_id TEXT PRIMARY KEY, supplier_id TEXT NOT NULL, meter_id TEXT NOT NULL,
          period_start INTEGER NOT NULL, body TEXT NOT NULL, jws TEXT, acked INTEGER NOT NULL DEFAULT 0,
@@ -98,6 +97,7 @@ export class BillingService {
        CREATE INDEX statements_unacked ON statements (supplier_id) WHERE acked = 0;
        CREATE TABLE regulator_config (id INTEGER PRIMARY KEY CHECK (id = 1), min_unit TEXT NOT NULL, min_count INTEGER NOT NULL, issued_at TEXT NOT NULL);`,
     );
+    migrateLedger(ctx.store);
     ingest.onCommitted((db, r) => {
       if (this.billReading(db, r.meterId, r.intervalStart, r.effectiveWh)) this.dirty.add(r.meterId);
     });

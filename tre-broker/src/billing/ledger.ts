@@ -7,7 +7,7 @@
  * written (its `statement_id` is set then), so a late reading is billed in the next statement
  * instead of being lost; each statement rounds its sum half-to-even to minor units, once.
  */
-import type { Db } from '../store/store.js';
+import type { Db, Store } from '../store/store.js';
 
 export type LineKind = 'energy' | 'dr-credit' | 'dr-reversal';
 
@@ -21,6 +21,11 @@ export const LEDGER_SCHEMA = `CREATE TABLE ledger (
     PRIMARY KEY (meter_id, kind, ref, interval_start)
   ) WITHOUT ROWID;
   CREATE INDEX ledger_open ON ledger (meter_id) WHERE statement_id IS NULL;`;
+
+/** Creates the ledger once; both billing and demand response post to it. */
+export function migrateLedger(store: Store): void {
+  store.migrate('ledger-1', LEDGER_SCHEMA);
+}
 
 /** Writes a line unless it exists; returns true if written. Call inside the caller's transaction. */
 export function postLine(

@@ -23,6 +23,7 @@ import {
   type DrOutcome,
   decodePayload,
   drEventSchema,
+  MAX_BULK_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
   type SignatureError,
   signContent,
@@ -31,7 +32,7 @@ import {
   topics,
   verifyContent,
 } from '@tre/protocol';
-import { postCredit, reverseCredit } from '../billing/ledger.js';
+import { migrateLedger, postCredit, reverseCredit } from '../billing/ledger.js';
 import type { HandlerResult, InboundMessage } from '../broker/message-router.js';
 import type { TreContext } from '../tre.js';
 import { baselineWh, measuredWh } from './baseline.js';
@@ -73,6 +74,7 @@ export class DemandResponseService {
          price INTEGER NOT NULL, pseudonym TEXT NOT NULL UNIQUE, status TEXT NOT NULL);
        CREATE INDEX dr_bids_event ON dr_bids (event_id, status);`,
     );
+    migrateLedger(ctx.store);
     ctx.router.on('event', (m) => this.handleEvent(m));
     ctx.router.on('bid', (m) => this.handleBid(m));
     ctx.router.on('accept', (m) => this.handleAcceptance(m));
@@ -322,7 +324,7 @@ export class DemandResponseService {
   }
 
   private async handleAcceptance(msg: InboundMessage): Promise<HandlerResult> {
-    const decoded = decodePayload(msg.payload, acceptanceSchema);
+    const decoded = decodePayload(msg.payload, acceptanceSchema, MAX_BULK_PAYLOAD_BYTES);
     if (!decoded.ok)
       return {
         status: 'refused',

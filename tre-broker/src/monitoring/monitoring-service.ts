@@ -16,6 +16,7 @@ import {
   type Aggregate,
   decodePayload,
   groupsRequestSchema,
+  MAX_BULK_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
   topics,
   type WithheldAggregate,
@@ -99,7 +100,7 @@ export class MonitoringService {
   }
 
   private async handleGroups(msg: InboundMessage): Promise<HandlerResult> {
-    const decoded = decodePayload(msg.payload, groupsRequestSchema);
+    const decoded = decodePayload(msg.payload, groupsRequestSchema, MAX_BULK_PAYLOAD_BYTES);
     if (!decoded.ok)
       return {
         status: 'refused',

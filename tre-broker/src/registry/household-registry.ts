@@ -3,7 +3,13 @@
  * account. Written by the regulator (signed-in over MQTT, or `tre registry` on the TRE box).
  * Lookups go to SQLite every time (microseconds), so changes made by the CLI apply at once.
  */
-import { decodePayload, type Household, householdSchema, registryRequestSchema } from '@tre/protocol';
+import {
+  decodePayload,
+  type Household,
+  householdSchema,
+  MAX_BULK_PAYLOAD_BYTES,
+  registryRequestSchema,
+} from '@tre/protocol';
 import type { HandlerResult, InboundMessage, MessageRouter } from '../broker/message-router.js';
 import type { Db, Store } from '../store/store.js';
 
@@ -41,7 +47,7 @@ export class HouseholdRegistry {
   }
 
   private async handle(msg: InboundMessage): Promise<HandlerResult> {
-    const decoded = decodePayload(msg.payload, registryRequestSchema);
+    const decoded = decodePayload(msg.payload, registryRequestSchema, MAX_BULK_PAYLOAD_BYTES);
     if (!decoded.ok)
       return {
         status: 'refused',
