@@ -75,6 +75,8 @@ export class HouseholdAgent {
   readonly proposals = new Map<string, Proposal>();
   bill: Bill | undefined;
   readonly statements: Statement[] = [];
+  /** Every verified DR outcome, in arrival order. */
+  readonly outcomes: DrOutcome[] = [];
   lastInterval: IntervalRecord | undefined;
   readonly rejected = { signatures: 0 };
   private readonly timers: TimerHandle[] = [];
@@ -177,6 +179,7 @@ export class HouseholdAgent {
   }
 
   private onOutcome(outcome: DrOutcome): void {
+    this.outcomes.push(outcome);
     const p = this.proposals.get(outcome.bidId);
     if (!p) return;
     if (outcome.outcome === 'not-accepted') p.status = 'not-accepted';

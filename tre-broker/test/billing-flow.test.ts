@@ -222,7 +222,7 @@ describe('billing flow', () => {
       }
     }
     const before = supplierGot.length;
-    clock.advance(T0 + 86_400_000 - clock.now());
+    clock.advance(T0 + 86_400_000 + 3_600_000 - clock.now()); // period end + the grace hour for late readings
     for (let i = 0; i < 100 && supplierGot.filter((g) => g.topic.endsWith('/statement')).length < 3; i++)
       await new Promise((r) => setTimeout(r, 20));
     const got = supplierGot.slice(before);

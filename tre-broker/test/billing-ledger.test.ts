@@ -126,7 +126,7 @@ describe('ledger and statements', () => {
               const m = msgs[rnd[k]!]!;
               await f.party({ role: 'meter', id: m.meter }).send(topics.reading(m.meter), m.body);
             }
-            f.clock.advance(T0 + DAY - f.clock.now()); // period end
+            f.clock.advance(T0 + DAY + 3_600_000 - f.clock.now()); // period end + the grace hour
             await new Promise((r) => setTimeout(r, 5));
             await billing.deliverPending();
             const statements = f.published

@@ -107,6 +107,8 @@ export function powerW(p: HouseholdProfile, tMs: number): number {
  */
 export class SimulatedMeter {
   private wattMinutes = 0;
+  /** Demand-response curtailments the household carries out: [from, to) minus watts. */
+  private readonly curtailments: { from: number; to: number; watts: number }[] = [];
   private t: number;
 
   constructor(
@@ -128,10 +130,18 @@ export class SimulatedMeter {
     return Math.floor(this.wattMinutes / 60);
   }
 
+  /** The household sheds `watts` in [from, to) (it never goes below its base load). */
+  curtail(from: number, to: number, watts: number): void {
+    this.curtailments.push({ from, to, watts });
+  }
+
   /** Advances to `untilMs` (minute resolution). */
   advanceTo(untilMs: number): void {
     while (this.t + 60_000 <= untilMs) {
-      this.wattMinutes += Math.round(powerW(this.profile, this.t));
+      const shed = this.curtailments
+        .filter((c) => this.t >= c.from && this.t < c.to)
+        .reduce((a, c) => a + c.watts, 0);
+      this.wattMinutes += Math.round(Math.max(this.profile.baseW, powerW(this.profile, this.t) - shed));
       this.t += 60_000;
     }
   }

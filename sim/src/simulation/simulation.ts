@@ -3,18 +3,20 @@
  * SQLite), N households running the real agent code, and the grid parties, all on one simulated
  * clock. Used by `tre-sim run` (headless, with invariant checks) and by the demo.
  */
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { trustWithoutAttestation } from '@tre/meter-agent';
-import { type Household, ManualClock } from '@tre/protocol';
+import { type Household, ManualClock, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
 import { CertificateAuthority, createLogger, type RunningTre, startTre } from '@tre/tre-broker';
-import { householdProfile } from '../households/load-profile.js';
+import { householdProfile, powerW } from '../households/load-profile.js';
 import { Dno } from '../parties/dno.js';
+import { Dsm } from '../parties/dsm.js';
 import { PartyClient } from '../parties/party-client.js';
 import { registerHouseholds } from '../parties/regulator.js';
+import { Supplier, timeOfUsePrice } from '../parties/supplier.js';
 import { SimulatedHousehold } from './simulated-household.js';
 import { SimulationDriver } from './simulation-driver.js';
 
@@ -48,6 +50,9 @@ export class Simulation {
   readonly households: SimulatedHousehold[] = [];
   readonly parties: PartyClient[] = [];
   dno: Dno | undefined;
+  supplier: Supplier | undefined;
+  dsm: Dsm | undefined;
+  private startMs = 0;
   /** Members of each DNO group, for the ground truth next to the released totals. */
   readonly groups = new Map<string, SimulatedHousehold[]>();
   readonly billingSeries: { t: number; runningTotalMinor: number }[] = [];
@@ -96,12 +101,21 @@ export class Simulation {
   }
 
   private async populate(progress: (line: string) => void): Promise<void> {
-    const regulator = await PartyClient.connect(
-      this.url,
-      await this.ca.issue('regulator', 'reg', { force: true }),
-      'regulator',
-    );
+    const regulatorFiles = await this.ca.issue('regulator', 'reg', { force: true });
+    const regulator = await PartyClient.connect(this.url, regulatorFiles, 'regulator');
     this.parties.push(regulator);
+    // The regulator allows daily billing periods in the simulation (the default minimum is a month).
+    const config = {
+      v: PROTOCOL_VERSION,
+      minBillingPeriod: { unit: 'day' as const, count: 1 },
+      issuedAt: new Date(this.clock.now()).toISOString(),
+    };
+    const jws = await signContent(
+      'regulatorConfig',
+      config,
+      createPrivateKey(await readFile(regulatorFiles.key)),
+    );
+    await regulator.publish(topics.regulatorConfig('reg'), { v: PROTOCOL_VERSION, requestId: 'config', jws });
     progress(`regulator: issuing ${this.opts.households} household certificates`);
     const households: Household[] = [];
     const identities = [];
@@ -113,13 +127,14 @@ export class Simulation {
         meterId,
         files: { key: await readFile(files.key), cert: await readFile(files.cert), ca },
       });
-      const profile = householdProfile(i);
+      const account = `acct-${randomBytes(4).toString('hex')}`;
+      this.accounts.push(account);
       households.push({
         meterId,
         supplierId: 'supplier-1',
         dnoId: 'dno-1',
-        capacityW: profile.capacityW,
-        account: `acct-${randomBytes(4).toString('hex')}`,
+        capacityW: householdProfile(i).capacityW,
+        account,
       });
     }
     progress('regulator: registering households with the TRE');
@@ -139,8 +154,19 @@ export class Simulation {
         stateDir,
         attestor: trustWithoutAttestation,
         intervalMinutes: this.opts.intervalMinutes,
-        mode: 'never',
+        mode: householdProfile(i).policy === 'never' ? 'never' : 'auto-bid',
+        propose: (event) => proposeFor(householdProfile(i), event),
         randomId: () => randomBytes(12).toString('base64url'),
+      });
+      // The simulated household carries out what was accepted: its meter sheds the bid's energy.
+      h.link.on('message', () => {
+        for (const p of h.agent.proposals.values()) {
+          if (p.status !== 'accepted' || this.curtailed.has(p.bidId)) continue;
+          this.curtailed.add(p.bidId);
+          const from = Date.parse(p.loads[0]?.from ?? '');
+          const to = Date.parse(p.loads[0]?.to ?? '');
+          if (to > from) h.meter.curtail(from, to, Math.ceil((p.quantityWh * 3_600_000) / (to - from)));
+        }
       });
       h.link.on('receipt', (r) => {
         if (r.status === 'accepted' && r.family === 'reading') this.acknowledged++;
@@ -167,10 +193,41 @@ export class Simulation {
       this.groups.set(g, this.households.slice(i * feederSize, (i + 1) * feederSize));
     });
     this.dno = dno;
+    progress('supplier: tariff and daily billing period');
+    const supplierFiles = await this.ca.issue('supplier', 'supplier-1', { force: true });
+    const supplier = await Supplier.create(
+      await PartyClient.connect(this.url, supplierFiles, 'supplier-1'),
+      'supplier-1',
+      supplierFiles,
+    );
+    this.parties.push(supplier.party);
+    this.startMs = Math.ceil(this.clock.now() / 1_800_000) * 1_800_000;
+    await supplier.start(this.startMs, Math.min(200, Math.ceil(this.opts.days) + 1));
+    this.supplier = supplier;
+    const dsmFiles = await this.ca.issue('dsm', 'dsm-1', { force: true });
+    const dsm = await Dsm.create(await PartyClient.connect(this.url, dsmFiles, 'dsm-1'), 'dsm-1', dsmFiles);
+    this.parties.push(dsm.party);
+    this.dsm = dsm;
+  }
+
+  private readonly curtailed = new Set<string>();
+
+  /** The DSM raises an evening event every day at 14:00 UTC when the feeders are loaded. */
+  private async maybeRaiseEvent(t: number): Promise<void> {
+    if (!this.dsm || new Date(t).getUTCHours() !== 14 || new Date(t).getUTCMinutes() !== 0) return;
+    const day = t - 14 * 3_600_000;
+    await this.dsm.raise({
+      eventId: `evening-${new Date(day).toISOString().slice(0, 10)}`,
+      windowStart: new Date(day + 18 * 3_600_000).toISOString(),
+      windowEnd: new Date(day + 19 * 3_600_000).toISOString(),
+      bidDeadline: new Date(day + 17 * 3_600_000).toISOString(),
+      requestedReductionWh: 150 * this.households.length,
+      priceCapPerMWh: 400_000,
+    });
   }
 
   statementCount(): number {
-    return 0;
+    return this.supplier?.statements.size ?? 0;
   }
 
   drRounds(): {
@@ -181,7 +238,14 @@ export class Simulation {
     delivered: number;
     notDelivered: number;
   }[] {
-    return [];
+    return [...(this.dsm?.rounds.values() ?? [])].map((r) => ({
+      eventId: r.event.eventId,
+      bids: r.bids?.bids.length ?? 0,
+      accepted: r.accepted.length,
+      creditMinor: Math.round(r.creditMicro / 1e6),
+      delivered: r.compliance?.results.filter((x) => x.delivered).length ?? 0,
+      notDelivered: r.compliance?.results.filter((x) => !x.delivered).length ?? 0,
+    }));
   }
 
   budgetDistribution(): { bucket: string; households: number }[] {
@@ -223,14 +287,16 @@ export class Simulation {
   }
 
   private stateRoot = '';
+  private readonly accounts: string[] = [];
 
   async run(onStep?: (t: number) => void): Promise<SimulationSummary> {
     const wallStart = performance.now();
     const from = this.clock.now();
     const until = from + this.opts.days * 86_400_000;
     this.driver = new SimulationDriver(this.clock, this.opts.intervalMinutes * 60_000, this.opts.speed, {
-      atBoundary: (t) => {
+      atBoundary: async (t) => {
         for (const h of this.households) h.closeInterval(t);
+        await this.maybeRaiseEvent(t);
       },
       quiet: () =>
         this.tre.router.inFlight === 0 &&
@@ -239,6 +305,53 @@ export class Simulation {
     });
     await this.driver.run(until, onStep);
     return this.summary(from, wallStart);
+  }
+
+  /** Each statement equals sum(m x p) recomputed here from what the household sent and the tariff. */
+  private billingInvariant(): { name: string; holds: boolean; detail: string } {
+    const byAccount = new Map(this.households.map((h, i) => [this.accounts[i]!, h]));
+    let checked = 0;
+    let wrong = 0;
+    for (const st of this.supplier?.statements.values() ?? []) {
+      const h = byAccount.get(st.account);
+      if (!h) continue;
+      const from = Date.parse(st.periodStart);
+      const to = Date.parse(st.periodEnd);
+      let micro = 0n;
+      for (const [start, wh] of h.sent)
+        if (start >= from && start < to) micro += BigInt(wh) * BigInt(timeOfUsePrice(start));
+      // Demand-response credits (negative) and reversals, booked at their window's start.
+      for (const o of h.agent.outcomes) {
+        const window = Date.parse(this.dsm?.rounds.get(o.eventId)?.event.windowStart ?? '');
+        if (o.creditMicroMinor && window >= from && window < to) micro += BigInt(o.creditMicroMinor);
+      }
+      const q = micro / 1_000_000n;
+      const r = micro % 1_000_000n;
+      const expected = r * 2n > 1_000_000n || (r * 2n === 1_000_000n && q % 2n === 1n) ? q + 1n : q;
+      checked++;
+      if (BigInt(st.totalMinor) !== expected) wrong++;
+    }
+    return {
+      name: 'each statement = sum(m x p) minus DR credits, recomputed by the simulator',
+      holds: checked > 0 ? wrong === 0 : this.opts.days < 1,
+      detail: `${checked} statements checked, ${wrong} differ`,
+    };
+  }
+
+  /** DR credits the households were told equal the accepted bids the DSM cleared (q x p). */
+  private drInvariant(): { name: string; holds: boolean; detail: string } {
+    const dsmSide = [...(this.dsm?.rounds.values() ?? [])]
+      .filter((r) => r.accepted.length > 0)
+      .reduce((a, r) => a + r.creditMicro, 0);
+    const households = this.households
+      .flatMap((h) => h.agent.outcomes.filter((o) => o.outcome === 'accepted'))
+      .reduce((a, o) => a - (o.creditMicroMinor ?? 0), 0);
+    const rounds = this.dsm?.rounds.size ?? 0;
+    return {
+      name: 'DR credits equal the accepted bids',
+      holds: dsmSide === households,
+      detail: `${rounds} rounds, accepted q x p = ${dsmSide} micro-units, credited to households = ${households}`,
+    };
   }
 
   stopRunning(): void {
@@ -284,6 +397,8 @@ export class Simulation {
         duplicated: rows.length - (sent - missing),
       },
       invariants: [
+        this.billingInvariant(),
+        this.drInvariant(),
         (() => {
           const { releases, outside } = this.dpCheck();
           const allowed = releases * 0.05 + 3 * Math.sqrt(releases * 0.05 * 0.95) + 1;
@@ -322,4 +437,33 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
     if (performance.now() > end) throw new Error(what);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A household's offer for an evening event: part of what its EV or heat pump would draw. */
+function proposeFor(
+  p: ReturnType<typeof householdProfile>,
+  event: { eventId: string; windowStart: string; windowEnd: string; priceCapPerMWh: number },
+) {
+  if (p.policy === 'never') return { reason: 'this household never bids' };
+  const from = Date.parse(event.windowStart);
+  const to = Date.parse(event.windowEnd);
+  const hours = (to - from) / 3_600_000;
+  const typical = powerW(p, from + (to - from) / 2);
+  const quantityWh = Math.floor(Math.max(0, typical - p.baseW) * hours * 0.5);
+  if (quantityWh < 50) return { reason: 'too little to shed' };
+  const pricePerMWh = Math.min(event.priceCapPerMWh, 100_000 + (p.seed % 25) * 10_000);
+  return {
+    bid: {
+      quantityWh,
+      pricePerMWh,
+      loads: [
+        {
+          name: p.ev ? 'ev-charger' : 'heat-pump',
+          actuator: 'relay:17',
+          from: event.windowStart,
+          to: event.windowEnd,
+        },
+      ],
+    },
+  };
 }

@@ -6,8 +6,9 @@
  *  - ledger: every stored in-bounds reading is billed in its own transaction (Wh x price); readings
  *    without a tariff yet are billed when the tariff arrives;
  *  - periods: the supplier's period, never shorter than the regulator's signed minimum (default one
- *    month); at each period end one TRE-signed statement per household goes to the supplier and to
- *    the household, durably stored first and re-sent until the supplier acknowledges it;
+ *    month); after each period end (plus a grace hour for the period's last readings) one TRE-signed
+ *    statement per household goes to the supplier and to the household, durably stored first and
+ *    re-sent until the supplier acknowledges it;
  *  - households get their running bill, TRE-signed, on their inbox (at most every `billEveryMs`).
  */
 import { randomBytes } from 'node:crypto';
@@ -43,6 +44,8 @@ export interface BillingOptions {
   resendMs?: number;
   /** Households get their running bill at most this often (default 1 hour). */
   billEveryMs?: number;
+  /** Statements wait this long after the period end for the period's last readings (default 1 hour). */
+  statementGraceMs?: number;
 }
 
 interface PeriodRow {
@@ -113,6 +116,10 @@ export class BillingService {
     void this.deliverPending();
   }
 
+  private get grace(): number {
+    return this.options.statementGraceMs ?? 3_600_000;
+  }
+
   minPeriod(): PeriodLength {
     const row = this.ctx.store.db
       .prepare('SELECT min_unit, min_count FROM regulator_config WHERE id = 1')
@@ -142,7 +149,7 @@ export class BillingService {
     const length = { unit: p.unit, count: p.count };
     let start = p.starts_at;
     let end = addPeriods(start, length, 1);
-    while (end <= this.ctx.clock.now()) {
+    while (end + this.grace <= this.ctx.clock.now()) {
       start = end;
       end = addPeriods(start, length, 1);
     }
@@ -349,7 +356,7 @@ export class BillingService {
             },
           );
         },
-        Math.max(0, end - this.ctx.clock.now()),
+        Math.max(0, end + this.grace - this.ctx.clock.now()),
       ),
     );
   }

@@ -217,18 +217,10 @@ export class DemandResponseService {
         reason: 'UNKNOWN_METER',
         message: 'this meter is not registered',
       };
-    const previous = this.ctx.store.db.prepare('SELECT * FROM dr_bids WHERE bid_id = ?').get(bid.bidId) as
-      | BidRow
-      | undefined;
-    if (previous) {
-      const same =
-        previous.meter_id === meterId &&
-        previous.event_id === bid.eventId &&
-        previous.quantity_wh === bid.quantityWh &&
-        previous.price === bid.pricePerMWh;
-      if (same && previous.status === 'live') return { status: 'accepted', requestId, duplicate: true };
+    const replay = this.replayOf(bid, meterId);
+    if (replay === 'duplicate') return { status: 'accepted', requestId, duplicate: true };
+    if (replay)
       return { status: 'refused', requestId, reason: 'REPLAYED', message: 'this bid id was already used' };
-    }
     const event = this.event(bid.eventId);
     if (!event)
       return {
@@ -276,7 +268,10 @@ export class DemandResponseService {
         reason: 'ABOVE_SHEDDABLE',
         message: `at most ${sheddable} Wh can be shed in this window`,
       };
-    const superseded = await this.ctx.store.commit((db) => {
+    const stored = await this.ctx.store.commit((db) => {
+      // Checked again inside the transaction: a resend may have been committed meanwhile.
+      const again = this.replayOf(bid, meterId);
+      if (again) return again;
       const old = db
         .prepare(
           "UPDATE dr_bids SET status = 'superseded' WHERE event_id = ? AND meter_id = ? AND status = 'live'",
@@ -287,12 +282,32 @@ export class DemandResponseService {
       ).run(bid.bidId, bid.eventId, meterId, bid.quantityWh, bid.pricePerMWh, newPseudonym());
       return old;
     });
+    if (stored === 'duplicate') return { status: 'accepted', requestId, duplicate: true };
+    if (stored === 'replayed')
+      return { status: 'refused', requestId, reason: 'REPLAYED', message: 'this bid id was already used' };
     this.stats.bids++;
     return {
       status: 'accepted',
       requestId,
-      message: superseded ? 'bid stored; it supersedes your previous bid' : 'bid stored',
+      message: stored ? 'bid stored; it supersedes your previous bid' : 'bid stored',
     };
+  }
+
+  /** An identical live bid resent by its household is a duplicate; any other reuse of the id is a replay. */
+  private replayOf(
+    bid: { bidId: string; eventId: string; quantityWh: number; pricePerMWh: number },
+    meterId: string,
+  ): 'duplicate' | 'replayed' | undefined {
+    const previous = this.ctx.store.db.prepare('SELECT * FROM dr_bids WHERE bid_id = ?').get(bid.bidId) as
+      | BidRow
+      | undefined;
+    if (!previous) return undefined;
+    const same =
+      previous.meter_id === meterId &&
+      previous.event_id === bid.eventId &&
+      previous.quantity_wh === bid.quantityWh &&
+      previous.price === bid.pricePerMWh;
+    return same && previous.status === 'live' ? 'duplicate' : 'replayed';
   }
 
   /** At the deadline: all live pseudo-bids in one message, in random order. */
