@@ -86,16 +86,23 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
           progress,
         });
         let lastDay = -1;
+        const memory: { day: number; rssMiB: number; handles: number }[] = [];
         const start = sim.clock.now();
         try {
           const summary = await sim.run((t) => {
             const day = Math.floor((t - 1 - start) / 86_400_000);
-            if (day !== lastDay)
-              progress(`day ${day + 1}/${o.days} (${new Date(t).toISOString().slice(0, 16)})`);
+            if (day !== lastDay) {
+              const rss = Math.round(process.memoryUsage().rss / 2 ** 20);
+              const handles = process.getActiveResourcesInfo().length;
+              memory.push({ day: day + 1, rssMiB: rss, handles });
+              progress(
+                `day ${day + 1}/${o.days} (${new Date(t).toISOString().slice(0, 16)}): RSS ${rss} MiB, ${handles} active handles`,
+              );
+            }
             lastDay = day;
           });
           const peakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024);
-          if (o.json) console.log(JSON.stringify({ ...summary, peakRssMiB }, null, 2));
+          if (o.json) console.log(JSON.stringify({ ...summary, peakRssMiB, memory }, null, 2));
           else {
             console.log(
               `${summary.households} households, ${summary.days} days simulated in ${summary.wallSeconds.toFixed(1)} s (peak RSS ${peakRssMiB} MiB)`,
