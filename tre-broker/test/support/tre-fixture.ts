@@ -45,12 +45,17 @@ export async function startTreFixture(
     handshakeTimeoutMs?: number;
     monitoring?: MonitoringOptions;
     demandResponse?: DemandResponseOptions;
+    /** Where the TRE's JSON log lines go (default stderr). */
+    logDestination?: NodeJS.WritableStream;
   } = {},
 ): Promise<TreFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'tre-test-'));
   const pkiDir = join(dir, 'pki');
   const { ca } = await CertificateAuthority.init(pkiDir);
-  const log = createLogger({ level: opts.logLevel ?? process.env.TRE_TEST_LOG_LEVEL ?? 'silent' });
+  const log = createLogger({
+    level: opts.logLevel ?? process.env.TRE_TEST_LOG_LEVEL ?? 'silent',
+    destination: opts.logDestination,
+  });
   const tre = await startTre({
     pkiDir,
     dataDir: join(dir, 'data'),
