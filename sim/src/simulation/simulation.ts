@@ -312,6 +312,7 @@ export class Simulation {
     const byAccount = new Map(this.households.map((h, i) => [this.accounts[i]!, h]));
     let checked = 0;
     let wrong = 0;
+    let firstWrong = '';
     for (const st of this.supplier?.statements.values() ?? []) {
       const h = byAccount.get(st.account);
       if (!h) continue;
@@ -329,12 +330,19 @@ export class Simulation {
       const r = micro % 1_000_000n;
       const expected = r * 2n > 1_000_000n || (r * 2n === 1_000_000n && q % 2n === 1n) ? q + 1n : q;
       checked++;
-      if (BigInt(st.totalMinor) !== expected) wrong++;
+      if (BigInt(st.totalMinor) !== expected) {
+        wrong++;
+        if (!firstWrong) {
+          let n = 0;
+          for (const start of h.sent.keys()) if (start >= from && start < to) n++;
+          firstWrong = `; e.g. ${st.periodStart}: statement ${st.totalMinor} (${st.intervalsBilled} intervals), recomputed ${expected} (${n} intervals)`;
+        }
+      }
     }
     return {
       name: 'each statement = sum(m x p) minus DR credits, recomputed by the simulator',
       holds: checked > 0 ? wrong === 0 : this.opts.days < 1,
-      detail: `${checked} statements checked, ${wrong} differ`,
+      detail: `${checked} statements checked, ${wrong} differ${firstWrong}`,
     };
   }
 

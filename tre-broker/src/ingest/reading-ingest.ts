@@ -9,7 +9,7 @@
  *  3. effective energy = register difference with the previous interval's reading when that reading
  *     exists and is in bounds, else the reported interval energy. So a resend or a late reading can
  *     never double-count;
- *  4. bounds: effective energy outside [0, capacity x interval], or a register below the previous
+ *  4. bounds: effective energy outside [0, capacity x interval + 1 Wh of register resolution], or a register below the previous
  *     interval's (or above the next one's) is stored as `excluded`, alerted, and refused with
  *     OUT_OF_BOUNDS; excluded readings count in aggregates only as the number excluded, never billed.
  * The row (and whatever the `onCommitted` hooks write, e.g. ledger lines) is committed in one
@@ -130,7 +130,8 @@ export class ReadingIngest {
     if (start + lengthMs > this.clock.now() + this.skewMs) {
       return { status: 'refused', requestId, reason: 'MALFORMED', message: 'the interval has not ended yet' };
     }
-    const maxWh = Math.floor((household.capacityW * reading.intervalMinutes) / 60);
+    // +1 Wh: two register readings, each rounded down to whole Wh, can differ by up to 1 Wh more than the energy.
+    const maxWh = Math.floor((household.capacityW * reading.intervalMinutes) / 60) + 1;
     let outcome: Outcome;
     try {
       outcome = await this.store.commit((db) => this.write(db, msg.from.id, reading, start, lengthMs, maxWh));
