@@ -24,6 +24,7 @@ export {
   type SensorReading,
 } from './decision-context.js';
 export { type DrEvent, drEventSchema } from './dr-event.js';
+export { EXAMPLE_POLICIES, type ExamplePolicy, examplePolicy } from './examples.js';
 export { explainPolicy } from './explain.js';
 export { policyJsonSchema, policyJsonSchemaText } from './json-schema.js';
 export { InputFileError, InvalidInputError } from './policy-errors.js';

@@ -8,10 +8,18 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { trustWithoutAttestation } from '@tre/meter-agent';
-import { type Household, ManualClock, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
+import { decide, examplePolicy, type Policy } from '@tre/hems-policy';
+import { type BidProposal, trustWithoutAttestation } from '@tre/meter-agent';
+import {
+  type DrAnnouncement,
+  type Household,
+  ManualClock,
+  PROTOCOL_VERSION,
+  signContent,
+  topics,
+} from '@tre/protocol';
 import { CertificateAuthority, createLogger, type RunningTre, startTre } from '@tre/tre-broker';
-import { householdProfile, powerW } from '../households/load-profile.js';
+import { type HouseholdProfile, householdProfile } from '../households/load-profile.js';
 import { Dno } from '../parties/dno.js';
 import { Dsm } from '../parties/dsm.js';
 import { PartyClient } from '../parties/party-client.js';
@@ -154,8 +162,8 @@ export class Simulation {
         stateDir,
         attestor: trustWithoutAttestation,
         intervalMinutes: this.opts.intervalMinutes,
-        mode: householdProfile(i).policy === 'never' ? 'never' : 'auto-bid',
-        propose: (event) => proposeFor(householdProfile(i), event),
+        mode: POLICIES[householdProfile(i).policy].mode === 'never' ? 'never' : 'auto-bid',
+        propose: (event) => this.propose(i, event),
         randomId: () => randomBytes(12).toString('base64url'),
       });
       // The simulated household carries out what was accepted: its meter sheds the bid's energy.
@@ -362,6 +370,31 @@ export class Simulation {
     };
   }
 
+  /** Asks the household's policy (hems-policy) whether and what to bid, with its own recent consumption. */
+  private propose(i: number, event: DrAnnouncement['event']): BidProposal {
+    const h = this.households[i]!;
+    const from = Date.parse(event.windowStart);
+    const to = Date.parse(event.windowEnd);
+    const recentConsumption = [];
+    for (let d = 1; d <= 10; d++) {
+      for (let t = from - d * 86_400_000; t < to - d * 86_400_000; t += this.opts.intervalMinutes * 60_000) {
+        const wh = h.sent.get(t);
+        if (wh !== undefined)
+          recentConsumption.push({
+            intervalStart: new Date(t).toISOString(),
+            intervalMinutes: this.opts.intervalMinutes,
+            energyWh: wh,
+          });
+      }
+    }
+    const decision = decide(POLICIES[h.profile.policy], event, {
+      timeZone: 'UTC',
+      now: new Date(this.clock.now()).toISOString(),
+      recentConsumption,
+    });
+    return decision.kind === 'bid' ? { bid: decision.bid } : { reason: decision.reason };
+  }
+
   stopRunning(): void {
     this.driver?.stop();
   }
@@ -447,31 +480,9 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
   }
 }
 
-/** A household's offer for an evening event: part of what its EV or heat pump would draw. */
-function proposeFor(
-  p: ReturnType<typeof householdProfile>,
-  event: { eventId: string; windowStart: string; windowEnd: string; priceCapPerMWh: number },
-) {
-  if (p.policy === 'never') return { reason: 'this household never bids' };
-  const from = Date.parse(event.windowStart);
-  const to = Date.parse(event.windowEnd);
-  const hours = (to - from) / 3_600_000;
-  const typical = powerW(p, from + (to - from) / 2);
-  const quantityWh = Math.floor(Math.max(0, typical - p.baseW) * hours * 0.5);
-  if (quantityWh < 50) return { reason: 'too little to shed' };
-  const pricePerMWh = Math.min(event.priceCapPerMWh, 100_000 + (p.seed % 25) * 10_000);
-  return {
-    bid: {
-      quantityWh,
-      pricePerMWh,
-      loads: [
-        {
-          name: p.ev ? 'ev-charger' : 'heat-pump',
-          actuator: 'relay:17',
-          from: event.windowStart,
-          to: event.windowEnd,
-        },
-      ],
-    },
-  };
-}
+/** The shipped hems-policy examples, one per kind of household in the load profiles. */
+const POLICIES: Record<HouseholdProfile['policy'], Policy> = {
+  'flat-ev': examplePolicy('flat-ev'),
+  'house-heat-pump': examplePolicy('house-heat-pump'),
+  never: examplePolicy('never'),
+};

@@ -2,8 +2,8 @@
  * A household's baseline for a DR window: what it would have used without the event.
  * Rule ("10-in-10", as in the reference fact sheet): the mean energy in the same clock window on
  * the 10 most recent comparable days before the event (weekdays for a weekday event, weekend days
- * for a weekend event) that have readings covering the whole window. With fewer than 3 such days,
- * the fallback is the household's mean energy per window length over the 7 days before the event.
+ * for a weekend event) that have readings covering the whole window (as many as exist, up to 10).
+ * With none, the fallback is the household's mean energy per window length over the 7 days before.
  * With no readings at all there is no baseline (and delivery cannot be shown).
  */
 import type { Db } from '../store/store.js';
@@ -35,7 +35,7 @@ export function baselineWh(
     const e = energyIn(db, meterId, from, from + (windowEnd - windowStart));
     if (e.minutes >= minutes) days.push(e.wh);
   }
-  if (days.length >= 3) return Math.round(days.reduce((a, b) => a + b, 0) / days.length);
+  if (days.length > 0) return Math.round(days.reduce((a, b) => a + b, 0) / days.length);
   const week = energyIn(db, meterId, windowStart - 7 * DAY, windowStart);
   if (week.minutes === 0) return undefined;
   return Math.round((week.wh * minutes) / week.minutes);
