@@ -4,11 +4,12 @@
  * relaying the same stream to one subscriber (in memory, no persistence). The TRE commits every
  * reading to SQLite (WAL, synchronous=FULL, group commit) before its PUBACK.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
 import type { MqttClient } from 'mqtt';
+import { summariseProfile } from './cpu-profile.js';
 import { connect, freePort, type LoadResult, runLoad, spawnTre } from './load.js';
 import { startMosquitto } from './mosquitto.js';
 import type { BenchResult } from './report.js';
@@ -57,7 +58,8 @@ export async function runIngest(
 
     progress('TRE: durable ingest');
     const trePort = await freePort();
-    const treProcess = await spawnTre(pki, join(dir, 'data'), trePort);
+    const profileDir = join(dir, 'profile');
+    const treProcess = await spawnTre(pki, join(dir, 'data'), trePort, profileDir);
     const treClients = await Promise.all(files.map((f) => connect(`mqtts://127.0.0.1:${trePort}`, f)));
     const treResult = await runLoad(
       treClients.map((client, m) => ({ client, topic: `tre/v1/meter/b${m}/reading` })),
@@ -68,6 +70,8 @@ export async function runIngest(
     );
     await closeAll(treClients);
     await treProcess.stop();
+    const profileFile = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
+    const profile = profileFile ? summariseProfile(join(profileDir, profileFile)) : [];
     const check = Store.openIn(join(dir, 'data'));
     const committed = (
       check.db.prepare("SELECT count(*) AS n FROM readings WHERE status = 'ok'").get() as { n: number }
@@ -105,6 +109,7 @@ export async function runIngest(
       ],
       notes: [
         `ratio TRE / mosquitto throughput: ${(treResult.perSecond / mqResult.perSecond).toFixed(2)}`,
+        `TRE CPU profile (self time, whole run incl. start-up): ${profile.map((p) => `${p.component} ${(100 * p.share).toFixed(0)} %`).join(', ')}`,
         `TRE committed ${committed} readings (warm-up included) to SQLite; mosquitto relayed ${relayed} to its subscriber`,
       ],
     };

@@ -101,11 +101,24 @@ export async function runLoad(
 
 export const treCli = fileURLToPath(new URL('../../tre-broker/dist/cli.js', import.meta.url));
 
-/** Starts `tre start` as a child process and resolves when it listens. */
-export async function spawnTre(pkiDir: string, dataDir: string, port: number) {
+/** Starts `tre start` as a child process (with `--cpu-prof` into `profileDir` if given) and resolves when it listens. */
+export async function spawnTre(pkiDir: string, dataDir: string, port: number, profileDir?: string) {
+  const execArgv = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   const child = spawn(
     process.execPath,
-    [treCli, 'start', '--pki', pkiDir, '--data', dataDir, '--port', String(port), '--log-level', 'warn'],
+    [
+      ...execArgv,
+      treCli,
+      'start',
+      '--pki',
+      pkiDir,
+      '--data',
+      dataDir,
+      '--port',
+      String(port),
+      '--log-level',
+      'warn',
+    ],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
     },

@@ -188,7 +188,7 @@ export class ReadingIngest {
     maxWh: number,
   ): Outcome {
     const hash = contentHash(r);
-    const get = db.prepare(
+    const get = this.store.statement(
       'SELECT register_wh, status, content_hash FROM readings WHERE meter_id = ? AND interval_start = ?',
     );
     const existing = get.get(meterId, start) as ReadingRow | undefined;
@@ -210,24 +210,26 @@ export class ReadingIngest {
     } else if (effectiveWh < 0) why = 'negative interval energy';
     else if (effectiveWh > maxWh) why = `interval energy above installed capacity x interval (${maxWh} Wh)`;
     const status = why ? 'excluded' : 'ok';
-    db.prepare(
-      `INSERT INTO readings (meter_id, interval_start, interval_minutes, energy_wh, register_wh, export_wh,
+    this.store
+      .statement(
+        `INSERT INTO readings (meter_id, interval_start, interval_minutes, energy_wh, register_wh, export_wh,
          export_register_wh, gap, effective_wh, status, content_hash, received_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      meterId,
-      start,
-      r.intervalMinutes,
-      r.energyWh,
-      r.registerWh,
-      r.exportWh ?? null,
-      r.exportRegisterWh ?? null,
-      r.gap ? 1 : 0,
-      effectiveWh,
-      status,
-      hash,
-      this.clock.now(),
-    );
+      )
+      .run(
+        meterId,
+        start,
+        r.intervalMinutes,
+        r.energyWh,
+        r.registerWh,
+        r.exportWh ?? null,
+        r.exportRegisterWh ?? null,
+        r.gap ? 1 : 0,
+        effectiveWh,
+        status,
+        hash,
+        this.clock.now(),
+      );
     if (why) {
       db.prepare('INSERT INTO alerts (meter_id, kind, detail, at) VALUES (?, ?, ?, ?)').run(
         meterId,

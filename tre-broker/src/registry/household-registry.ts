@@ -60,8 +60,10 @@ export class HouseholdRegistry {
   }
 
   get(meterId: string): Household | undefined {
-    const row = this.store.db
-      .prepare('SELECT meter_id, supplier_id, dno_id, capacity_w, account FROM households WHERE meter_id = ?')
+    const row = this.store
+      .statement(
+        'SELECT meter_id, supplier_id, dno_id, capacity_w, account FROM households WHERE meter_id = ?',
+      )
       .get(meterId) as
       | { meter_id: string; supplier_id: string; dno_id: string; capacity_w: number; account: string }
       | undefined;

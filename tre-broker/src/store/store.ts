@@ -54,6 +54,18 @@ export class Store {
     return new Store(join(dataDir, 'tre.sqlite'));
   }
 
+  private readonly statements = new Map<string, Database.Statement>();
+
+  /** A prepared statement, prepared once per SQL text (preparing costs more than running on hot paths). */
+  statement(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
   /** Applies a flow's schema once (by name). */
   migrate(name: string, sql: string): void {
     const done = this.db.prepare('SELECT 1 FROM migrations WHERE name = ?').get(name);
