@@ -191,10 +191,23 @@ export class HouseholdAgent {
       const now = this.opts.clock.now();
       const from = Math.max(0, Date.parse(load.from) - now);
       const to = Math.max(0, Date.parse(load.to) - now);
-      this.timers.push(this.opts.clock.setTimeout(() => loads.shed(load.actuator), from));
-      this.timers.push(this.opts.clock.setTimeout(() => loads.restore(load.actuator), to));
+      this.timers.push(this.opts.clock.setTimeout(() => this.actuate(() => loads.shed(load.actuator)), from));
+      this.timers.push(
+        this.opts.clock.setTimeout(() => this.actuate(() => loads.restore(load.actuator)), to),
+      );
     }
   }
+
+  /** Actuator failures (e.g. an actuator kind this box cannot drive) are counted, never fatal. */
+  private actuate(fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      this.actuatorFailures++;
+    }
+  }
+
+  actuatorFailures = 0;
 
   status() {
     return {
@@ -216,6 +229,7 @@ export class HouseholdAgent {
         .map((e) => e.event.eventId),
       proposals: [...this.proposals.values()],
       rejectedSignatures: this.rejected.signatures,
+      actuatorFailures: this.actuatorFailures,
       updatedAt: new Date(this.opts.clock.now()).toISOString(),
     };
   }
