@@ -1,1 +1,2 @@
 export * from './io/index.js';
+export * from './serial/index.js';

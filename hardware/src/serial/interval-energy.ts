@@ -1,0 +1,74 @@
+/**
+ * Interval energy from register readings. Intervals (15 or 30 minutes) start at wall-clock
+ * boundaries; for every time zone whose UTC offset is a multiple of 15 minutes (all of Europe,
+ * across DST changes) those are exactly the UTC multiples of the interval, so intervals are keyed
+ * by their UTC start and the repeated hour of a DST fall-back yields distinct intervals.
+ * The register at a boundary is the last reading at or before it; an interval's energy is the
+ * register at its end minus the register at its start, import and export separately.
+ * A gap (no reading in one or more whole intervals: agent down, meter unplugged) is closed by the
+ * first reading after it: the energy across the gap is attributed to the interval that closes it,
+ * flagged `gap` with the span it covers; the intervals inside the gap are not invented.
+ */
+export interface RegisterReading {
+  /** Meter time, ms since epoch. */
+  at: number;
+  importWh: number;
+  exportWh: number;
+}
+
+export interface IntervalRecord {
+  intervalStart: string;
+  intervalMinutes: 15 | 30;
+  importWh: number;
+  exportWh: number;
+  importRegisterWh: number;
+  exportRegisterWh: number;
+  gap?: { from: string; intervals: number };
+}
+
+export class IntervalAccumulator {
+  private last: RegisterReading | undefined;
+  /** The register at the most recent boundary crossed (the last reading at or before it). */
+  private anchor: { at: number; importWh: number; exportWh: number } | undefined;
+  /** Set when boundaries passed without readings: the next interval closes a gap. */
+  private gapFrom: number | undefined;
+
+  constructor(readonly intervalMinutes: 15 | 30) {}
+
+  /** Feeds a reading (in time order; older or equal readings are ignored); returns closed intervals. */
+  push(r: RegisterReading): IntervalRecord[] {
+    const step = this.intervalMinutes * 60_000;
+    const last = this.last;
+    if (last && r.at <= last.at) return [];
+    this.last = r;
+    if (!last) return [];
+    const lastBoundary = Math.floor(last.at / step) * step;
+    const crossed = Math.floor(r.at / step) * step;
+    if (crossed === lastBoundary) return [];
+    const out: IntervalRecord[] = [];
+    // `last` is the last reading before the boundary lastBoundary + step (and every later one up to `crossed`).
+    const end = lastBoundary + step;
+    if (this.anchor && this.anchor.at === lastBoundary) {
+      out.push({
+        intervalStart: new Date(lastBoundary).toISOString(),
+        intervalMinutes: this.intervalMinutes,
+        importWh: last.importWh - this.anchor.importWh,
+        exportWh: last.exportWh - this.anchor.exportWh,
+        importRegisterWh: last.importWh,
+        exportRegisterWh: last.exportWh,
+        ...(this.gapFrom !== undefined
+          ? { gap: { from: new Date(this.gapFrom).toISOString(), intervals: (end - this.gapFrom) / step } }
+          : {}),
+      });
+      this.gapFrom = undefined;
+    }
+    if (crossed > end) {
+      // Whole intervals without a reading: not invented; their energy lands in the interval that closes the gap.
+      this.gapFrom = end;
+      this.anchor = { at: crossed, importWh: last.importWh, exportWh: last.exportWh };
+    } else {
+      this.anchor = { at: end, importWh: last.importWh, exportWh: last.exportWh };
+    }
+    return out;
+  }
+}
