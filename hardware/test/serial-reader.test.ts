@@ -19,7 +19,11 @@ afterEach(() => MockBinding.reset());
 describe('meter reader (mock serial binding)', () => {
   it('delivers good telegrams from split reads with noise, counts rejected ones', async () => {
     MockBinding.createPort('/dev/ttyMOCK', { echo: false, record: false });
-    const reader = new MeterReader({ path: '/dev/ttyMOCK', binding: MockBinding as never, clock: realTimers });
+    const reader = new MeterReader({
+      path: '/dev/ttyMOCK',
+      binding: MockBinding as never,
+      clock: realTimers,
+    });
     const got: DsmrTelegram[] = [];
     reader.on('telegram', (t) => got.push(t));
     const opened = new Promise((r) => reader.once('state', r));

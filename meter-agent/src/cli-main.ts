@@ -2,11 +2,13 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { IntervalAccumulator, MeterReader, systemSerialBinding } from '@tre/hardware';
 import { ManualClock, systemClock } from '@tre/protocol';
 import { Command, CommanderError } from 'commander';
 import { loadAgentConfig } from './agent-config.js';
 import { sendControl } from './control-socket.js';
 import { createRequest, installCertificate } from './device-identity.js';
+import { replay } from './meter-replay.js';
 import { Outbox } from './outbox.js';
 import { loadAttestationPolicy, tpmQuoteAttestor } from './tre-attestor.js';
 import { TreLink } from './tre-link.js';
@@ -34,6 +36,78 @@ Examples:
   meter-agent run --config ${DEFAULT_CONFIG}
   meter-agent status
   meter-agent bids list && meter-agent bids approve <bidId>`,
+    );
+
+  program
+    .command('read')
+    .description('print parsed telegrams and interval energy from a meter port or a capture file')
+    .option('--replay <file>', 'a capture of the meter’s serial bytes')
+    .option('--port <path>', 'a live serial port, e.g. /dev/ttyUSB0 (Ctrl-C stops)')
+    .option(
+      '--baud <rate>',
+      'baud rate (DSMR 4/5: 115200; DSMR 2.2/3: 9600 with --seven-e-one)',
+      (v) => Number.parseInt(v, 10),
+      115_200,
+    )
+    .option('--seven-e-one', '7 data bits, even parity (DSMR 2.2/3)')
+    .option('--interval <minutes>', '15 or 30', (v) => Number.parseInt(v, 10), 15)
+    .option('--json', 'print JSON')
+    .action(
+      async (o: {
+        replay?: string;
+        port?: string;
+        baud: number;
+        sevenEOne?: boolean;
+        interval: number;
+        json?: boolean;
+      }) => {
+        if (!o.replay === !o.port)
+          throw new CommanderError(2, 'agent.read', 'give either --replay FILE or --port PATH');
+        const minutes = o.interval === 30 ? 30 : 15;
+        if (o.replay) {
+          const r = replay(readFileSync(o.replay), minutes);
+          if (o.json) return console.log(JSON.stringify(r, null, 2));
+          for (const t of r.telegrams)
+            console.log(
+              `${t.timestamp ?? '(no time)'}  import ${t.importWh} Wh  export ${t.exportWh} Wh${t.powerImportW !== undefined ? `  ${t.powerImportW} W` : ''}${t.crcChecked ? '  CRC ok' : ''}`,
+            );
+          for (const x of r.rejected) console.log(`rejected: ${x.reason} (${x.detail})`);
+          for (const i of r.intervals)
+            console.log(
+              `interval ${i.intervalStart} ${i.intervalMinutes} min: ${i.importWh} Wh in, ${i.exportWh} Wh out${i.gap ? ` (closes a gap of ${i.gap.intervals} intervals)` : ''}`,
+            );
+          console.log(
+            `${r.telegrams.length} telegrams, ${r.rejected.length} rejected, ${r.noiseBytes} noise bytes, ${r.intervals.length} intervals`,
+          );
+          return;
+        }
+        const reader = new MeterReader({
+          path: o.port!,
+          baudRate: o.baud,
+          dataBits: o.sevenEOne ? 7 : 8,
+          parity: o.sevenEOne ? 'even' : 'none',
+          binding: await systemSerialBinding(),
+          clock: systemClock,
+        });
+        const acc = new IntervalAccumulator(minutes);
+        reader.on('telegram', (t) => {
+          console.log(
+            o.json ? JSON.stringify(t) : `${t.timestamp}  import ${t.importWh} Wh  export ${t.exportWh} Wh`,
+          );
+          if (t.timestamp)
+            for (const i of acc.push({
+              at: Date.parse(t.timestamp),
+              importWh: t.importWh,
+              exportWh: t.exportWh,
+            }))
+              console.log(o.json ? JSON.stringify(i) : `interval ${i.intervalStart}: ${i.importWh} Wh`);
+        });
+        reader.on('rejected', (reason, detail) => console.error(`rejected: ${reason} (${detail})`));
+        reader.on('state', (state, detail) => console.error(`port ${state}${detail ? `: ${detail}` : ''}`));
+        reader.start();
+        await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+        await reader.stop();
+      },
     );
 
   program
@@ -210,10 +284,12 @@ export async function main(argv: string[]): Promise<number> {
     await buildProgram().parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
-    if (err instanceof CommanderError)
+    if (err instanceof CommanderError) {
+      if (err.code.startsWith('agent.')) console.error(`meter-agent: ${err.message}`);
       return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version'
         ? 0
         : 2;
+    }
     console.error(`meter-agent: ${(err as Error).message}`);
     return 1;
   }

@@ -2,4 +2,5 @@ export * from './crc16.js';
 export * from './dsmr-telegram.js';
 export * from './interval-energy.js';
 export * from './meter-reader.js';
+export * from './system-binding.js';
 export * from './telegram-framer.js';

@@ -1,0 +1,43 @@
+/**
+ * `meter-agent read`: what the agent makes of a meter's bytes, from a capture file (`--replay`) or a
+ * live port: each telegram parsed (or rejected with its reason) and the interval energy that follows.
+ */
+import {
+  type DsmrTelegram,
+  IntervalAccumulator,
+  type IntervalRecord,
+  parseDsmrTelegram,
+  TelegramFramer,
+} from '@tre/hardware';
+
+export interface ReplayResult {
+  telegrams: DsmrTelegram[];
+  rejected: { reason: string; detail: string }[];
+  intervals: IntervalRecord[];
+  noiseBytes: number;
+}
+
+export function replay(bytes: Buffer, intervalMinutes: 15 | 30 = 15): ReplayResult {
+  const framer = new TelegramFramer();
+  const acc = new IntervalAccumulator(intervalMinutes);
+  const result: ReplayResult = { telegrams: [], rejected: [], intervals: [], noiseBytes: 0 };
+  for (const text of framer.push(bytes)) {
+    const parsed = parseDsmrTelegram(text);
+    if (!parsed.ok) {
+      result.rejected.push({ reason: parsed.reason, detail: parsed.detail });
+      continue;
+    }
+    result.telegrams.push(parsed.telegram);
+    if (parsed.telegram.timestamp) {
+      result.intervals.push(
+        ...acc.push({
+          at: Date.parse(parsed.telegram.timestamp),
+          importWh: parsed.telegram.importWh,
+          exportWh: parsed.telegram.exportWh,
+        }),
+      );
+    }
+  }
+  result.noiseBytes = framer.stats.noiseBytes;
+  return result;
+}
