@@ -10,7 +10,16 @@
  * Run `npm run build` first (the npm script `package` does).
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -47,7 +56,19 @@ function closure() {
 }
 
 function run(cmd, cmdArgs, cwd) {
-  execFileSync(cmd, cmdArgs, { cwd, stdio: ['ignore', 'inherit', 'inherit'] });
+  execFileSync(cmd, cmdArgs, { cwd, stdio: ['ignore', 2, 'inherit'] }); // progress to stderr; stdout lists the packages
+}
+
+/** Prebuilt binaries for other platforms (serialport ships them all in one tarball) are removed. */
+function pruneForeignBinaries(dir, cpu) {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (!entry.isDirectory()) continue;
+    const path = join(dir, entry.name);
+    if (entry.name === 'prebuilds') {
+      for (const platform of readdirSync(path))
+        if (platform !== `linux-${cpu}`) rmSync(join(path, platform), { recursive: true, force: true });
+    } else pruneForeignBinaries(path, cpu);
+  }
 }
 
 function stage(arch) {
@@ -78,6 +99,7 @@ function stage(arch) {
     ],
     lib,
   );
+  pruneForeignBinaries(join(lib, 'node_modules'), NODE_CPU[arch]);
   for (const ws of workspaces) {
     const dest = join(lib, 'node_modules', '@tre', ws);
     mkdirSync(dest, { recursive: true });
