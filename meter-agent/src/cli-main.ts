@@ -6,6 +6,7 @@ import { IntervalAccumulator, MeterReader, systemSerialBinding } from '@tre/hard
 import { ManualClock, systemClock } from '@tre/protocol';
 import { Command, CommanderError } from 'commander';
 import { loadAgentConfig } from './agent-config.js';
+import { runAgent } from './agent-daemon.js';
 import { sendControl } from './control-socket.js';
 import { createRequest, installCertificate } from './device-identity.js';
 import { replay } from './meter-replay.js';
@@ -37,6 +38,19 @@ Examples:
   meter-agent status
   meter-agent bids list && meter-agent bids approve <bidId>`,
     );
+
+  program
+    .command('run')
+    .description('run the agent: read the meter, send to the attested TRE, bid by the household policy')
+    .option('--config <file>', 'agent configuration', DEFAULT_CONFIG)
+    .action(async (o: { config: string }) => {
+      const running = await runAgent(loadAgentConfig(o.config));
+      await new Promise<void>((resolve) => {
+        process.once('SIGTERM', () => resolve());
+        process.once('SIGINT', () => resolve());
+      });
+      await running.stop();
+    });
 
   program
     .command('read')

@@ -1,0 +1,118 @@
+/**
+ * `meter-agent run`: the household daemon. Meter (serial) -> intervals -> outbox -> attested TRE;
+ * DR events -> household policy -> bids (auto, or held for `bids approve`) -> relays; everything
+ * it knows in `status.json`. SIGTERM/SIGINT stop it cleanly; nothing is lost (the outbox is on disk).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { IntervalAccumulator, LoadSwitch, MeterReader, systemSerialBinding } from '@tre/hardware';
+import { decide, type Policy, parsePolicy } from '@tre/hems-policy';
+import { type Clock, systemClock } from '@tre/protocol';
+import type { AgentConfig } from './agent-config.js';
+import { serveControl } from './control-socket.js';
+import { type BidProposal, HouseholdAgent } from './household-agent.js';
+import { Outbox } from './outbox.js';
+import { loadAttestationPolicy, tpmQuoteAttestor } from './tre-attestor.js';
+import { TreLink } from './tre-link.js';
+
+export async function runAgent(
+  config: AgentConfig,
+  opts: { clock?: Clock; log?: (line: string) => void } = {},
+): Promise<{ stop(): Promise<void>; agent: HouseholdAgent }> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? ((line: string) => console.error(`meter-agent: ${line}`));
+  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  const ca = readFileSync(config.tre.ca, 'utf8');
+  const attestationPolicy = await loadAttestationPolicy(
+    readFileSync(config.tre.attestationPolicy, 'utf8'),
+    ca,
+  );
+  const policy: Policy | undefined = config.policy
+    ? parsePolicy(readFileSync(config.policy, 'utf8'), config.policy)
+    : undefined;
+  const outbox = new Outbox(join(config.stateDir, 'outbox.jsonl'));
+  const link = new TreLink({
+    meterId: config.meterId,
+    endpoints: config.tre.endpoints,
+    tls: { key: readFileSync(config.tre.key), cert: readFileSync(config.tre.cert), ca },
+    outbox,
+    clock,
+    attestor: tpmQuoteAttestor({ regulatorRootPem: ca, policy: attestationPolicy, clock }),
+    attestEveryMs: config.tre.attestEveryMinutes * 60_000,
+  });
+  const loads =
+    config.io.plugin === 'none'
+      ? undefined
+      : await LoadSwitch.open(config.io.plugin, { statusLedPin: config.io.statusLedPin });
+  const recent: { intervalStart: string; intervalMinutes: number; energyWh: number }[] = [];
+  const propose = (event: Parameters<typeof decide>[1]): BidProposal => {
+    if (!policy) return { reason: 'no policy configured' };
+    const d = decide(policy, event, {
+      timeZone: config.meter.timeZone,
+      now: new Date(clock.now()).toISOString(),
+      recentConsumption: recent.slice(-14 * 96),
+    });
+    return d.kind === 'bid' ? { bid: d.bid } : { reason: d.reason };
+  };
+  const agent = new HouseholdAgent({
+    link,
+    clock,
+    stateDir: config.stateDir,
+    mode: policy?.mode ?? 'never',
+    propose,
+    loads,
+    randomId: () => randomBytes(12).toString('base64url'),
+  });
+  link.on('state', (state, detail) => {
+    log(`TRE ${state}${detail ? `: ${detail}` : ''}`);
+    loads?.showTrust(state === 'trusted' ? 'trusted' : state === 'untrusted' ? 'untrusted' : 'unknown');
+  });
+  const acc = new IntervalAccumulator(config.meter.intervalMinutes);
+  if (config.meter.protocol !== 'dsmr')
+    throw new Error(`${config.meter.protocol} meters are not supported by this version; use a DSMR P1 cable`);
+  const slow = config.meter.framing === '9600-7E1';
+  const reader = new MeterReader({
+    path: config.meter.port,
+    binding: await systemSerialBinding(),
+    clock,
+    baudRate: slow ? 9_600 : 115_200,
+    dataBits: slow ? 7 : 8,
+    parity: slow ? 'even' : 'none',
+  });
+  reader.on('telegram', (t) => {
+    if (!t.timestamp) return;
+    for (const interval of acc.push({
+      at: Date.parse(t.timestamp),
+      importWh: t.importWh,
+      exportWh: t.exportWh,
+    })) {
+      agent.recordInterval(interval);
+      recent.push({
+        intervalStart: interval.intervalStart,
+        intervalMinutes: interval.intervalMinutes,
+        energyWh: interval.importWh,
+      });
+    }
+  });
+  reader.on('rejected', (reason) => log(`telegram rejected: ${reason}`));
+  reader.on('state', (state, detail) => log(`meter port ${state}${detail ? `: ${detail}` : ''}`));
+  const control = serveControl(join(config.stateDir, 'control.sock'), (req) => {
+    if (req.cmd === 'approve') return { ok: true, detail: agent.approve(req.bidId) };
+    agent.decline(req.bidId);
+    return { ok: true };
+  });
+  link.start();
+  reader.start();
+  agent.saveStatus();
+  return {
+    agent,
+    async stop() {
+      await reader.stop();
+      agent.stop();
+      await link.stop();
+      outbox.close();
+      await new Promise<void>((resolve) => control.close(() => resolve()));
+    },
+  };
+}
