@@ -1,2 +1,3 @@
 export * from './io/index.js';
 export * from './serial/index.js';
+export * from './tpm/index.js';

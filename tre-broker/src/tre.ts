@@ -3,8 +3,12 @@
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Tpm } from '@tre/hardware';
 import { type Clock, systemClock } from '@tre/protocol';
 import type { IdentityLimitOptions } from './access/identity-limits.js';
+import { AttestationService } from './attestation/attestation-service.js';
+import { APPLICATION_PCR, measuredContent, measureTre } from './attestation/measurement.js';
 import { type BillingOptions, BillingService } from './billing/billing-service.js';
 import { MessageRouter, type Outbound } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
@@ -33,6 +37,10 @@ export interface TreOptions {
   monitoring?: MonitoringOptions;
   billing?: BillingOptions;
   demandResponse?: DemandResponseOptions;
+  /** The TPM: measured start, attestation key, quotes. Without it the TRE cannot be attested. */
+  tpm?: { tcti: string; akCertificate?: (akPublicKeyPem: string) => Promise<string> };
+  /** What the TRE measures as its configuration (the regulator whitelists the same). */
+  measuredConfig?: Record<string, unknown>;
 }
 
 /** What every flow of the TRE is built from. */
@@ -62,6 +70,7 @@ export interface RunningTre {
   monitoring: MonitoringService;
   billing: BillingService;
   demandResponse: DemandResponseService;
+  attestation?: { service: AttestationService; tpm: Tpm; akPublicKeyPem: string; pcr: string };
   context: TreContext;
   stop(): Promise<void>;
 }
@@ -123,6 +132,29 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   // Flows are wired here, each from the context.
   const monitoring = new MonitoringService(context, opts.monitoring);
   const billing = new BillingService(context, ingest, opts.billing);
+  let attestation: RunningTre['attestation'];
+  if (opts.tpm) {
+    const tpm = Tpm.open({ tcti: opts.tpm.tcti, keystoreDir: join(opts.dataDir, 'tpm') });
+    // Measured start: what runs goes into the application PCR before anything is served.
+    for (const m of measuredContent(opts.measuredConfig ?? {}))
+      tpm.pcrExtend(APPLICATION_PCR, Buffer.from(m.contentDigest, 'hex'), m.description);
+    tpm.createAk();
+    const akPublicKeyPem = tpm.publicKeyPem();
+    const akCertificate = opts.tpm.akCertificate
+      ? await opts.tpm.akCertificate(akPublicKeyPem)
+      : await readPem(
+          join(opts.dataDir, 'tpm', 'ak.crt'),
+          'attestation-key certificate (from the regulator)',
+        );
+    const quotes = { quote: async (qd: Buffer) => tpm.quote([APPLICATION_PCR], qd) };
+    const service = new AttestationService(
+      context,
+      quotes,
+      measureTre(opts.measuredConfig ?? {}),
+      akCertificate,
+    );
+    attestation = { service, tpm, akPublicKeyPem, pcr: tpm.pcrRead(APPLICATION_PCR).toString('hex') };
+  }
   const demandResponse = new DemandResponseService(context, {
     groupMembers: (dnoId, groupId) => monitoring.groups(dnoId).find((g) => g.groupId === groupId)?.meters,
     ...opts.demandResponse,
@@ -140,11 +172,13 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     monitoring,
     billing,
     demandResponse,
+    attestation,
     context,
     async stop() {
       monitoring.stop();
       billing.stop();
       demandResponse.stop();
+      attestation?.tpm.close();
       await broker.close();
       store.close();
       opts.log.info('TRE stopped');

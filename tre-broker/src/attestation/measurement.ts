@@ -46,16 +46,33 @@ export function canonicalConfig(config: Record<string, unknown>): string {
   return JSON.stringify(Object.fromEntries(Object.entries(config).sort(([a], [b]) => a.localeCompare(b))));
 }
 
+/** What is measured: the content digests, which the TPM extends (see `measureTre`). */
+export function measuredContent(
+  config: Record<string, unknown>,
+  distDirs = treDistDirs(),
+  nodeBinary = process.execPath,
+) {
+  return [
+    { description: 'tre code bundle', contentDigest: bundleDigest(distDirs) },
+    { description: 'node binary', contentDigest: sha256(readFileSync(nodeBinary)) },
+    { description: 'tre configuration', contentDigest: sha256(canonicalConfig(config)) },
+  ];
+}
+
+/**
+ * The event log: FAPI extends a PCR with SHA-256 of the event data, and the event data is the
+ * content digest, so each logged (and whitelisted) digest is SHA-256(content digest).
+ */
 export function measureTre(
   config: Record<string, unknown>,
   distDirs = treDistDirs(),
   nodeBinary = process.execPath,
 ): MeasurementEvent[] {
-  return [
-    { pcr: APPLICATION_PCR, digest: bundleDigest(distDirs), description: 'tre code bundle' },
-    { pcr: APPLICATION_PCR, digest: sha256(readFileSync(nodeBinary)), description: 'node binary' },
-    { pcr: APPLICATION_PCR, digest: sha256(canonicalConfig(config)), description: 'tre configuration' },
-  ];
+  return measuredContent(config, distDirs, nodeBinary).map((m) => ({
+    pcr: APPLICATION_PCR,
+    digest: createHash('sha256').update(Buffer.from(m.contentDigest, 'hex')).digest('hex'),
+    description: m.description,
+  }));
 }
 
 /** The PCR value the events produce from a reset PCR (32 zero bytes). */

@@ -2,6 +2,7 @@
  * Test support: a TRE on a free loopback port with a fresh PKI in a temp dir, and MQTT clients
  * that connect with issued certificates. Shared by the tests of other workspaces too.
  */
+import { createPublicKey } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,6 +48,8 @@ export async function startTreFixture(
     demandResponse?: DemandResponseOptions;
     /** Where the TRE's JSON log lines go (default stderr). */
     logDestination?: NodeJS.WritableStream;
+    /** A TPM behind this TCTI; the fixture's regulator CA certifies its attestation key. */
+    tpmTcti?: string;
   } = {},
 ): Promise<TreFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'tre-test-'));
@@ -67,6 +70,17 @@ export async function startTreFixture(
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     monitoring: opts.monitoring,
     demandResponse: opts.demandResponse,
+    measuredConfig: { fixture: true },
+    tpm: opts.tpmTcti
+      ? {
+          tcti: opts.tpmTcti,
+          akCertificate: (pem) =>
+            ca.issueAttestationKeyCertificate(
+              createPublicKey(pem).export({ type: 'spki', format: 'der' }),
+              'tre',
+            ),
+        }
+      : undefined,
   });
   const issued = new Map<string, IssuedFiles>();
   const clients = new Set<MqttClient>();

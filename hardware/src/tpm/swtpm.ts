@@ -1,0 +1,107 @@
+/**
+ * A software TPM (Debian `swtpm`) on free loopback ports, for laptops, tests and the demo: the same
+ * code path as a TPM HAT (`device:/dev/tpmrm0`), only the TCTI differs.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface Swtpm {
+  tcti: string;
+  port: number;
+  dir: string;
+  stop(): Promise<void>;
+  /** SIGKILL, for fault tests. */
+  kill(): void;
+}
+
+async function freePortPair(): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = createServer();
+      s.listen(0, '127.0.0.1', () => {
+        const { port: p } = s.address() as { port: number };
+        s.close(() => resolve(p));
+      });
+      s.once('error', reject);
+    });
+    const ctrlFree = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port + 1, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (port < 65_000 && ctrlFree) return port;
+  }
+  throw new Error('no two consecutive free ports for swtpm');
+}
+
+export async function startSwtpm(opts: { dir?: string; keep?: boolean } = {}): Promise<Swtpm> {
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'swtpm-'));
+  const port = await freePortPair();
+  let child: ChildProcess;
+  try {
+    child = spawn(
+      'swtpm',
+      [
+        'socket',
+        '--tpm2',
+        '--server',
+        `type=tcp,port=${port},bindaddr=127.0.0.1`,
+        '--ctrl',
+        `type=tcp,port=${port + 1},bindaddr=127.0.0.1`,
+        '--tpmstate',
+        `dir=${dir}`,
+        '--flags',
+        'not-need-init,startup-clear',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+  } catch (err) {
+    throw new Error(`cannot start swtpm (${(err as Error).message}); install Debian swtpm`);
+  }
+  let stderr = '';
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
+  const failed = new Promise<never>((_, reject) =>
+    child.once('error', (err) =>
+      reject(new Error(`cannot start swtpm (${err.message}); install Debian swtpm (npm test does)`)),
+    ),
+  );
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const open = await Promise.race([
+      new Promise<boolean>((resolve) => {
+        const s = createConnection(port, '127.0.0.1');
+        s.once('connect', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+      }),
+      failed,
+    ]);
+    if (open) break;
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`swtpm did not start: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const cleanup = () => {
+    if (!opts.keep && !opts.dir) rmSync(dir, { recursive: true, force: true });
+  };
+  return {
+    tcti: `swtpm:host=127.0.0.1,port=${port}`,
+    port,
+    dir,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      cleanup();
+    },
+    kill() {
+      child.kill('SIGKILL');
+    },
+  };
+}

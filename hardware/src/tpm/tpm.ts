@@ -1,0 +1,208 @@
+/**
+ * The TPM 2.0 as the TRE uses it, through tpm2-tss FAPI: an ECC P-256 restricted signing
+ * attestation key (AK) under the storage root, quotes over the application PCRs with caller-chosen
+ * qualifying data, PCR read/extend, random bytes. The TCTI decides which TPM: `device:/dev/tpmrm0`
+ * on a Pi with a TPM HAT, `swtpm:host=127.0.0.1,port=N` for the software TPM — same code path.
+ * Quotes are returned as the raw TPMS_ATTEST bytes the TPM signed (re-encoded from FAPI's JSON,
+ * checked against the signature by the callers' verifier) and a DER ECDSA signature.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TpmError } from './tpm-error.js';
+import { type Tss2, tss2 } from './tss2-ffi.js';
+
+const TPM_GENERATED_VALUE = 0xff544347;
+const TPM_ST_ATTEST_QUOTE = 0x8018;
+const HASH_ALG: Record<string, number> = { SHA1: 0x0004, SHA256: 0x000b, SHA384: 0x000c, SHA512: 0x000d };
+
+export interface TpmOptions {
+  /** e.g. `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`. */
+  tcti: string;
+  /** FAPI key store and logs (the TRE's data directory). */
+  keystoreDir: string;
+}
+
+export interface Quote {
+  attest: Buffer;
+  signature: Buffer;
+  pcrs: { index: number; sha256: string }[];
+}
+
+interface QuoteInfo {
+  attest: {
+    magic: string;
+    type: string;
+    qualifiedSigner: string;
+    extraData: string;
+    clockInfo: { clock: number; resetCount: number; restartCount: number; safe: string };
+    firmwareVersion: [number, number];
+    attested: { pcrSelect: { hash: string; pcrSelect: number[] }[]; pcrDigest: string };
+  };
+}
+
+function u(n: number, bytes: number): Buffer {
+  const b = Buffer.alloc(bytes);
+  b.writeUIntBE(n, 0, bytes);
+  return b;
+}
+
+/** TPMS_ATTEST bytes from FAPI's JSON rendering of a quote. */
+export function attestFromQuoteInfo(json: string): Buffer {
+  const a = (JSON.parse(json) as QuoteInfo).attest;
+  if (a.magic !== 'VALUE' || a.type !== 'ATTEST_QUOTE') throw new Error('not a TPM-generated quote');
+  const signer = Buffer.from(a.qualifiedSigner, 'hex');
+  const extra = Buffer.from(a.extraData, 'hex');
+  const clock = Buffer.alloc(8);
+  clock.writeBigUInt64BE(BigInt(a.clockInfo.clock));
+  const fw = Buffer.alloc(8);
+  fw.writeUInt32BE(a.firmwareVersion[0] >>> 0, 0);
+  fw.writeUInt32BE(a.firmwareVersion[1] >>> 0, 4);
+  const selections = a.attested.pcrSelect.map((s) => {
+    const bitmap = Buffer.alloc(3);
+    for (const p of s.pcrSelect) bitmap[p >> 3]! |= 1 << (p & 7);
+    const alg = HASH_ALG[s.hash];
+    if (alg === undefined) throw new Error(`unknown PCR bank ${s.hash}`);
+    return Buffer.concat([u(alg, 2), u(3, 1), bitmap]);
+  });
+  const digest = Buffer.from(a.attested.pcrDigest, 'hex');
+  return Buffer.concat([
+    u(TPM_GENERATED_VALUE, 4),
+    u(TPM_ST_ATTEST_QUOTE, 2),
+    u(signer.length, 2),
+    signer,
+    u(extra.length, 2),
+    extra,
+    clock,
+    u(a.clockInfo.resetCount >>> 0, 4),
+    u(a.clockInfo.restartCount >>> 0, 4),
+    u(a.clockInfo.safe === 'YES' ? 1 : 0, 1),
+    fw,
+    u(selections.length, 4),
+    ...selections,
+    u(digest.length, 2),
+    digest,
+  ]);
+}
+
+export class Tpm {
+  private constructor(
+    private readonly lib: Tss2,
+    private context: unknown,
+  ) {}
+
+  /** Opens the TPM behind `tcti`, provisioning the FAPI key store in `keystoreDir` on first use. */
+  static open(opts: TpmOptions): Tpm {
+    const lib = tss2();
+    for (const d of ['user', 'system', 'log'])
+      mkdirSync(join(opts.keystoreDir, d), { recursive: true, mode: 0o700 });
+    const config = join(opts.keystoreDir, 'fapi-config.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        profile_name: 'P_ECCP256SHA256',
+        profile_dir: '/etc/tpm2-tss/fapi-profiles/',
+        user_dir: join(opts.keystoreDir, 'user'),
+        system_dir: join(opts.keystoreDir, 'system'),
+        log_dir: join(opts.keystoreDir, 'log'),
+        tcti: opts.tcti,
+        system_pcrs: [],
+        // swtpm has no EK certificate unless swtpm_setup --create-ek-cert made one; enrollment checks the EK itself.
+        ek_cert_less: 'yes',
+      }),
+    );
+    process.env.TSS2_FAPICONF = config;
+    process.env.TSS2_LOG ??= 'all+NONE';
+    const ctx: unknown[] = [null];
+    Tpm.check(lib, 'Fapi_Initialize', lib.Fapi_Initialize(ctx, null));
+    const tpm = new Tpm(lib, ctx[0]);
+    const rc = lib.Fapi_Provision(tpm.context, null, null, null);
+    if (rc !== 0 && !/provision|exist/i.test(lib.decode(rc))) Tpm.check(lib, 'Fapi_Provision', rc);
+    return tpm;
+  }
+
+  private static check(lib: Tss2, operation: string, rc: number): void {
+    if (rc !== 0) throw new TpmError(operation, rc, lib.decode(rc));
+  }
+
+  private check(operation: string, rc: number): void {
+    Tpm.check(this.lib, operation, rc);
+  }
+
+  getRandom(n: number): Buffer {
+    const out: unknown[] = [null];
+    this.check('Fapi_GetRandom', this.lib.Fapi_GetRandom(this.context, n, out));
+    return this.lib.takeBytes(out[0], n);
+  }
+
+  /** Creates the attestation key (sign, restricted, no dictionary-attack lockout) unless it exists. */
+  createAk(path = '/HS/SRK/AK'): void {
+    const rc = this.lib.Fapi_CreateKey(this.context, path, 'sign,restricted,noDa', '', null);
+    if (rc !== 0 && !/exist/i.test(this.lib.decode(rc))) this.check('Fapi_CreateKey', rc);
+  }
+
+  /** The AK's public key, PEM (SubjectPublicKeyInfo). */
+  publicKeyPem(path = '/HS/SRK/AK'): string {
+    const out: unknown[] = [null];
+    this.check('Fapi_ExportKey', this.lib.Fapi_ExportKey(this.context, path, null, out));
+    return (JSON.parse(this.lib.takeString(out[0])) as { pem_ext_public: string }).pem_ext_public;
+  }
+
+  pcrRead(index: number): Buffer {
+    const value: unknown[] = [null];
+    const size = [0];
+    const log: unknown[] = [null];
+    this.check('Fapi_PcrRead', this.lib.Fapi_PcrRead(this.context, index, value, size, log));
+    this.lib.takeString(log[0]);
+    return this.lib.takeBytes(value[0], size[0]!);
+  }
+
+  /** Extends `index` with the event `data` (FAPI extends SHA-256(data)) and logs `description`. */
+  pcrExtend(index: number, data: Buffer, description: string): void {
+    this.check(
+      'Fapi_PcrExtend',
+      this.lib.Fapi_PcrExtend(this.context, index, data, data.length, JSON.stringify({ description })),
+    );
+  }
+
+  quote(pcrs: number[], qualifyingData: Buffer, path = '/HS/SRK/AK'): Quote {
+    const info: unknown[] = [null];
+    const sig: unknown[] = [null];
+    const sigSize = [0];
+    const log: unknown[] = [null];
+    const cert: unknown[] = [null];
+    this.check(
+      'Fapi_Quote',
+      this.lib.Fapi_Quote(
+        this.context,
+        new Uint32Array(pcrs),
+        pcrs.length,
+        path,
+        'TPM-Quote',
+        qualifyingData,
+        qualifyingData.length,
+        info,
+        sig,
+        sigSize,
+        log,
+        cert,
+      ),
+    );
+    const attest = attestFromQuoteInfo(this.lib.takeString(info[0]));
+    const signature = this.lib.takeBytes(sig[0], sigSize[0]!);
+    this.lib.takeString(log[0]);
+    this.lib.takeString(cert[0]);
+    return {
+      attest,
+      signature,
+      pcrs: [...pcrs]
+        .sort((a, b) => a - b)
+        .map((index) => ({ index, sha256: this.pcrRead(index).toString('hex') })),
+    };
+  }
+
+  close(): void {
+    if (!this.context) return;
+    this.lib.Fapi_Finalize([this.context]);
+    this.context = undefined;
+  }
+}
