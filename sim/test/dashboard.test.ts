@@ -81,7 +81,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless chromium', () => {
         budgetCanvas: document.querySelectorAll('#budget canvas').length,
       }));
       expect(state.group).toMatch(/^feeder-/);
-      expect(state.attestation).toMatch(/24 agents/);
+      expect(state.attestation).toMatch(/trusted: agents verify a TPM quote \(swtpm\).*24 agents/);
       expect(state.canvases).toBeGreaterThanOrEqual(4);
       expect(state.budgetCanvas).toBe(1);
       const snapshot = (await (await fetch(`${dashboard.url}snapshot`)).json()) as {

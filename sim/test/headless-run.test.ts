@@ -17,6 +17,9 @@ describe('headless simulation', () => {
       expect(sim.statementCount()).toBeGreaterThanOrEqual(40);
       expect(sim.drRounds().length).toBe(2);
       expect(sim.drRounds().some((r) => r.accepted > 0)).toBe(true);
+      // Every agent attested the TRE with a real (software) TPM quote before sending anything.
+      expect(sim.tre.attestation?.service.stats.quotes).toBeGreaterThan(0);
+      expect(sim.attestationMode).toMatch(/TPM quote/);
     } finally {
       await sim.stop();
     }

@@ -1,6 +1,9 @@
 /** `tre`: the TRE's command line (PKI for the regulator, and the broker itself). */
+import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Tpm } from '@tre/hardware';
 import {
   AcceleratedClock,
   type AttestationPolicy,
@@ -176,6 +179,37 @@ Examples:
       });
     });
 
+  pki
+    .command('endorse-ak')
+    .description("certify a TRE's attestation key (printed by `tre ak-public`) as the regulator")
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .requiredOption('--ak-public <file>', 'the AK public key, PEM')
+    .option('--tre-id <id>', 'the TRE identity', 'tre')
+    .requiredOption('--out <file>', 'where to write the AK certificate (the TRE reads <data>/tpm/ak.crt)')
+    .action(async (o: { dir: string; akPublic: string; treId: string; out: string }) => {
+      const ca = await CertificateAuthority.open(o.dir);
+      const spki = createPublicKey(readFileSync(o.akPublic, 'utf8')).export({ type: 'spki', format: 'der' });
+      await writeFile(o.out, await ca.issueAttestationKeyCertificate(spki, o.treId));
+      console.log(o.out);
+    });
+
+  program
+    .command('ak-public')
+    .description(
+      "create (once) the TRE's attestation key in its TPM and print its public key, for the regulator",
+    )
+    .requiredOption('--tpm <tcti>', 'device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=N')
+    .option('--data <dir>', 'TRE data directory (holds the TPM key store)', './tre-data')
+    .action((o: { tpm: string; data: string }) => {
+      const tpm = Tpm.open({ tcti: o.tpm, keystoreDir: join(o.data, 'tpm') });
+      try {
+        tpm.createAk();
+        process.stdout.write(tpm.publicKeyPem());
+      } finally {
+        tpm.close();
+      }
+    });
+
   program
     .command('attest-policy')
     .description(
@@ -229,6 +263,10 @@ Examples:
       30,
     )
     .option(
+      '--tpm <tcti>',
+      'the TPM: device:/dev/tpmrm0 (Pi HAT) or swtpm:host=127.0.0.1,port=N; needs <data>/tpm/ak.crt (tre pki endorse-ak)',
+    )
+    .option(
       '--clock-speed <x>',
       'run the TRE clock x times faster than real time (demos and tests)',
       Number,
@@ -251,6 +289,7 @@ Examples:
         dailyBudget: number;
         releaseMinutes: number;
         clockSpeed: number;
+        tpm?: string;
         clockEpoch?: number;
       }) => {
         const log = createLogger({ level: o.logLevel });
@@ -269,6 +308,12 @@ Examples:
           dailyBudget: o.dailyBudget,
           releaseMinutes: o.releaseMinutes as 15 | 30,
         };
+        // Signals are taken from the start, so a stop during start-up is still graceful.
+        let signalled: string | undefined;
+        const stopped = new Promise<string>((resolve) => {
+          process.once('SIGTERM', () => resolve((signalled = 'SIGTERM')));
+          process.once('SIGINT', () => resolve((signalled = 'SIGINT')));
+        });
         const tre = await startTre({
           pkiDir: o.pki,
           dataDir: o.data,
@@ -276,20 +321,14 @@ Examples:
           port: o.port,
           log,
           monitoring,
+          tpm: o.tpm ? { tcti: o.tpm } : undefined,
+          measuredConfig: { monitoring },
           clock:
             o.clockSpeed === 1 ? systemClock : new AcceleratedClock(o.clockEpoch ?? Date.now(), o.clockSpeed),
         });
-        await new Promise<void>((resolve) => {
-          const stop = (signal: string) => {
-            log.info({ signal }, 'stopping');
-            tre.stop().then(resolve, (err: Error) => {
-              log.error({ err }, 'unclean stop');
-              resolve();
-            });
-          };
-          process.once('SIGTERM', () => stop('SIGTERM'));
-          process.once('SIGINT', () => stop('SIGINT'));
-        });
+        const signal = signalled ?? (await stopped);
+        log.info({ signal }, 'stopping');
+        await tre.stop().catch((err: Error) => log.error({ err }, 'unclean stop'));
       },
     );
   return program;

@@ -159,6 +159,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     groupMembers: (dnoId, groupId) => monitoring.groups(dnoId).find((g) => g.groupId === groupId)?.meters,
     ...opts.demandResponse,
   });
+  // Only now is every flow wired: the line that says where to connect comes last.
   const { address, port } = broker.address;
   opts.log.info({ host: address, port }, 'TRE listening (MQTT 3.1.1 over mutual TLS)');
   return {

@@ -3,13 +3,20 @@
  * SQLite), N households running the real agent code, and the grid parties, all on one simulated
  * clock. Used by `tre-sim run` (headless, with invariant checks) and by the demo.
  */
-import { createPrivateKey, randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type Swtpm, startSwtpm } from '@tre/hardware';
 import { decide, examplePolicy, type Policy } from '@tre/hems-policy';
-import { type BidProposal, trustWithoutAttestation } from '@tre/meter-agent';
+import {
+  type BidProposal,
+  loadAttestationPolicy,
+  type TreAttestor,
+  tpmQuoteAttestor,
+  trustWithoutAttestation,
+} from '@tre/meter-agent';
 import {
   type DrAnnouncement,
   type Household,
@@ -18,7 +25,15 @@ import {
   signContent,
   topics,
 } from '@tre/protocol';
-import { CertificateAuthority, createLogger, type RunningTre, startTre } from '@tre/tre-broker';
+import {
+  APPLICATION_PCR,
+  CertificateAuthority,
+  createLogger,
+  measureTre,
+  type RunningTre,
+  replayPcr,
+  startTre,
+} from '@tre/tre-broker';
 import { type HouseholdProfile, householdProfile } from '../households/load-profile.js';
 import { Dno } from '../parties/dno.js';
 import { Dsm } from '../parties/dsm.js';
@@ -42,7 +57,12 @@ export interface SimulationOptions {
   keep?: boolean;
   logLevel?: string;
   progress?: (line: string) => void;
+  /** Start swtpm and make agents attest the TRE (default); false for development mode. */
+  attestation?: boolean;
 }
+
+/** What the simulated TRE measures as its configuration (and the regulator whitelists). */
+const SIMULATION_TRE_CONFIG = { simulation: true };
 
 export interface SimulationSummary {
   households: number;
@@ -65,6 +85,7 @@ export class Simulation {
   readonly groups = new Map<string, SimulatedHousehold[]>();
   readonly billingSeries: { t: number; runningTotalMinor: number }[] = [];
   attestationMode = 'agents connect without TPM attestation (development mode)';
+  private swtpm: Swtpm | undefined;
   private driver: SimulationDriver | undefined;
   private acknowledged = 0;
 
@@ -85,6 +106,13 @@ export class Simulation {
     const clock = new ManualClock(start);
     progress('regulator: creating the PKI');
     const { ca } = await CertificateAuthority.init(join(dir, 'pki'), { force: true });
+    const swtpm =
+      opts.attestation === false
+        ? undefined
+        : await startSwtpm({ dir: join(dir, 'swtpm') }).catch((err: Error) => {
+            progress(`no software TPM (${err.message}): agents will connect without attestation`);
+            return undefined;
+          });
     const tre = await startTre({
       pkiDir: join(dir, 'pki'),
       dataDir: join(dir, 'tre-data'),
@@ -98,8 +126,24 @@ export class Simulation {
         epsilon: [1, 1],
         dailyBudget: 100,
       },
+      // A software TPM (the same code path as a TPM HAT): the TRE measures itself, the regulator
+      // certifies its attestation key, and every agent attests the TRE before sending anything.
+      ...(swtpm
+        ? {
+            tpm: {
+              tcti: swtpm.tcti,
+              akCertificate: (pem: string) =>
+                ca.issueAttestationKeyCertificate(
+                  createPublicKey(pem).export({ type: 'spki', format: 'der' }),
+                  'tre',
+                ),
+            },
+            measuredConfig: SIMULATION_TRE_CONFIG,
+          }
+        : {}),
     });
     const sim = new Simulation(opts, dir, clock, tre, ca);
+    sim.swtpm = swtpm;
     await sim.populate(progress);
     return sim;
   }
@@ -153,6 +197,7 @@ export class Simulation {
       : join(this.dir, 'agents');
     this.stateRoot = stateRoot;
     progress(`households: starting ${this.opts.households} agents`);
+    const attestor = await this.attestor(ca.toString('utf8'));
     for (let i = 0; i < identities.length; i++) {
       const stateDir = join(stateRoot, identities[i]!.meterId);
       await mkdir(stateDir, { recursive: true });
@@ -160,7 +205,7 @@ export class Simulation {
         url: this.url,
         clock: this.clock,
         stateDir,
-        attestor: trustWithoutAttestation,
+        attestor,
         intervalMinutes: this.opts.intervalMinutes,
         mode: POLICIES[householdProfile(i).policy].mode === 'never' ? 'never' : 'auto-bid',
         propose: (event) => this.propose(i, event),
@@ -349,7 +394,7 @@ export class Simulation {
     }
     return {
       name: 'each statement = sum(m x p) minus DR credits, recomputed by the simulator',
-      holds: checked > 0 ? wrong === 0 : this.opts.days < 1,
+      holds: checked > 0 ? wrong === 0 : this.opts.days * 24 < 25, // the first statement comes a grace hour after day 1
       detail: `${checked} statements checked, ${wrong} differ${firstWrong}`,
     };
   }
@@ -463,10 +508,32 @@ export class Simulation {
     };
   }
 
+  /** With the TPM: the regulator's whitelist of this TRE build, and the agents' TPM-quote attestor. */
+  private async attestor(caPem: string): Promise<TreAttestor> {
+    if (!this.tre.attestation) return trustWithoutAttestation;
+    const events = measureTre(SIMULATION_TRE_CONFIG);
+    const jws = await this.ca.signAsRegulator('attestationPolicy', {
+      v: PROTOCOL_VERSION,
+      policyId: 'simulation',
+      issuedAt: new Date(this.clock.now()).toISOString(),
+      requiredPcrs: [APPLICATION_PCR],
+      pcrValues: { [String(APPLICATION_PCR)]: [replayPcr(events)] },
+      eventDigests: events.map(({ description, digest }) => ({ description, digest })),
+    });
+    this.attestationMode = `agents verify a TPM quote (swtpm) against the regulator's whitelist before sending; PCR 23 ${this.tre.attestation.pcr.slice(0, 16)}…`;
+    return tpmQuoteAttestor({
+      regulatorRootPem: caPem,
+      policy: await loadAttestationPolicy(jws, caPem),
+      clock: this.clock,
+      timeoutMs: 365 * 86_400_000,
+    });
+  }
+
   async stop(): Promise<void> {
     await Promise.all(this.households.map((h) => h.stop()));
     await Promise.all(this.parties.map((p) => p.close()));
     await this.tre.stop();
+    await this.swtpm?.stop();
     if (this.stateRoot.startsWith('/dev/shm/')) await rm(this.stateRoot, { recursive: true, force: true });
     if (!this.opts.keep && !this.opts.dir) await rm(this.dir, { recursive: true, force: true });
   }
