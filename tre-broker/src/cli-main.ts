@@ -309,10 +309,9 @@ Examples:
           releaseMinutes: o.releaseMinutes as 15 | 30,
         };
         // Signals are taken from the start, so a stop during start-up is still graceful.
-        let signalled: string | undefined;
         const stopped = new Promise<string>((resolve) => {
-          process.once('SIGTERM', () => resolve((signalled = 'SIGTERM')));
-          process.once('SIGINT', () => resolve((signalled = 'SIGINT')));
+          process.once('SIGTERM', () => resolve('SIGTERM'));
+          process.once('SIGINT', () => resolve('SIGINT'));
         });
         const tre = await startTre({
           pkiDir: o.pki,
@@ -326,7 +325,7 @@ Examples:
           clock:
             o.clockSpeed === 1 ? systemClock : new AcceleratedClock(o.clockEpoch ?? Date.now(), o.clockSpeed),
         });
-        const signal = signalled ?? (await stopped);
+        const signal = await stopped; // already settled if the signal came during start-up
         log.info({ signal }, 'stopping');
         await tre.stop().catch((err: Error) => log.error({ err }, 'unclean stop'));
       },

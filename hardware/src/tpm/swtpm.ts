@@ -3,7 +3,7 @@
  * code path as a TPM HAT (`device:/dev/tpmrm0`), only the TCTI differs.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +39,7 @@ async function freePortPair(): Promise<number> {
 
 export async function startSwtpm(opts: { dir?: string; keep?: boolean } = {}): Promise<Swtpm> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'swtpm-'));
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const port = await freePortPair();
   let child: ChildProcess;
   try {

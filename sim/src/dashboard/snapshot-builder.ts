@@ -6,7 +6,10 @@ const MAX_POINTS = 96;
 
 export function buildSnapshot(sim: Simulation, speed: number): DashboardSnapshot {
   const now = sim.clock.now();
-  const trusted = sim.households.filter((h) => h.link.state === 'trusted').length;
+  // An agent re-attesting (every 15 simulated minutes) still trusts the TRE it verified.
+  const trusted = sim.households.filter(
+    (h) => h.link.state === 'trusted' || h.link.state === 'attesting',
+  ).length;
   const aggregates: DashboardSnapshot['aggregates'] = [];
   if (sim.dno) {
     for (const [groupId, releases] of sim.dno.releases) {

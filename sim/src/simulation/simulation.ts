@@ -133,9 +133,14 @@ export class Simulation {
             tpm: {
               tcti: swtpm.tcti,
               akCertificate: (pem: string) =>
+                // Valid from before the simulated start: the agents check it against simulated time.
                 ca.issueAttestationKeyCertificate(
                   createPublicKey(pem).export({ type: 'spki', format: 'der' }),
                   'tre',
+                  {
+                    notBefore: new Date(Math.min(start, Date.now()) - 86_400_000),
+                    days: 3650,
+                  },
                 ),
             },
             measuredConfig: SIMULATION_TRE_CONFIG,
