@@ -1,5 +1,6 @@
 /** `npm run bench -- <name> [--json]`: one command per benchmark, each with its baseline in the same run. */
 import { Command, CommanderError } from 'commander';
+import { runAttest } from './attest.js';
 import { runConnections } from './connections.js';
 import { DEFAULT_DP_UTILITY, runDpUtility } from './dp-utility.js';
 import { runDrRound } from './dr-round.js';
@@ -37,6 +38,15 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action((o: { trials: number; json?: boolean }) => {
       output(runDpUtility({ ...DEFAULT_DP_UTILITY, trials: o.trials }), !!o.json);
+    });
+  program
+    .command('attest')
+    .description(
+      'verified attestations/s with nonce batching vs one quote per request, and quote latency (swtpm)',
+    )
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      output(await runAttest(undefined, (l) => console.error(`attest: ${l}`)), !!o.json);
     });
   program
     .command('dr-round')
