@@ -200,6 +200,42 @@ export class Tpm {
     };
   }
 
+  /**
+   * Seals `secret` (e.g. the TRE's TLS key) to the current values of `pcrs`: only a TPM whose PCRs
+   * still hold these values (the same measured software) can unseal it.
+   */
+  seal(path: string, secret: Buffer, pcrs: number[]): void {
+    const policyPath = `/policy/pcr-${path.replace(/[^A-Za-z0-9]/g, '-')}`;
+    const policy = {
+      description: `sealed to PCRs ${pcrs.join(',')} as measured`,
+      policy: [
+        {
+          type: 'POLICYPCR',
+          pcrs: pcrs.map((pcr) => ({
+            pcr,
+            hashAlg: 'TPM2_ALG_SHA256',
+            digest: this.pcrRead(pcr).toString('hex'),
+          })),
+        },
+      ],
+    };
+    this.lib.Fapi_Delete(this.context, policyPath);
+    this.check('Fapi_Import', this.lib.Fapi_Import(this.context, policyPath, JSON.stringify(policy)));
+    this.lib.Fapi_Delete(this.context, path);
+    this.check(
+      'Fapi_CreateSeal',
+      this.lib.Fapi_CreateSeal(this.context, path, 'noDa', secret.length, policyPath, '', secret),
+    );
+  }
+
+  /** Unseals; a TpmError (policy check failed) when the PCRs no longer match. */
+  unseal(path: string): Buffer {
+    const data: unknown[] = [null];
+    const size = [0];
+    this.check('Fapi_Unseal', this.lib.Fapi_Unseal(this.context, path, data, size));
+    return this.lib.takeBytes(data[0], size[0]!);
+  }
+
   close(): void {
     if (!this.context) return;
     this.lib.Fapi_Finalize([this.context]);

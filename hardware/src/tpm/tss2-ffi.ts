@@ -20,6 +20,10 @@ export interface Tss2 {
   Fapi_PcrExtend: NativeFn;
   Fapi_ExportKey: NativeFn;
   Fapi_GetRandom: NativeFn;
+  Fapi_Import: NativeFn;
+  Fapi_CreateSeal: NativeFn;
+  Fapi_Unseal: NativeFn;
+  Fapi_Delete: NativeFn;
   Fapi_Free: NativeFn;
   /** Reads a NUL-terminated string a FAPI call returned, then frees it. */
   takeString(ptr: unknown): string;
@@ -61,6 +65,16 @@ export function tss2(): Tss2 {
     Fapi_GetRandom: fapi.func(
       'uint32_t Fapi_GetRandom(FAPI_CONTEXT *context, size_t numBytes, _Out_ void **data)',
     ),
+    Fapi_Import: fapi.func(
+      'uint32_t Fapi_Import(FAPI_CONTEXT *context, const char *path, const char *importData)',
+    ),
+    Fapi_CreateSeal: fapi.func(
+      'uint32_t Fapi_CreateSeal(FAPI_CONTEXT *context, const char *path, const char *type, size_t size, const char *policyPath, const char *authValue, const uint8_t *data)',
+    ),
+    Fapi_Unseal: fapi.func(
+      'uint32_t Fapi_Unseal(FAPI_CONTEXT *context, const char *path, _Out_ void **data, _Out_ size_t *size)',
+    ),
+    Fapi_Delete: fapi.func('uint32_t Fapi_Delete(FAPI_CONTEXT *context, const char *path)'),
     Fapi_Free,
     takeString(ptr) {
       if (!ptr) return '';
