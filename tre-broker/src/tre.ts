@@ -1,7 +1,8 @@
 /**
  * The TRE process: PKI material, revocation list, the mTLS MQTT broker and the flows wired to it.
  */
-import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createPrivateKey, type KeyObject, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tpm } from '@tre/hardware';
@@ -90,6 +91,52 @@ async function readPem(path: string, what: string): Promise<string> {
   }
 }
 
+/**
+ * Measured start: what runs goes into the application PCR before anything is served. On the first
+ * start the TLS private key is sealed to that PCR value; on every later start it must unseal, so a
+ * TRE whose code, Node binary or configuration changed cannot use its identity and refuses to start.
+ */
+function measuredStart(
+  tcti: string,
+  dataDir: string,
+  measuredConfig: Record<string, unknown>,
+  tls: { key: string },
+): Tpm {
+  const tpm = Tpm.open({ tcti, keystoreDir: join(dataDir, 'tpm') });
+  for (const m of measuredContent(measuredConfig))
+    tpm.pcrExtend(APPLICATION_PCR, Buffer.from(m.contentDigest, 'hex'), m.description);
+  tpm.createAk();
+  // The TPM seals at most 128 bytes: it seals a random AES-256 key, which encrypts the TLS key.
+  const sealedFile = join(dataDir, 'tpm', 'tls-key.enc');
+  if (!existsSync(sealedFile)) {
+    const kek = randomBytes(32);
+    tpm.seal(SEALED_TLS_KEY, kek, [APPLICATION_PCR]);
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', kek, iv);
+    const encrypted = Buffer.concat([cipher.update(tls.key, 'utf8'), cipher.final()]);
+    writeFileSync(sealedFile, Buffer.concat([iv, cipher.getAuthTag(), encrypted]), { mode: 0o600 });
+    return tpm;
+  }
+  try {
+    const kek = tpm.unseal(SEALED_TLS_KEY);
+    const blob = readFileSync(sealedFile);
+    const decipher = createDecipheriv('aes-256-gcm', kek, blob.subarray(0, 12));
+    decipher.setAuthTag(blob.subarray(12, 28));
+    const key = Buffer.concat([decipher.update(blob.subarray(28)), decipher.final()]).toString('utf8');
+    if (key !== tls.key)
+      throw new TreConfigError('the sealed TLS key is not the key of this TRE certificate');
+  } catch (err) {
+    tpm.close();
+    if (err instanceof TreConfigError) throw err;
+    throw new TreConfigError(
+      `this TRE's measurement (code, node binary or configuration) differs from the one its TLS key was sealed to, so the key cannot be unsealed and the TRE refuses to start (${(err as Error).message}). If the change is approved, the regulator re-enrolls the TRE.`,
+    );
+  }
+  return tpm;
+}
+
+const SEALED_TLS_KEY = '/HS/SRK/tre-tls-key';
+
 export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const paths = pkiPaths(opts.pkiDir);
   const tls = {
@@ -98,6 +145,9 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     ca: await readPem(paths.caCert, 'regulator CA certificate'),
   };
   await readPem(paths.crl, 'certificate revocation list');
+  const tpm = opts.tpm
+    ? measuredStart(opts.tpm.tcti, opts.dataDir, opts.measuredConfig ?? {}, tls)
+    : undefined;
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const revocations = await RevocationList.load(paths.crl, tls.ca);
   const clock = opts.clock ?? systemClock;
@@ -133,18 +183,13 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const monitoring = new MonitoringService(context, opts.monitoring);
   const billing = new BillingService(context, ingest, opts.billing);
   let attestation: RunningTre['attestation'];
-  if (opts.tpm) {
-    const tpm = Tpm.open({ tcti: opts.tpm.tcti, keystoreDir: join(opts.dataDir, 'tpm') });
-    // Measured start: what runs goes into the application PCR before anything is served.
-    for (const m of measuredContent(opts.measuredConfig ?? {}))
-      tpm.pcrExtend(APPLICATION_PCR, Buffer.from(m.contentDigest, 'hex'), m.description);
-    tpm.createAk();
+  if (tpm) {
     const akPublicKeyPem = tpm.publicKeyPem();
-    const akCertificate = opts.tpm.akCertificate
+    const akCertificate = opts.tpm?.akCertificate
       ? await opts.tpm.akCertificate(akPublicKeyPem)
       : await readPem(
           join(opts.dataDir, 'tpm', 'ak.crt'),
-          'attestation-key certificate (from the regulator)',
+          'attestation-key certificate (tre pki endorse-ak)',
         );
     const quotes = { quote: async (qd: Buffer) => tpm.quote([APPLICATION_PCR], qd) };
     const service = new AttestationService(
