@@ -65,12 +65,19 @@ export class AttestationService {
       requestId: decoded.value.requestId,
       nonce: Buffer.from(decoded.value.nonce, 'base64url'),
     });
-    if (this.batch.length >= (this.opts.maxBatch ?? 65_536)) void this.flush();
+    if (this.batch.length >= (this.opts.maxBatch ?? 65_536))
+      this.flush().catch((err: Error) =>
+        this.ctx.log.error({ err: err.message }, 'attestation answers failed'),
+      );
     else if (!this.scheduled) {
       // The batch is every request that arrived in this turn of the event loop (transport latency,
       // not a domain rule: no clock involved, so simulated time cannot stall it).
       this.scheduled = true;
-      setImmediate(() => void this.flush());
+      setImmediate(() =>
+        this.flush().catch((err: Error) =>
+          this.ctx.log.error({ err: err.message }, 'attestation answers failed'),
+        ),
+      );
     }
     return undefined; // the answer is the attestation response itself
   }

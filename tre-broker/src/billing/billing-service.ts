@@ -112,8 +112,8 @@ export class BillingService {
       this.schedule(p);
     this.scheduleResend();
     this.scheduleBills();
-    void this.rebroadcastTariffs();
-    void this.deliverPending();
+    this.background(this.rebroadcastTariffs(), 'tariff re-broadcast');
+    this.background(this.deliverPending(), 'statement delivery');
   }
 
   private get grace(): number {
@@ -338,7 +338,7 @@ export class BillingService {
         addPeriods(s0, length, 1) <= start;
         s0 = addPeriods(s0, length, 1)
       ) {
-        void this.closePeriod(p.supplier_id, s0, addPeriods(s0, length, 1));
+        this.background(this.closePeriod(p.supplier_id, s0, addPeriods(s0, length, 1)), 'late statements');
       }
     }
     this.timers.set(
@@ -433,9 +433,10 @@ export class BillingService {
   }
 
   private scheduleResend(): void {
+    if (this.stopped) return;
     this.resendTimer = this.ctx.clock.setTimeout(
       () => {
-        void this.resendUnacked().finally(() => this.scheduleResend());
+        this.background(this.resendUnacked(), 'statement re-send').finally(() => this.scheduleResend());
       },
       this.options.resendMs ?? 10 * 60_000,
     );
@@ -455,9 +456,10 @@ export class BillingService {
   }
 
   private scheduleBills(): void {
+    if (this.stopped) return;
     this.billTimer = this.ctx.clock.setTimeout(
       () => {
-        void this.sendBills().finally(() => this.scheduleBills());
+        this.background(this.sendBills(), 'running bills').finally(() => this.scheduleBills());
       },
       this.options.billEveryMs ?? 60 * 60_000,
     );
@@ -488,7 +490,20 @@ export class BillingService {
     }
   }
 
+  /** Work started by a timer: its failure is logged, never an unhandled rejection; after stop() it is dropped. */
+  private background(work: Promise<unknown>, what: string): Promise<void> {
+    return work.then(
+      () => undefined,
+      (err: Error) => {
+        if (!this.stopped) this.ctx.log.error({ err: err.message }, `${what} failed`);
+      },
+    );
+  }
+
+  private stopped = false;
+
   stop(): void {
+    this.stopped = true;
     for (const t of this.timers.values()) this.ctx.clock.clearTimeout(t);
     if (this.resendTimer) this.ctx.clock.clearTimeout(this.resendTimer);
     if (this.billTimer) this.ctx.clock.clearTimeout(this.billTimer);
