@@ -112,8 +112,8 @@ export class BillingService {
       this.schedule(p);
     this.scheduleResend();
     this.scheduleBills();
-    this.background(this.rebroadcastTariffs(), 'tariff re-broadcast');
-    this.background(this.deliverPending(), 'statement delivery');
+    void this.background(this.rebroadcastTariffs(), 'tariff re-broadcast');
+    void this.background(this.deliverPending(), 'statement delivery');
   }
 
   private get grace(): number {
@@ -338,7 +338,10 @@ export class BillingService {
         addPeriods(s0, length, 1) <= start;
         s0 = addPeriods(s0, length, 1)
       ) {
-        this.background(this.closePeriod(p.supplier_id, s0, addPeriods(s0, length, 1)), 'late statements');
+        void this.background(
+          this.closePeriod(p.supplier_id, s0, addPeriods(s0, length, 1)),
+          'late statements',
+        );
       }
     }
     this.timers.set(
@@ -436,7 +439,7 @@ export class BillingService {
     if (this.stopped) return;
     this.resendTimer = this.ctx.clock.setTimeout(
       () => {
-        this.background(this.resendUnacked(), 'statement re-send').finally(() => this.scheduleResend());
+        void this.background(this.resendUnacked(), 'statement re-send').finally(() => this.scheduleResend());
       },
       this.options.resendMs ?? 10 * 60_000,
     );
@@ -459,7 +462,7 @@ export class BillingService {
     if (this.stopped) return;
     this.billTimer = this.ctx.clock.setTimeout(
       () => {
-        this.background(this.sendBills(), 'running bills').finally(() => this.scheduleBills());
+        void this.background(this.sendBills(), 'running bills').finally(() => this.scheduleBills());
       },
       this.options.billEveryMs ?? 60 * 60_000,
     );
