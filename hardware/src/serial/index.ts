@@ -5,3 +5,4 @@ export * from './interval-energy.js';
 export * from './meter-reader.js';
 export * from './system-binding.js';
 export * from './telegram-framer.js';
+export * from './virtual-meter-port.js';

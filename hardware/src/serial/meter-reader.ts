@@ -42,6 +42,11 @@ export class MeterReader extends EventEmitter<MeterReaderEvents> {
     super();
   }
 
+  /** The open serial stream (for virtual ports that play bytes into it). */
+  get stream(): SerialPortStream | undefined {
+    return this.port;
+  }
+
   start(): void {
     this.stopped = false;
     this.open();

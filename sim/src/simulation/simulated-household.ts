@@ -3,6 +3,12 @@
  * the durable outbox, the TRE link (mTLS MQTT) and the household agent with its policy.
  */
 import { join } from 'node:path';
+import {
+  formatDsmrTelegram,
+  IntervalAccumulator,
+  openVirtualMeterPort,
+  type VirtualMeterPort,
+} from '@tre/hardware';
 import { type BidProposal, HouseholdAgent, Outbox, type TreAttestor, TreLink } from '@tre/meter-agent';
 import type { Clock } from '@tre/protocol';
 import { type HouseholdProfile, SimulatedMeter } from '../households/load-profile.js';
@@ -68,8 +74,43 @@ export class SimulatedHousehold {
   }
 
   /** Closes the interval ending at `t`: advances the meter and records the interval. */
+  private serial: VirtualMeterPort | undefined;
+
+  /**
+   * Wires the household through a virtual serial port: its meter sends real DSMR telegrams, and the
+   * agent's reader, parser and interval accumulator (the code a Pi runs) turn them into intervals.
+   */
+  async attachSerialMeter(path: string, clock: Clock): Promise<void> {
+    this.serial = await openVirtualMeterPort(path, clock);
+    const acc = new IntervalAccumulator(this.intervalMinutes);
+    this.serial.reader.on('telegram', (t) => {
+      if (!t.timestamp) return;
+      for (const rec of acc.push({
+        at: Date.parse(t.timestamp),
+        importWh: t.importWh,
+        exportWh: t.exportWh,
+      })) {
+        this.sent.set(Date.parse(rec.intervalStart), rec.importWh);
+        this.agent.recordInterval(rec);
+      }
+    });
+  }
+
   closeInterval(t: number): void {
     this.meter.advanceTo(t);
+    if (this.serial) {
+      // Telegrams a second either side of the boundary (a real meter sends one every 1-10 s): the
+      // reader closes the interval as soon as the boundary has passed.
+      for (const at of [t - 1_000, t + 1_000]) {
+        this.serial.emit(
+          Buffer.from(
+            formatDsmrTelegram({ timestamp: new Date(at), dst: false, importWh: [this.meter.registerWh, 0] }),
+            'latin1',
+          ),
+        );
+      }
+      return;
+    }
     const register = this.meter.registerWh;
     const start = t - this.intervalMinutes * 60_000;
     const energy = register - this.lastRegister;
@@ -86,6 +127,7 @@ export class SimulatedHousehold {
   }
 
   async stop(): Promise<void> {
+    await this.serial?.reader.stop();
     this.agent.stop();
     await this.link.stop();
     this.outbox.close();

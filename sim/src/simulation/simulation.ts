@@ -59,6 +59,8 @@ export interface SimulationOptions {
   progress?: (line: string) => void;
   /** Start swtpm and make agents attest the TRE (default); false for development mode. */
   attestation?: boolean;
+  /** Households up to this many read their meter over a virtual serial port (DSMR telegrams); default 50. */
+  serialHouseholds?: number;
 }
 
 /** What the simulated TRE measures as its configuration (and the regulator whitelists). */
@@ -230,6 +232,7 @@ export class Simulation {
         if (r.status === 'accepted' && r.family === 'reading') this.acknowledged++;
       });
       this.households.push(h);
+      if (i < (this.opts.serialHouseholds ?? 50)) await h.attachSerialMeter(`/dev/ttySIM${i}`, this.clock);
       h.start();
     }
     await waitFor(
