@@ -53,3 +53,18 @@ describe('agent config', () => {
     ]);
   });
 });
+
+describe('first-boot user-data (cloud-init)', () => {
+  it('is cloud-config YAML whose agent.yaml passes the agent’s own validation', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { parse } = await import('yaml');
+    const text = await readFile(new URL('../packaging/user-data.yaml', import.meta.url), 'utf8');
+    expect(text.startsWith('#cloud-config')).toBe(true);
+    const doc = parse(text) as { write_files: { path: string; content: string }[]; runcmd: string[][] };
+    const agentYaml = doc.write_files
+      .find((f) => f.path === '/etc/meter-agent/agent.yaml')!
+      .content.replaceAll('METER_ID', 'm-0001');
+    expect(await load(agentYaml)).toMatchObject({ meterId: 'm-0001', meter: { protocol: 'dsmr' } });
+    expect(doc.runcmd.flat().join(' ')).toMatch(/meter-agent provision request/);
+  });
+});
