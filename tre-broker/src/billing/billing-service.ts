@@ -18,19 +18,16 @@ import {
   decodePayload,
   type PeriodLength,
   PROTOCOL_VERSION,
-  periodLengthSchema,
   regulatorConfigSchema,
-  SignatureError,
   type Statement,
   signContent,
-  signedEnvelopeSchema,
   statementAckSchema,
   type TimerHandle,
   tariffSchema,
   topics,
-  verifyContent,
 } from '@tre/protocol';
 import type { HandlerResult, InboundMessage } from '../broker/message-router.js';
+import { verifySignedRequest } from '../broker/signed-request.js';
 import type { ReadingIngest } from '../ingest/reading-ingest.js';
 import type { Db } from '../store/store.js';
 import type { TreContext } from '../tre.js';
@@ -157,27 +154,9 @@ export class BillingService {
   }
 
   private async handleTariff(msg: InboundMessage): Promise<HandlerResult> {
-    const envelope = decodePayload(msg.payload, signedEnvelopeSchema);
-    if (!envelope.ok)
-      return {
-        status: 'refused',
-        requestId: envelope.requestId,
-        reason: envelope.reason,
-        message: envelope.message,
-      };
-    const requestId = envelope.value.requestId ?? 'unknown';
-    let tariff: Awaited<ReturnType<typeof verifyContent<typeof tariffSchema>>>;
-    try {
-      tariff = await verifyContent('tariff', envelope.value.jws, msg.from.publicKey, tariffSchema);
-    } catch (err) {
-      const e = err as SignatureError;
-      return {
-        status: 'refused',
-        requestId,
-        reason: e.code === 'MALFORMED' ? 'MALFORMED' : 'BAD_SIGNATURE',
-        message: e.message,
-      };
-    }
+    const signed = await verifySignedRequest(msg, 'tariff', tariffSchema);
+    if (!signed.ok) return signed.refusal;
+    const { requestId, content: tariff } = signed;
     if (tariff.supplierId !== msg.from.id)
       return {
         status: 'refused',
@@ -272,35 +251,17 @@ export class BillingService {
   }
 
   private async handleRegulatorConfig(msg: InboundMessage): Promise<HandlerResult> {
-    const envelope = decodePayload(msg.payload, signedEnvelopeSchema);
-    if (!envelope.ok)
-      return {
-        status: 'refused',
-        requestId: envelope.requestId,
-        reason: envelope.reason,
-        message: envelope.message,
-      };
-    const requestId = envelope.value.requestId ?? 'unknown';
-    try {
-      const config = await verifyContent(
-        'regulatorConfig',
-        envelope.value.jws,
-        msg.from.publicKey,
-        regulatorConfigSchema,
-      );
-      periodLengthSchema.parse(config.minBillingPeriod);
-      await this.ctx.store.commit((db) =>
-        db
-          .prepare(
-            'INSERT INTO regulator_config (id, min_unit, min_count, issued_at) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET min_unit = excluded.min_unit, min_count = excluded.min_count, issued_at = excluded.issued_at',
-          )
-          .run(config.minBillingPeriod.unit, config.minBillingPeriod.count, config.issuedAt),
-      );
-      return { status: 'accepted', requestId };
-    } catch (err) {
-      const code = err instanceof SignatureError && err.code !== 'MALFORMED' ? 'BAD_SIGNATURE' : 'MALFORMED';
-      return { status: 'refused', requestId, reason: code, message: (err as Error).message };
-    }
+    const signed = await verifySignedRequest(msg, 'regulatorConfig', regulatorConfigSchema);
+    if (!signed.ok) return signed.refusal;
+    const { unit, count } = signed.content.minBillingPeriod;
+    await this.ctx.store.commit((db) =>
+      db
+        .prepare(
+          'INSERT INTO regulator_config (id, min_unit, min_count, issued_at) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET min_unit = excluded.min_unit, min_count = excluded.min_count, issued_at = excluded.issued_at',
+        )
+        .run(unit, count, signed.content.issuedAt),
+    );
+    return { status: 'accepted', requestId: signed.requestId };
   }
 
   private async handleAck(msg: InboundMessage): Promise<HandlerResult> {

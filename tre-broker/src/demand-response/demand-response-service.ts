@@ -25,15 +25,13 @@ import {
   drEventSchema,
   MAX_BULK_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
-  type SignatureError,
   signContent,
-  signedEnvelopeSchema,
   type TimerHandle,
   topics,
-  verifyContent,
 } from '@tre/protocol';
 import { migrateLedger, postCredit, reverseCredit } from '../billing/ledger.js';
 import type { HandlerResult, InboundMessage } from '../broker/message-router.js';
+import { verifySignedRequest } from '../broker/signed-request.js';
 import type { TreContext } from '../tre.js';
 import { baselineWh, measuredWh } from './baseline.js';
 import { newPseudonym, shuffled } from './pseudonyms.js';
@@ -115,27 +113,9 @@ export class DemandResponseService {
   }
 
   private async handleEvent(msg: InboundMessage): Promise<HandlerResult> {
-    const envelope = decodePayload(msg.payload, signedEnvelopeSchema);
-    if (!envelope.ok)
-      return {
-        status: 'refused',
-        requestId: envelope.requestId,
-        reason: envelope.reason,
-        message: envelope.message,
-      };
-    const requestId = envelope.value.requestId ?? 'unknown';
-    let event: DrEvent;
-    try {
-      event = await verifyContent('drEvent', envelope.value.jws, msg.from.publicKey, drEventSchema);
-    } catch (err) {
-      const e = err as SignatureError;
-      return {
-        status: 'refused',
-        requestId,
-        reason: e.code === 'MALFORMED' ? 'MALFORMED' : 'BAD_SIGNATURE',
-        message: e.message,
-      };
-    }
+    const signed = await verifySignedRequest(msg, 'drEvent', drEventSchema);
+    if (!signed.ok) return signed.refusal;
+    const { requestId, content: event } = signed;
     if (event.dsmId !== msg.from.id)
       return {
         status: 'refused',
@@ -313,7 +293,7 @@ export class DemandResponseService {
   /** At the deadline: all live pseudo-bids in one message, in random order. */
   async release(eventId: string): Promise<void> {
     const event = this.event(eventId);
-    if (!event || event.stage !== 'open') return;
+    if (event?.stage !== 'open') return;
     const bids = await this.ctx.store.commit((db) => {
       db.prepare("UPDATE dr_events SET stage = 'released' WHERE event_id = ?").run(eventId);
       return db
@@ -421,7 +401,7 @@ export class DemandResponseService {
   /** After the window: compliance per pseudonym to the DSM, credit reversals, household outcomes. */
   async settle(eventId: string): Promise<void> {
     const event = this.event(eventId);
-    if (!event || event.stage !== 'accepted') return;
+    if (event?.stage !== 'accepted') return;
     const [start, end] = [Date.parse(event.windowStart), Date.parse(event.windowEnd)];
     const threshold = this.options.deliveryThreshold ?? 0.9;
     const results = await this.ctx.store.commit((db) => {
