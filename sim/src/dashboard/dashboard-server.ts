@@ -27,7 +27,6 @@ export class DashboardServer {
   private constructor(readonly server: Server) {}
 
   static async start(port = 0, host = '127.0.0.1'): Promise<DashboardServer> {
-    // biome-ignore lint/style/useConst: the handler needs the instance created after the server
     let self: DashboardServer;
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0]!;
