@@ -77,8 +77,8 @@ export function atLeast(period: PeriodLength, min: PeriodLength): boolean {
 
 export class BillingService {
   private readonly timers = new Map<string, TimerHandle>();
-  private resendTimer: TimerHandle | undefined;
-  private billTimer: TimerHandle | undefined;
+  /** The pending timer of each repeated job. */
+  private readonly repeating = new Map<string, TimerHandle>();
   private readonly dirty = new Set<string>();
   readonly stats = { statements: 0, resent: 0 };
 
@@ -107,8 +107,8 @@ export class BillingService {
     ctx.router.on('config', (m) => this.handleRegulatorConfig(m));
     for (const p of ctx.store.db.prepare('SELECT * FROM billing_periods').all() as PeriodRow[])
       this.schedule(p);
-    this.scheduleResend();
-    this.scheduleBills();
+    this.every(this.options.resendMs ?? 10 * 60_000, 'statement re-send', () => this.resendUnacked());
+    this.every(this.options.billEveryMs ?? 60 * 60_000, 'running bills', () => this.sendBills());
     void this.background(this.rebroadcastTariffs(), 'tariff re-broadcast');
     void this.background(this.deliverPending(), 'statement delivery');
   }
@@ -396,13 +396,14 @@ export class BillingService {
     return signed.length;
   }
 
-  private scheduleResend(): void {
+  /** Runs `work` every `ms` (clock time) until stop(); a failure is logged and the next round still comes. */
+  private every(ms: number, what: string, work: () => Promise<unknown>): void {
     if (this.stopped) return;
-    this.resendTimer = this.ctx.clock.setTimeout(
-      () => {
-        void this.background(this.resendUnacked(), 'statement re-send').finally(() => this.scheduleResend());
-      },
-      this.options.resendMs ?? 10 * 60_000,
+    this.repeating.set(
+      what,
+      this.ctx.clock.setTimeout(() => {
+        void this.background(work(), what).finally(() => this.every(ms, what, work));
+      }, ms),
     );
   }
 
@@ -417,16 +418,6 @@ export class BillingService {
       );
     this.stats.resent += rows.length;
     return rows.length;
-  }
-
-  private scheduleBills(): void {
-    if (this.stopped) return;
-    this.billTimer = this.ctx.clock.setTimeout(
-      () => {
-        void this.background(this.sendBills(), 'running bills').finally(() => this.scheduleBills());
-      },
-      this.options.billEveryMs ?? 60 * 60_000,
-    );
   }
 
   /** Sends each household whose bill changed its TRE-signed running bill. */
@@ -469,7 +460,6 @@ export class BillingService {
   stop(): void {
     this.stopped = true;
     for (const t of this.timers.values()) this.ctx.clock.clearTimeout(t);
-    if (this.resendTimer) this.ctx.clock.clearTimeout(this.resendTimer);
-    if (this.billTimer) this.ctx.clock.clearTimeout(this.billTimer);
+    for (const t of this.repeating.values()) this.ctx.clock.clearTimeout(t);
   }
 }
