@@ -154,16 +154,9 @@ export class BillingService {
   }
 
   private async handleTariff(msg: InboundMessage): Promise<HandlerResult> {
-    const signed = await verifySignedRequest(msg, 'tariff', tariffSchema);
+    const signed = await verifySignedRequest(msg, 'tariff', tariffSchema, (t) => t.supplierId);
     if (!signed.ok) return signed.refusal;
     const { requestId, content: tariff } = signed;
-    if (tariff.supplierId !== msg.from.id)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'WRONG_SIGNER',
-        message: 'the tariff names another supplier than its signer',
-      };
     const problem = checkTariff(
       this.ctx.store.db,
       tariff,

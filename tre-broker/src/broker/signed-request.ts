@@ -17,10 +17,15 @@ export type SignedRequest<T> =
   | { ok: true; requestId: string; content: T }
   | { ok: false; refusal: HandlerResult };
 
+/**
+ * `signer` names the party the content claims to come from (e.g. a tariff's supplierId): it must be
+ * the party on the connection, or the request is refused WRONG_SIGNER.
+ */
 export async function verifySignedRequest<S extends z.ZodType>(
   msg: InboundMessage,
   type: SignedType,
   schema: S,
+  signer?: (content: z.infer<S>) => string,
 ): Promise<SignedRequest<z.infer<S>>> {
   const envelope = decodePayload(msg.payload, signedEnvelopeSchema);
   if (!envelope.ok)
@@ -35,11 +40,19 @@ export async function verifySignedRequest<S extends z.ZodType>(
     };
   const requestId = envelope.value.requestId ?? 'unknown';
   try {
-    return {
-      ok: true,
-      requestId,
-      content: await verifyContent(type, envelope.value.jws, msg.from.publicKey, schema),
-    };
+    const content = await verifyContent(type, envelope.value.jws, msg.from.publicKey, schema);
+    if (signer && signer(content) !== msg.from.id) {
+      return {
+        ok: false,
+        refusal: {
+          status: 'refused',
+          requestId,
+          reason: 'WRONG_SIGNER',
+          message: `the ${type} names another ${msg.from.role} than its signer`,
+        },
+      };
+    }
+    return { ok: true, requestId, content };
   } catch (err) {
     const e = err as SignatureError;
     const reason = e instanceof SignatureError && e.code !== 'MALFORMED' ? 'BAD_SIGNATURE' : 'MALFORMED';

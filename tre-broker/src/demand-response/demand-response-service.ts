@@ -113,16 +113,9 @@ export class DemandResponseService {
   }
 
   private async handleEvent(msg: InboundMessage): Promise<HandlerResult> {
-    const signed = await verifySignedRequest(msg, 'drEvent', drEventSchema);
+    const signed = await verifySignedRequest(msg, 'drEvent', drEventSchema, (e) => e.dsmId);
     if (!signed.ok) return signed.refusal;
     const { requestId, content: event } = signed;
-    if (event.dsmId !== msg.from.id)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'WRONG_SIGNER',
-        message: 'the event names another DSM than its signer',
-      };
     const now = this.ctx.clock.now();
     const [deadline, start, end] = [event.bidDeadline, event.windowStart, event.windowEnd].map(
       Date.parse,
