@@ -56,6 +56,9 @@ export class SimulatedHousehold {
       attestor: opts.attestor,
       backoff: { baseMs: 1_000, maxMs: 30_000 },
       receiptTimeoutMs: 60_000,
+      // Agents re-attest every 15 real minutes; at thousands of times real speed that would be a
+      // quote per agent every few hundred milliseconds, so simulated agents re-attest every 6 simulated hours.
+      attestEveryMs: 6 * 3_600_000,
     });
     this.agent = new HouseholdAgent({
       link: this.link,
