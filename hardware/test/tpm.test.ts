@@ -1,9 +1,11 @@
 /** The TPM binding (koffi -> tpm2-tss FAPI) against a real software TPM started here. */
+
+import { execFileSync } from 'node:child_process';
 import { createHash, verify } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseQuoteAttest } from '@tre/protocol';
+import { hasAttributes, makeCredential, parseQuoteAttest, parseTpmPublic, TPMA_OBJECT } from '@tre/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Swtpm, startSwtpm, Tpm, TpmError } from '../src/tpm/index.js';
 
@@ -63,5 +65,64 @@ describe('TPM through tpm2-tss FAPI', () => {
       text: expect.stringMatching(/.+/),
     });
     expect((error as TpmError).code).not.toBe(0);
+  });
+
+  describe('credential activation (proof that the AK lives in this TPM)', () => {
+    const secret = Buffer.from('regulator challenge, 32 bytes..!');
+    it('EK and AK publics: a restricted decrypt EK and a restricted, fixed signing AK', () => {
+      tpm.createAk();
+      const { ekPublic, akPublic } = tpm.enrollmentKeys();
+      const ek = parseTpmPublic(ekPublic);
+      const ak = parseTpmPublic(akPublic);
+      expect(hasAttributes(ek, TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt | TPMA_OBJECT.fixedTPM)).toBe(
+        true,
+      );
+      expect(
+        hasAttributes(
+          ak,
+          TPMA_OBJECT.restricted | TPMA_OBJECT.sign | TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent,
+        ),
+      ).toBe(true);
+    });
+    it("recovers the secret MakeCredential wrapped for this EK and the AK's Name", () => {
+      const { ekPublic, akPublic } = tpm.enrollmentKeys();
+      const c = makeCredential(parseTpmPublic(ekPublic), parseTpmPublic(akPublic).name, secret);
+      expect(tpm.activateCredential(c.credentialBlob, c.encryptedSecret).equals(secret)).toBe(true);
+      // Handles are flushed: repeated activations do not exhaust the TPM's object slots.
+      for (let i = 0; i < 5; i++)
+        expect(tpm.activateCredential(c.credentialBlob, c.encryptedSecret)).toHaveLength(32);
+    });
+    it('a credential bound to another Name (a software key presented as the AK) does not activate', () => {
+      const { ekPublic, akPublic } = tpm.enrollmentKeys();
+      const forged = Buffer.from(akPublic);
+      forged[forged.length - 1]! ^= 1; // another public key, so another Name
+      const c = makeCredential(parseTpmPublic(ekPublic), parseTpmPublic(forged).name, secret);
+      expect(() => tpm.activateCredential(c.credentialBlob, c.encryptedSecret)).toThrow(TpmError);
+    });
+    it('cross-check: a credential made by tpm2_makecredential (tpm2-tools) activates to the same secret', () => {
+      const { ekPublic, akPublic } = tpm.enrollmentKeys();
+      const dir = mkdtempSync(join(tmpdir(), 'mkcred-'));
+      writeFileSync(join(dir, 'ek.pub'), ekPublic);
+      writeFileSync(join(dir, 'secret'), secret);
+      const name = parseTpmPublic(akPublic).name.toString('hex');
+      execFileSync('tpm2_makecredential', [
+        '-T',
+        'none',
+        '-u',
+        join(dir, 'ek.pub'),
+        '-s',
+        join(dir, 'secret'),
+        '-n',
+        name,
+        '-o',
+        join(dir, 'cred'),
+      ]);
+      // tpm2-tools' file: magic 0xBADCC0DE, version, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET.
+      const file = readFileSync(join(dir, 'cred'));
+      const blobEnd = 8 + 2 + file.readUInt16BE(8);
+      expect(tpm.activateCredential(file.subarray(8, blobEnd), file.subarray(blobEnd)).equals(secret)).toBe(
+        true,
+      );
+    });
   });
 });

@@ -10,5 +10,8 @@ export * from './monitoring.js';
 export * from './quote-verifier.js';
 export * from './signed-content.js';
 export * from './topics.js';
+export * from './tpm-credential.js';
+export * from './tpm-public.js';
+export * from './tpm-wire.js';
 export * from './tpms-attest.js';
 export * from './version.js';

@@ -1,3 +1,5 @@
+import { TpmParseError, TpmReader, u16be, u32be } from './tpm-wire.js';
+
 /**
  * Parser of TPMS_ATTEST (TPM 2.0 Library, Part 2, 10.12.12) for quotes: what the TPM signed.
  * Big-endian throughout; sizes are checked so a truncated or padded structure is rejected.
@@ -26,56 +28,8 @@ export interface QuoteAttest {
   pcrDigest: Buffer;
 }
 
-export class AttestParseError extends Error {
-  override readonly name = 'AttestParseError';
-  readonly code = 'ATTEST_MALFORMED';
-}
-
-class Reader {
-  private offset = 0;
-  constructor(private readonly buf: Buffer) {}
-  private need(n: number): void {
-    if (this.offset + n > this.buf.length)
-      throw new AttestParseError(`TPMS_ATTEST truncated at byte ${this.offset}`);
-  }
-  u8(): number {
-    this.need(1);
-    return this.buf.readUInt8(this.offset++);
-  }
-  u16(): number {
-    this.need(2);
-    const v = this.buf.readUInt16BE(this.offset);
-    this.offset += 2;
-    return v;
-  }
-  u32(): number {
-    this.need(4);
-    const v = this.buf.readUInt32BE(this.offset);
-    this.offset += 4;
-    return v;
-  }
-  u64(): bigint {
-    this.need(8);
-    const v = this.buf.readBigUInt64BE(this.offset);
-    this.offset += 8;
-    return v;
-  }
-  bytes(n: number): Buffer {
-    this.need(n);
-    const v = this.buf.subarray(this.offset, this.offset + n);
-    this.offset += n;
-    return Buffer.from(v);
-  }
-  sized(): Buffer {
-    return this.bytes(this.u16());
-  }
-  get done(): boolean {
-    return this.offset === this.buf.length;
-  }
-}
-
 export function parseQuoteAttest(bytes: Buffer): QuoteAttest {
-  const r = new Reader(bytes);
+  const r = new TpmReader(bytes, 'TPMS_ATTEST');
   const magic = r.u32();
   const type = r.u16();
   const qualifiedSigner = r.sized();
@@ -101,7 +55,7 @@ export function parseQuoteAttest(bytes: Buffer): QuoteAttest {
     };
   }
   const count = r.u32();
-  if (count > 16) throw new AttestParseError(`implausible PCR selection count ${count}`);
+  if (count > 16) throw new TpmParseError(`implausible PCR selection count ${count}`);
   const pcrSelections: PcrSelection[] = [];
   for (let i = 0; i < count; i++) {
     const hash = r.u16();
@@ -114,7 +68,7 @@ export function parseQuoteAttest(bytes: Buffer): QuoteAttest {
     pcrSelections.push({ hash, pcrs });
   }
   const pcrDigest = r.sized();
-  if (!r.done) throw new AttestParseError('TPMS_ATTEST has trailing bytes');
+  r.end();
   return {
     magic,
     type,
@@ -135,16 +89,8 @@ export function encodeQuoteAttest(
   a: Omit<QuoteAttest, 'magic' | 'type'> & { magic?: number; type?: number },
 ): Buffer {
   const parts: Buffer[] = [];
-  const u16 = (v: number) => {
-    const b = Buffer.alloc(2);
-    b.writeUInt16BE(v);
-    return b;
-  };
-  const u32 = (v: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(v);
-    return b;
-  };
+  const u16 = u16be;
+  const u32 = u32be;
   const u64 = (v: bigint) => {
     const b = Buffer.alloc(8);
     b.writeBigUInt64BE(v);

@@ -8,10 +8,18 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import koffi from 'koffi';
 import { TpmError } from './tpm-error.js';
 import { type Tss2, tss2 } from './tss2-ffi.js';
 
 const TPM_GENERATED_VALUE = 0xff544347;
+const ESYS_TR_NONE = 0xfff;
+const ESYS_TR_PASSWORD = 0x0ff;
+const ESYS_TR_RH_ENDORSEMENT = 0x10b;
+const TPM2_SE_POLICY = 0x01;
+const TPM2_ALG_NULL = 0x0010;
+const TPM2_ALG_SHA256 = 0x000b;
+const FAPI_ESYSBLOB_CONTEXTLOAD = 1;
 const TPM_ST_ATTEST_QUOTE = 0x8018;
 const HASH_ALG: Record<string, number> = { SHA1: 0x0004, SHA256: 0x000b, SHA384: 0x000c, SHA512: 0x000d };
 
@@ -234,6 +242,140 @@ export class Tpm {
     const size = [0];
     this.check('Fapi_Unseal', this.lib.Fapi_Unseal(this.context, path, data, size));
     return this.lib.takeBytes(data[0], size[0]!);
+  }
+
+  /**
+   * What the regulator needs to enroll this TPM's AK: the marshalled TPM2B_PUBLIC of the EK and of
+   * the AK, and the EK certificate (PEM) where the TPM's manufacturer provisioned one.
+   */
+  enrollmentKeys(akPath = '/HS/SRK/AK'): {
+    ekPublic: Buffer;
+    akPublic: Buffer;
+    ekCertificate: string | null;
+  } {
+    const cert: unknown[] = [null];
+    const rc = this.lib.Fapi_GetCertificate(this.context, '/HE/EK', cert);
+    const ekCertificate = rc === 0 ? this.lib.takeString(cert[0]).trim() : '';
+    return {
+      ekPublic: this.tpmPublic('/HE/EK'),
+      akPublic: this.tpmPublic(akPath),
+      ekCertificate: ekCertificate.includes('BEGIN CERTIFICATE') ? ekCertificate : null,
+    };
+  }
+
+  private tpmPublic(path: string): Buffer {
+    const pub: unknown[] = [null];
+    const pubSize = [0];
+    const priv: unknown[] = [null];
+    const privSize = [0];
+    const policy: unknown[] = [null];
+    this.check(
+      'Fapi_GetTpmBlobs',
+      this.lib.Fapi_GetTpmBlobs(this.context, path, pub, pubSize, priv, privSize, policy),
+    );
+    this.lib.takeBytes(priv[0], privSize[0]!);
+    this.lib.takeString(policy[0]);
+    return this.lib.takeBytes(pub[0], pubSize[0]!);
+  }
+
+  /**
+   * TPM2_ActivateCredential with the AK and the EK (authorised by the EK's standard policy,
+   * PolicySecret of the endorsement hierarchy): recovers the secret the regulator wrapped with
+   * MakeCredential for this EK and the AK's Name. Fails (a TpmError) on any other TPM or key.
+   */
+  activateCredential(credentialBlob: Buffer, encryptedSecret: Buffer, akPath = '/HS/SRK/AK'): Buffer {
+    const lib = this.lib;
+    const blob = lib.unmarshal('TPM2B_ID_OBJECT', credentialBlob);
+    const secret = lib.unmarshal('TPM2B_ENCRYPTED_SECRET', encryptedSecret);
+    const tcti: unknown[] = [null];
+    this.check('Fapi_GetTcti', lib.Fapi_GetTcti(this.context, tcti));
+    const esys: unknown[] = [null];
+    this.check('Esys_Initialize', lib.Esys_Initialize(esys, tcti[0], null));
+    const transient: number[] = [];
+    try {
+      const ak = this.esysHandle(esys[0], akPath, transient);
+      const ek = this.esysHandle(esys[0], '/HE/EK', transient);
+      const session = [0];
+      const symNull = Buffer.alloc(6);
+      symNull.writeUInt16LE(TPM2_ALG_NULL);
+      this.check(
+        'Esys_StartAuthSession',
+        lib.Esys_StartAuthSession(
+          esys[0],
+          ESYS_TR_NONE,
+          ESYS_TR_NONE,
+          ESYS_TR_NONE,
+          ESYS_TR_NONE,
+          ESYS_TR_NONE,
+          null,
+          TPM2_SE_POLICY,
+          symNull,
+          TPM2_ALG_SHA256,
+          session,
+        ),
+      );
+      transient.push(session[0]!);
+      this.check(
+        'Esys_PolicySecret',
+        lib.Esys_PolicySecret(
+          esys[0],
+          ESYS_TR_RH_ENDORSEMENT,
+          session[0],
+          ESYS_TR_PASSWORD,
+          ESYS_TR_NONE,
+          ESYS_TR_NONE,
+          null,
+          null,
+          null,
+          0,
+          null,
+          null,
+        ),
+      );
+      const certInfo: unknown[] = [null];
+      this.check(
+        'Esys_ActivateCredential',
+        lib.Esys_ActivateCredential(
+          esys[0],
+          ak,
+          ek,
+          ESYS_TR_PASSWORD,
+          session[0],
+          ESYS_TR_NONE,
+          blob,
+          secret,
+          certInfo,
+        ),
+      );
+      // TPM2B_DIGEST: a native-endian u16 size, then the bytes.
+      const size = koffi.decode(certInfo[0], 'uint16_t') as number;
+      const out = Buffer.from(koffi.decode(certInfo[0], 2, 'uint8_t', size) as number[]);
+      lib.Esys_Free(certInfo[0]);
+      return out;
+    } finally {
+      for (const handle of transient) lib.Esys_FlushContext(esys[0], handle);
+      lib.Esys_Finalize(esys);
+    }
+  }
+
+  /** An ESYS handle for a FAPI key: its saved context loaded (and noted for flushing), or its persistent handle. */
+  private esysHandle(esys: unknown, path: string, transient: number[]): number {
+    const type = [0];
+    const data: unknown[] = [null];
+    const length = [0];
+    this.check('Fapi_GetEsysBlob', this.lib.Fapi_GetEsysBlob(this.context, path, type, data, length));
+    const blob = this.lib.takeBytes(data[0], length[0]!);
+    const handle = [0];
+    if (type[0] === FAPI_ESYSBLOB_CONTEXTLOAD) {
+      this.check(
+        'Esys_ContextLoad',
+        this.lib.Esys_ContextLoad(esys, this.lib.unmarshal('TPMS_CONTEXT', blob), handle),
+      );
+      transient.push(handle[0]!);
+    } else {
+      this.check('Esys_TR_Deserialize', this.lib.Esys_TR_Deserialize(esys, blob, blob.length, handle));
+    }
+    return handle[0]!;
   }
 
   close(): void {

@@ -2,7 +2,8 @@
  * The tpm2-tss functions the TRE uses, through koffi (FFI with prebuilt binaries; ffi-napi does not
  * build on Node 20). Runtime sonames only (`libtss2-fapi.so.1`, `libtss2-rc.so.0`, from Debian
  * `libtss2-dev`'s runtime packages), loaded on first use. FAPI takes and returns JSON, which keeps
- * this surface small.
+ * this surface small; ESYS (on FAPI's own TPM connection) covers what FAPI lacks, credential
+ * activation, with TPM structures passed as wire bytes through libtss2-mu rather than C layouts.
  */
 import koffi from 'koffi';
 
@@ -25,6 +26,21 @@ export interface Tss2 {
   Fapi_Unseal: NativeFn;
   Fapi_Delete: NativeFn;
   Fapi_Free: NativeFn;
+  Fapi_GetTpmBlobs: NativeFn;
+  Fapi_GetEsysBlob: NativeFn;
+  Fapi_GetTcti: NativeFn;
+  Fapi_GetCertificate: NativeFn;
+  Esys_Initialize: NativeFn;
+  Esys_Finalize: NativeFn;
+  Esys_ContextLoad: NativeFn;
+  Esys_TR_Deserialize: NativeFn;
+  Esys_StartAuthSession: NativeFn;
+  Esys_PolicySecret: NativeFn;
+  Esys_ActivateCredential: NativeFn;
+  Esys_FlushContext: NativeFn;
+  Esys_Free: NativeFn;
+  /** Tss2_MU_<type>_Unmarshal(buffer, size, &offset, dest): wire bytes into a C structure. */
+  unmarshal(type: 'TPMS_CONTEXT' | 'TPM2B_ID_OBJECT' | 'TPM2B_ENCRYPTED_SECRET', wire: Buffer): Buffer;
   /** Reads a NUL-terminated string a FAPI call returned, then frees it. */
   takeString(ptr: unknown): string;
   /** Reads `size` bytes a FAPI call returned, then frees them. */
@@ -37,7 +53,19 @@ export function tss2(): Tss2 {
   if (loaded) return loaded;
   const fapi = koffi.load('libtss2-fapi.so.1');
   const rc = koffi.load('libtss2-rc.so.0');
+  const esys = koffi.load('libtss2-esys.so.0');
+  const mu = koffi.load('libtss2-mu.so.0');
   koffi.opaque('FAPI_CONTEXT');
+  koffi.opaque('ESYS_CONTEXT');
+  koffi.opaque('TSS2_TCTI_CONTEXT');
+  const unmarshallers = Object.fromEntries(
+    (['TPMS_CONTEXT', 'TPM2B_ID_OBJECT', 'TPM2B_ENCRYPTED_SECRET'] as const).map((t) => [
+      t,
+      mu.func(
+        `uint32_t Tss2_MU_${t}_Unmarshal(const uint8_t *buffer, size_t size, _Inout_ size_t *offset, _Out_ uint8_t *dest)`,
+      ),
+    ]),
+  );
   const decode = rc.func('const char *Tss2_RC_Decode(uint32_t rc)');
   const Fapi_Free = fapi.func('void Fapi_Free(void *ptr)');
   loaded = {
@@ -76,6 +104,46 @@ export function tss2(): Tss2 {
     ),
     Fapi_Delete: fapi.func('uint32_t Fapi_Delete(FAPI_CONTEXT *context, const char *path)'),
     Fapi_Free,
+    Fapi_GetTpmBlobs: fapi.func(
+      'uint32_t Fapi_GetTpmBlobs(FAPI_CONTEXT *context, const char *path, _Out_ void **tpm2bPublic, _Out_ size_t *tpm2bPublicSize, _Out_ void **tpm2bPrivate, _Out_ size_t *tpm2bPrivateSize, _Out_ void **policy)',
+    ),
+    Fapi_GetEsysBlob: fapi.func(
+      'uint32_t Fapi_GetEsysBlob(FAPI_CONTEXT *context, const char *path, _Out_ uint8_t *type, _Out_ void **data, _Out_ size_t *length)',
+    ),
+    Fapi_GetTcti: fapi.func('uint32_t Fapi_GetTcti(FAPI_CONTEXT *context, _Out_ TSS2_TCTI_CONTEXT **tcti)'),
+    Fapi_GetCertificate: fapi.func(
+      'uint32_t Fapi_GetCertificate(FAPI_CONTEXT *context, const char *path, _Out_ void **x509cert)',
+    ),
+    Esys_Initialize: esys.func(
+      'uint32_t Esys_Initialize(_Out_ ESYS_CONTEXT **context, TSS2_TCTI_CONTEXT *tcti, void *abiVersion)',
+    ),
+    Esys_Finalize: esys.func('void Esys_Finalize(_Inout_ ESYS_CONTEXT **context)'),
+    Esys_ContextLoad: esys.func(
+      'uint32_t Esys_ContextLoad(ESYS_CONTEXT *context, const uint8_t *tpmsContext, _Out_ uint32_t *loadedHandle)',
+    ),
+    Esys_TR_Deserialize: esys.func(
+      'uint32_t Esys_TR_Deserialize(ESYS_CONTEXT *context, const uint8_t *buffer, size_t size, _Out_ uint32_t *handle)',
+    ),
+    Esys_StartAuthSession: esys.func(
+      'uint32_t Esys_StartAuthSession(ESYS_CONTEXT *context, uint32_t tpmKey, uint32_t bind, uint32_t s1, uint32_t s2, uint32_t s3, const uint8_t *nonceCaller, uint8_t sessionType, const uint8_t *symmetric, uint16_t authHash, _Out_ uint32_t *session)',
+    ),
+    Esys_PolicySecret: esys.func(
+      'uint32_t Esys_PolicySecret(ESYS_CONTEXT *context, uint32_t authHandle, uint32_t policySession, uint32_t s1, uint32_t s2, uint32_t s3, const uint8_t *nonceTPM, const uint8_t *cpHashA, const uint8_t *policyRef, int32_t expiration, _Out_ void **timeout, _Out_ void **policyTicket)',
+    ),
+    Esys_ActivateCredential: esys.func(
+      'uint32_t Esys_ActivateCredential(ESYS_CONTEXT *context, uint32_t activateHandle, uint32_t keyHandle, uint32_t s1, uint32_t s2, uint32_t s3, const uint8_t *credentialBlob, const uint8_t *secret, _Out_ void **certInfo)',
+    ),
+    Esys_FlushContext: esys.func('uint32_t Esys_FlushContext(ESYS_CONTEXT *context, uint32_t handle)'),
+    Esys_Free: esys.func('void Esys_Free(void *ptr)'),
+    unmarshal(type, wire) {
+      // Large enough for any of these structures' C layout (TPMS_CONTEXT is the largest, ~5 KiB).
+      const dest = Buffer.alloc(8192);
+      const offset = [0];
+      const code = unmarshallers[type]!(wire, wire.length, offset, dest) as number;
+      if (code !== 0 || offset[0] !== wire.length)
+        throw new Error(`${type}: malformed (${code ? String(decode(code)) : 'trailing bytes'})`);
+      return dest;
+    },
     takeString(ptr) {
       if (!ptr) return '';
       const s = koffi.decode(ptr, 'char', -1) as string;
