@@ -1,5 +1,4 @@
 /** `tre`: the TRE's command line (PKI for the regulator, and the broker itself). */
-import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +14,16 @@ import {
 import { Command, CommanderError, Option } from 'commander';
 import { APPLICATION_PCR, measureTre, replayPcr } from './attestation/measurement.js';
 import { createLogger } from './log.js';
+import {
+  AkChallenge,
+  AkChallengeResponse,
+  AkEnrollmentRequest,
+  answerChallenge,
+  certifyAk,
+  challengeAk,
+  enrollmentRequest,
+  parseEnrollmentFile,
+} from './pki/ak-endorsement.js';
 import { CertificateAuthority, type IssuedFiles } from './pki/certificate-authority.js';
 import { HouseholdRegistry } from './registry/household-registry.js';
 import { Store } from './store/store.js';
@@ -179,32 +188,99 @@ Examples:
       });
     });
 
-  pki
+  const endorse = pki
     .command('endorse-ak')
-    .description("certify a TRE's attestation key (printed by `tre ak-public`) as the regulator")
+    .description(
+      "certify a TRE's attestation key once its TPM proved it holds it: `challenge`, then (after `tre enroll activate`) `certify`",
+    );
+  endorse
+    .command('challenge')
+    .description(
+      'check an enrollment request (EK and AK attributes, EK certificate chain) and write a credential only that TPM can open',
+    )
     .requiredOption('--dir <dir>', 'PKI directory')
-    .requiredOption('--ak-public <file>', 'the AK public key, PEM')
-    .option('--tre-id <id>', 'the TRE identity', 'tre')
+    .requiredOption('--request <file>', 'the request from `tre enroll request`')
+    .option(
+      '--ek-ca <pem...>',
+      "TPM manufacturers' CA certificates (roots and intermediates) the EK certificate must chain to",
+    )
+    .option(
+      '--allow-uncertified-ek',
+      'accept an EK without certificate (swtpm, or an EK you read from the device yourself)',
+    )
+    .requiredOption('--out <file>', 'where to write the challenge, for `tre enroll activate`')
+    .action(
+      async (o: {
+        dir: string;
+        request: string;
+        ekCa?: string[];
+        allowUncertifiedEk?: boolean;
+        out: string;
+      }) => {
+        const ca = await CertificateAuthority.open(o.dir);
+        const request = parseEnrollmentFile(AkEnrollmentRequest, readFileSync(o.request, 'utf8'), o.request);
+        const challenge = await challengeAk(ca, request, {
+          ekCaCertificates: (o.ekCa ?? []).map((f) => readFileSync(f, 'utf8')),
+          allowUncertifiedEk: o.allowUncertifiedEk,
+        });
+        await writeFile(o.out, `${JSON.stringify(challenge, null, 2)}\n`);
+        console.log(
+          `${o.out}: challenge for AK ${challenge.akName} of ${challenge.treId}, valid until ${challenge.expiresAt}`,
+        );
+      },
+    );
+  endorse
+    .command('certify')
+    .description('check the TPM recovered the challenge secret, then issue the AK certificate')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .requiredOption('--request <file>', 'the request from `tre enroll request`')
+    .requiredOption('--response <file>', 'the response from `tre enroll activate`')
     .requiredOption('--out <file>', 'where to write the AK certificate (the TRE reads <data>/tpm/ak.crt)')
-    .action(async (o: { dir: string; akPublic: string; treId: string; out: string }) => {
+    .action(async (o: { dir: string; request: string; response: string; out: string }) => {
       const ca = await CertificateAuthority.open(o.dir);
-      const spki = createPublicKey(readFileSync(o.akPublic, 'utf8')).export({ type: 'spki', format: 'der' });
-      await writeFile(o.out, await ca.issueAttestationKeyCertificate(spki, o.treId));
-      console.log(o.out);
+      const request = parseEnrollmentFile(AkEnrollmentRequest, readFileSync(o.request, 'utf8'), o.request);
+      const response = parseEnrollmentFile(AkChallengeResponse, readFileSync(o.response, 'utf8'), o.response);
+      await writeFile(o.out, await certifyAk(ca, request, response));
+      console.log(`${o.out}: AK certificate for ${request.treId}`);
     });
 
-  program
-    .command('ak-public')
+  const enroll = program
+    .command('enroll')
+    .description("enroll this TRE's TPM attestation key with the regulator (`request`, then `activate`)");
+  enroll
+    .command('request')
     .description(
-      "create (once) the TRE's attestation key in its TPM and print its public key, for the regulator",
+      'create (once) the attestation key in the TPM and write the EK and AK public areas for the regulator',
     )
     .requiredOption('--tpm <tcti>', 'device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=N')
     .option('--data <dir>', 'TRE data directory (holds the TPM key store)', './tre-data')
-    .action((o: { tpm: string; data: string }) => {
+    .option('--tre-id <id>', 'the TRE identity', 'tre')
+    .requiredOption('--out <file>', 'where to write the request')
+    .action(async (o: { tpm: string; data: string; treId: string; out: string }) => {
       const tpm = Tpm.open({ tcti: o.tpm, keystoreDir: join(o.data, 'tpm') });
       try {
-        tpm.createAk();
-        process.stdout.write(tpm.publicKeyPem());
+        const request = enrollmentRequest(tpm, o.treId);
+        await writeFile(o.out, `${JSON.stringify(request, null, 2)}\n`);
+        console.log(
+          `${o.out}: send it to the regulator (${request.ekCertificate ? 'with' : 'no'} EK certificate)`,
+        );
+      } finally {
+        tpm.close();
+      }
+    });
+  enroll
+    .command('activate')
+    .description("let the TPM open the regulator's challenge (ActivateCredential) and write the response")
+    .requiredOption('--tpm <tcti>', 'device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=N')
+    .option('--data <dir>', 'TRE data directory (holds the TPM key store)', './tre-data')
+    .requiredOption('--challenge <file>', 'the challenge from `tre pki endorse-ak challenge`')
+    .requiredOption('--out <file>', 'where to write the response for the regulator')
+    .action(async (o: { tpm: string; data: string; challenge: string; out: string }) => {
+      const challenge = parseEnrollmentFile(AkChallenge, readFileSync(o.challenge, 'utf8'), o.challenge);
+      const tpm = Tpm.open({ tcti: o.tpm, keystoreDir: join(o.data, 'tpm') });
+      try {
+        await writeFile(o.out, `${JSON.stringify(answerChallenge(tpm, challenge), null, 2)}\n`);
+        console.log(`${o.out}: send it to the regulator`);
       } finally {
         tpm.close();
       }

@@ -17,6 +17,7 @@ export * from './monitoring/discrete-laplace.js';
 export * from './monitoring/group-rules.js';
 export * from './monitoring/monitoring-service.js';
 export * from './monitoring/privacy-budget.js';
+export * from './pki/ak-endorsement.js';
 export * from './pki/certificate-authority.js';
 export * from './pki/revocation-list.js';
 export * from './registry/household-registry.js';

@@ -1,7 +1,15 @@
 /**
  * The TRE process: PKI material, revocation list, the mTLS MQTT broker and the flows wired to it.
  */
-import { createCipheriv, createDecipheriv, createPrivateKey, type KeyObject, randomBytes } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createPrivateKey,
+  createPublicKey,
+  type KeyObject,
+  randomBytes,
+  X509Certificate,
+} from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -39,7 +47,11 @@ export interface TreOptions {
   billing?: BillingOptions;
   demandResponse?: DemandResponseOptions;
   /** The TPM: measured start, attestation key, quotes. Without it the TRE cannot be attested. */
-  tpm?: { tcti: string; akCertificate?: (akPublicKeyPem: string) => Promise<string> };
+  /**
+   * The TPM, and where its AK certificate comes from: `<data>/tpm/ak.crt` (enrolled with
+   * `tre enroll` and `tre pki endorse-ak`) unless `akCertificate` enrolls in process (demo, tests).
+   */
+  tpm?: { tcti: string; akCertificate?: (tpm: Tpm) => Promise<string> };
   /** What the TRE measures as its configuration (the regulator whitelists the same). */
   measuredConfig?: Record<string, unknown>;
 }
@@ -186,11 +198,17 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   if (tpm) {
     const akPublicKeyPem = tpm.publicKeyPem();
     const akCertificate = opts.tpm?.akCertificate
-      ? await opts.tpm.akCertificate(akPublicKeyPem)
-      : await readPem(
-          join(opts.dataDir, 'tpm', 'ak.crt'),
-          'attestation-key certificate (tre pki endorse-ak)',
-        );
+      ? await opts.tpm.akCertificate(tpm)
+      : await readFile(join(opts.dataDir, 'tpm', 'ak.crt'), 'utf8').catch(() => {
+          throw new TreConfigError(
+            `no attestation-key certificate at ${join(opts.dataDir, 'tpm', 'ak.crt')}: enroll this TPM's AK with the regulator (` +
+              '`tre enroll request`, `tre pki endorse-ak challenge`, `tre enroll activate`, `tre pki endorse-ak certify`)',
+          );
+        });
+    if (!createPublicKey(akPublicKeyPem).equals(new X509Certificate(akCertificate).publicKey))
+      throw new TreConfigError(
+        `${join(opts.dataDir, 'tpm', 'ak.crt')} certifies another attestation key than this TPM's; enroll this TPM's AK`,
+      );
     const quotes = { quote: async (qd: Buffer) => tpm.quote([APPLICATION_PCR], qd) };
     const service = new AttestationService(
       context,

@@ -2,12 +2,11 @@
  * The TRE's TLS key is sealed to its measurement: after a (simulated) reboot of the TPM the same
  * TRE starts, a TRE whose configuration changed cannot unseal the key and refuses to start.
  */
-import { createPublicKey } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSwtpm } from '@tre/hardware';
-import { CertificateAuthority, createLogger, startTre } from '@tre/tre-broker';
+import { CertificateAuthority, createLogger, endorseAk, startTre } from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
 
 let dir = '';
@@ -28,11 +27,7 @@ describe('sealed TLS key', () => {
           measuredConfig,
           tpm: {
             tcti: swtpm.tcti,
-            akCertificate: (pem) =>
-              ca.issueAttestationKeyCertificate(
-                createPublicKey(pem).export({ type: 'spki', format: 'der' }),
-                'tre',
-              ),
+            akCertificate: (tpm) => endorseAk(tpm, ca, 'tre', { allowUncertifiedEk: true }),
           },
         });
         await tre.stop();

@@ -3,12 +3,12 @@
  * SQLite), N households running the real agent code, and the grid parties, all on one simulated
  * clock. Used by `tre-sim run` (headless, with invariant checks) and by the demo.
  */
-import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Swtpm, startSwtpm } from '@tre/hardware';
+import { type Swtpm, startSwtpm, type Tpm } from '@tre/hardware';
 import { decide, examplePolicy, type Policy } from '@tre/hems-policy';
 import {
   type BidProposal,
@@ -29,6 +29,7 @@ import {
   APPLICATION_PCR,
   CertificateAuthority,
   createLogger,
+  endorseAk,
   measureTre,
   type RunningTre,
   replayPcr,
@@ -134,16 +135,12 @@ export class Simulation {
         ? {
             tpm: {
               tcti: swtpm.tcti,
-              akCertificate: (pem: string) =>
+              akCertificate: (tpm: Tpm) =>
                 // Valid from before the simulated start: the agents check it against simulated time.
-                ca.issueAttestationKeyCertificate(
-                  createPublicKey(pem).export({ type: 'spki', format: 'der' }),
-                  'tre',
-                  {
-                    notBefore: new Date(Math.min(start, Date.now()) - 86_400_000),
-                    days: 3650,
-                  },
-                ),
+                endorseAk(tpm, ca, 'tre', {
+                  allowUncertifiedEk: true,
+                  validity: { notBefore: new Date(Math.min(start, Date.now()) - 86_400_000), days: 3650 },
+                }),
             },
             measuredConfig: SIMULATION_TRE_CONFIG,
           }

@@ -2,7 +2,6 @@
  * Test support: a TRE on a free loopback port with a fresh PKI in a temp dir, and MQTT clients
  * that connect with issued certificates. Shared by the tests of other workspaces too.
  */
-import { createPublicKey } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +10,7 @@ import {
   CertificateAuthority,
   createLogger,
   type DemandResponseOptions,
+  endorseAk,
   type IdentityLimitOptions,
   type IssuedFiles,
   type MonitoringOptions,
@@ -74,11 +74,7 @@ export async function startTreFixture(
     tpm: opts.tpmTcti
       ? {
           tcti: opts.tpmTcti,
-          akCertificate: (pem) =>
-            ca.issueAttestationKeyCertificate(
-              createPublicKey(pem).export({ type: 'spki', format: 'der' }),
-              'tre',
-            ),
+          akCertificate: (tpm) => endorseAk(tpm, ca, 'tre', { allowUncertifiedEk: true }),
         }
       : undefined,
   });
