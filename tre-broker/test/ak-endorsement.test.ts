@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +42,39 @@ let ca: CertificateAuthority;
 let tpm: Tpm;
 let otherTpm: Tpm;
 const uncertified = { allowUncertifiedEk: true };
+const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+type CertificateMaker = { keys: CryptoKeyPair; cert: x509.X509Certificate };
+
+/** A TPM manufacturer's CA, as a test stands in for one. */
+async function makeCa(name: string): Promise<CertificateMaker> {
+  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    name: `CN=${name}`,
+    keys,
+    signingAlgorithm: alg,
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+  });
+  return { keys, cert };
+}
+
+const ekCryptoKey = (ekPublic: Buffer) =>
+  webcrypto.subtle.importKey(
+    'spki',
+    tpmPublicKey(parseTpmPublic(ekPublic)).export({ type: 'spki', format: 'der' }),
+    { name: 'ECDSA', namedCurve: 'P-256' },
+    true,
+    ['verify'],
+  );
+
+const ekCertificate = (issuer: CertificateMaker, publicKey: CryptoKey) =>
+  x509.X509CertificateGenerator.create({
+    subject: 'CN=EK',
+    issuer: issuer.cert.subject,
+    publicKey,
+    signingKey: issuer.keys.privateKey,
+    signingAlgorithm: alg,
+    notAfter: new Date(Date.now() + 86_400_000),
+  });
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ak-enroll-'));
@@ -182,40 +215,11 @@ describe('what the regulator refuses', () => {
 
   it("EK certificates: accepted when they chain to the manufacturer's CA, refused otherwise", async () => {
     const request = enrollmentRequest(tpm, 'tre1');
-    const ekKey = await webcrypto.subtle.importKey(
-      'spki',
-      tpmPublicKey(parseTpmPublic(Buffer.from(request.ekPublic, 'hex'))).export({
-        type: 'spki',
-        format: 'der',
-      }),
-      { name: 'ECDSA', namedCurve: 'P-256' },
-      true,
-      ['verify'],
-    );
-    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-    const makeCa = async (name: string) => {
-      const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
-      const cert = await x509.X509CertificateGenerator.createSelfSigned({
-        name: `CN=${name}`,
-        keys,
-        signingAlgorithm: alg,
-        extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-      });
-      return { keys, cert };
-    };
+    const ekKey = await ekCryptoKey(Buffer.from(request.ekPublic, 'hex'));
     const maker = await makeCa('TPM Maker Root');
     const stranger = await makeCa('Somebody Else');
-    const ekCert = async (issuer: typeof maker, publicKey: CryptoKey) =>
-      (
-        await x509.X509CertificateGenerator.create({
-          subject: 'CN=EK',
-          issuer: issuer.cert.subject,
-          publicKey,
-          signingKey: issuer.keys.privateKey,
-          signingAlgorithm: alg,
-          notAfter: new Date(Date.now() + 86_400_000),
-        })
-      ).toString('pem');
+    const ekCert = async (issuer: CertificateMaker, publicKey: CryptoKey) =>
+      (await ekCertificate(issuer, publicKey)).toString('pem');
     const trust = { ekCaCertificates: [maker.cert.toString('pem')] };
     const certified = { ...request, ekCertificate: await ekCert(maker, ekKey) };
     const challenge = await challengeAk(ca, certified, trust);
@@ -226,5 +230,59 @@ describe('what the regulator refuses', () => {
     await expect(challengeAk(ca, bySomebody, trust)).rejects.toMatchObject({ code: 'EK_CERTIFICATE' });
     const forAnotherKey = { ...request, ekCertificate: await ekCert(maker, stranger.keys.publicKey) };
     await expect(challengeAk(ca, forAnotherKey, trust)).rejects.toThrow(/another key/);
+  });
+});
+
+describe('a TPM with a manufacturer EK certificate in NV (index 0x01c0000a)', () => {
+  it('tre enroll request carries it; the regulator checks it against --ek-ca instead of --allow-uncertified-ek', async () => {
+    const maker = await makeCa('TPM Maker Root');
+    const certified = await startSwtpm();
+    const data = join(dir, 'certified-tre');
+    try {
+      // The manufacturer's step: read the EK, certify it, store the DER certificate in NV.
+      const t = Tpm.open({ tcti: certified.tcti, keystoreDir: join(data, 'tpm') });
+      t.createAk();
+      const ekPublic = t.enrollmentKeys().ekPublic;
+      t.close();
+      const der = Buffer.from((await ekCertificate(maker, await ekCryptoKey(ekPublic))).rawData);
+      await writeFile(join(dir, 'ek.der'), der);
+      await writeFile(join(dir, 'maker.pem'), maker.cert.toString('pem'));
+      const tools = ['-T', `swtpm:host=127.0.0.1,port=${certified.port}`];
+      await run('tpm2_nvdefine', [
+        ...tools,
+        '0x01c0000a',
+        '-C',
+        'o',
+        '-s',
+        String(der.length),
+        '-a',
+        'ownerread|ownerwrite|authread|no_da',
+      ]);
+      await run('tpm2_nvwrite', [...tools, '0x01c0000a', '-C', 'o', '-i', join(dir, 'ek.der')]);
+
+      const req = join(dir, 'certified-req.json');
+      expect(
+        (await tre('enroll', 'request', '--tpm', certified.tcti, '--data', data, '--out', req)).code,
+      ).toBe(0);
+      const request = JSON.parse(await readFile(req, 'utf8')) as AkEnrollmentRequest;
+      expect(new X509Certificate(request.ekCertificate!).raw.equals(der)).toBe(true);
+      const challenge = [
+        'pki',
+        'endorse-ak',
+        'challenge',
+        '--dir',
+        join(dir, 'pki'),
+        '--request',
+        req,
+        '--out',
+        join(dir, 'certified-ch.json'),
+      ];
+      const untrusted = await tre(...challenge);
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toMatch(/--ek-ca/);
+      expect((await tre(...challenge, '--ek-ca', join(dir, 'maker.pem'))).code).toBe(0);
+    } finally {
+      await certified.stop();
+    }
   });
 });

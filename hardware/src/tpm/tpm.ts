@@ -6,6 +6,8 @@
  * Quotes are returned as the raw TPMS_ATTEST bytes the TPM signed (re-encoded from FAPI's JSON,
  * checked against the signature by the callers' verifier) and a DER ECDSA signature.
  */
+
+import { X509Certificate } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import koffi from 'koffi';
@@ -19,7 +21,11 @@ const ESYS_TR_RH_ENDORSEMENT = 0x10b;
 const TPM2_SE_POLICY = 0x01;
 const TPM2_ALG_NULL = 0x0010;
 const TPM2_ALG_SHA256 = 0x000b;
+const ESYS_TR_RH_OWNER = 0x101;
 const FAPI_ESYSBLOB_CONTEXTLOAD = 1;
+/** TCG EK Credential Profile: the NV index of the ECC NIST P-256 EK certificate (DER). */
+const EK_CERT_NV_INDEX_ECC_P256 = 0x01c0000a;
+const NV_CHUNK = 512;
 const TPM_ST_ATTEST_QUOTE = 0x8018;
 const HASH_ALG: Record<string, number> = { SHA1: 0x0004, SHA256: 0x000b, SHA384: 0x000c, SHA512: 0x000d };
 
@@ -253,14 +259,66 @@ export class Tpm {
     akPublic: Buffer;
     ekCertificate: string | null;
   } {
-    const cert: unknown[] = [null];
-    const rc = this.lib.Fapi_GetCertificate(this.context, '/HE/EK', cert);
-    const ekCertificate = rc === 0 ? this.lib.takeString(cert[0]).trim() : '';
+    const der = this.withEsys((esys) => this.readNv(esys, EK_CERT_NV_INDEX_ECC_P256));
     return {
       ekPublic: this.tpmPublic('/HE/EK'),
       akPublic: this.tpmPublic(akPath),
-      ekCertificate: ekCertificate.includes('BEGIN CERTIFICATE') ? ekCertificate : null,
+      ekCertificate: der ? new X509Certificate(der).toString() : null,
     };
+  }
+
+  /** An ESYS context on FAPI's own TPM connection, for what FAPI lacks; finalised after `use`. */
+  private withEsys<T>(use: (esys: unknown) => T): T {
+    const tcti: unknown[] = [null];
+    this.check('Fapi_GetTcti', this.lib.Fapi_GetTcti(this.context, tcti));
+    const esys: unknown[] = [null];
+    this.check('Esys_Initialize', this.lib.Esys_Initialize(esys, tcti[0], null));
+    try {
+      return use(esys[0]);
+    } finally {
+      this.lib.Esys_Finalize(esys);
+    }
+  }
+
+  /**
+   * The contents of an NV index (e.g. the manufacturer's EK certificate), or null where the TPM has
+   * no such index. Read with the index's own (empty) authorisation, else the owner's.
+   */
+  private readNv(esys: unknown, index: number): Buffer | null {
+    const lib = this.lib;
+    const none = ESYS_TR_NONE;
+    const handle = [0];
+    if (lib.Esys_TR_FromTPMPublic(esys, index, none, none, none, handle) !== 0) return null;
+    try {
+      const nvPublic: unknown[] = [null];
+      const nvName: unknown[] = [null];
+      this.check(
+        'Esys_NV_ReadPublic',
+        lib.Esys_NV_ReadPublic(esys, handle[0], none, none, none, nvPublic, nvName),
+      );
+      const wire = lib.marshalNvPublic(nvPublic[0]);
+      lib.Esys_Free(nvPublic[0]);
+      lib.Esys_Free(nvName[0]);
+      // TPM2B_NV_PUBLIC: size, nvIndex (4), nameAlg (2), attributes (4), authPolicy (TPM2B), dataSize (2).
+      const dataSize = wire.readUInt16BE(14 + wire.readUInt16BE(12));
+      const chunks: Buffer[] = [];
+      for (let offset = 0; offset < dataSize; ) {
+        const want = Math.min(NV_CHUNK, dataSize - offset);
+        const data: unknown[] = [null];
+        const read = (auth: number) =>
+          lib.Esys_NV_Read(esys, auth, handle[0], ESYS_TR_PASSWORD, none, none, want, offset, data) as number;
+        const rc = read(handle[0]!);
+        this.check('Esys_NV_Read', rc === 0 ? rc : read(ESYS_TR_RH_OWNER));
+        const got = koffi.decode(data[0], 'uint16_t') as number;
+        chunks.push(Buffer.from(koffi.decode(data[0], 2, 'uint8_t', got) as number[]));
+        lib.Esys_Free(data[0]);
+        if (got === 0) break;
+        offset += got;
+      }
+      return Buffer.concat(chunks);
+    } finally {
+      lib.Esys_TR_Close(esys, handle);
+    }
   }
 
   private tpmPublic(path: string): Buffer {
@@ -287,75 +345,72 @@ export class Tpm {
     const lib = this.lib;
     const blob = lib.unmarshal('TPM2B_ID_OBJECT', credentialBlob);
     const secret = lib.unmarshal('TPM2B_ENCRYPTED_SECRET', encryptedSecret);
-    const tcti: unknown[] = [null];
-    this.check('Fapi_GetTcti', lib.Fapi_GetTcti(this.context, tcti));
-    const esys: unknown[] = [null];
-    this.check('Esys_Initialize', lib.Esys_Initialize(esys, tcti[0], null));
-    const transient: number[] = [];
-    try {
-      const ak = this.esysHandle(esys[0], akPath, transient);
-      const ek = this.esysHandle(esys[0], '/HE/EK', transient);
-      const session = [0];
-      const symNull = Buffer.alloc(6);
-      symNull.writeUInt16LE(TPM2_ALG_NULL);
-      this.check(
-        'Esys_StartAuthSession',
-        lib.Esys_StartAuthSession(
-          esys[0],
-          ESYS_TR_NONE,
-          ESYS_TR_NONE,
-          ESYS_TR_NONE,
-          ESYS_TR_NONE,
-          ESYS_TR_NONE,
-          null,
-          TPM2_SE_POLICY,
-          symNull,
-          TPM2_ALG_SHA256,
-          session,
-        ),
-      );
-      transient.push(session[0]!);
-      this.check(
-        'Esys_PolicySecret',
-        lib.Esys_PolicySecret(
-          esys[0],
-          ESYS_TR_RH_ENDORSEMENT,
-          session[0],
-          ESYS_TR_PASSWORD,
-          ESYS_TR_NONE,
-          ESYS_TR_NONE,
-          null,
-          null,
-          null,
-          0,
-          null,
-          null,
-        ),
-      );
-      const certInfo: unknown[] = [null];
-      this.check(
-        'Esys_ActivateCredential',
-        lib.Esys_ActivateCredential(
-          esys[0],
-          ak,
-          ek,
-          ESYS_TR_PASSWORD,
-          session[0],
-          ESYS_TR_NONE,
-          blob,
-          secret,
-          certInfo,
-        ),
-      );
-      // TPM2B_DIGEST: a native-endian u16 size, then the bytes.
-      const size = koffi.decode(certInfo[0], 'uint16_t') as number;
-      const out = Buffer.from(koffi.decode(certInfo[0], 2, 'uint8_t', size) as number[]);
-      lib.Esys_Free(certInfo[0]);
-      return out;
-    } finally {
-      for (const handle of transient) lib.Esys_FlushContext(esys[0], handle);
-      lib.Esys_Finalize(esys);
-    }
+    return this.withEsys((esys) => {
+      const transient: number[] = [];
+      try {
+        const ak = this.esysHandle(esys, akPath, transient);
+        const ek = this.esysHandle(esys, '/HE/EK', transient);
+        const session = [0];
+        const symNull = Buffer.alloc(6);
+        symNull.writeUInt16LE(TPM2_ALG_NULL);
+        this.check(
+          'Esys_StartAuthSession',
+          lib.Esys_StartAuthSession(
+            esys,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            null,
+            TPM2_SE_POLICY,
+            symNull,
+            TPM2_ALG_SHA256,
+            session,
+          ),
+        );
+        transient.push(session[0]!);
+        this.check(
+          'Esys_PolicySecret',
+          lib.Esys_PolicySecret(
+            esys,
+            ESYS_TR_RH_ENDORSEMENT,
+            session[0],
+            ESYS_TR_PASSWORD,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            null,
+            null,
+            null,
+            0,
+            null,
+            null,
+          ),
+        );
+        const certInfo: unknown[] = [null];
+        this.check(
+          'Esys_ActivateCredential',
+          lib.Esys_ActivateCredential(
+            esys,
+            ak,
+            ek,
+            ESYS_TR_PASSWORD,
+            session[0],
+            ESYS_TR_NONE,
+            blob,
+            secret,
+            certInfo,
+          ),
+        );
+        // TPM2B_DIGEST: a native-endian u16 size, then the bytes.
+        const size = koffi.decode(certInfo[0], 'uint16_t') as number;
+        const out = Buffer.from(koffi.decode(certInfo[0], 2, 'uint8_t', size) as number[]);
+        lib.Esys_Free(certInfo[0]);
+        return out;
+      } finally {
+        for (const handle of transient) lib.Esys_FlushContext(esys, handle);
+      }
+    });
   }
 
   /** An ESYS handle for a FAPI key: its saved context loaded (and noted for flushing), or its persistent handle. */

@@ -29,7 +29,6 @@ export interface Tss2 {
   Fapi_GetTpmBlobs: NativeFn;
   Fapi_GetEsysBlob: NativeFn;
   Fapi_GetTcti: NativeFn;
-  Fapi_GetCertificate: NativeFn;
   Esys_Initialize: NativeFn;
   Esys_Finalize: NativeFn;
   Esys_ContextLoad: NativeFn;
@@ -39,6 +38,12 @@ export interface Tss2 {
   Esys_ActivateCredential: NativeFn;
   Esys_FlushContext: NativeFn;
   Esys_Free: NativeFn;
+  Esys_TR_FromTPMPublic: NativeFn;
+  Esys_TR_Close: NativeFn;
+  Esys_NV_ReadPublic: NativeFn;
+  Esys_NV_Read: NativeFn;
+  /** Tss2_MU_TPM2B_NV_PUBLIC_Marshal: the C structure ESYS returned, as wire bytes. */
+  marshalNvPublic(struct: unknown): Buffer;
   /** Tss2_MU_<type>_Unmarshal(buffer, size, &offset, dest): wire bytes into a C structure. */
   unmarshal(type: 'TPMS_CONTEXT' | 'TPM2B_ID_OBJECT' | 'TPM2B_ENCRYPTED_SECRET', wire: Buffer): Buffer;
   /** Reads a NUL-terminated string a FAPI call returned, then frees it. */
@@ -58,6 +63,9 @@ export function tss2(): Tss2 {
   koffi.opaque('FAPI_CONTEXT');
   koffi.opaque('ESYS_CONTEXT');
   koffi.opaque('TSS2_TCTI_CONTEXT');
+  const marshalNv = mu.func(
+    'uint32_t Tss2_MU_TPM2B_NV_PUBLIC_Marshal(const void *src, _Out_ uint8_t *buffer, size_t size, _Inout_ size_t *offset)',
+  );
   const unmarshallers = Object.fromEntries(
     (['TPMS_CONTEXT', 'TPM2B_ID_OBJECT', 'TPM2B_ENCRYPTED_SECRET'] as const).map((t) => [
       t,
@@ -111,9 +119,6 @@ export function tss2(): Tss2 {
       'uint32_t Fapi_GetEsysBlob(FAPI_CONTEXT *context, const char *path, _Out_ uint8_t *type, _Out_ void **data, _Out_ size_t *length)',
     ),
     Fapi_GetTcti: fapi.func('uint32_t Fapi_GetTcti(FAPI_CONTEXT *context, _Out_ TSS2_TCTI_CONTEXT **tcti)'),
-    Fapi_GetCertificate: fapi.func(
-      'uint32_t Fapi_GetCertificate(FAPI_CONTEXT *context, const char *path, _Out_ void **x509cert)',
-    ),
     Esys_Initialize: esys.func(
       'uint32_t Esys_Initialize(_Out_ ESYS_CONTEXT **context, TSS2_TCTI_CONTEXT *tcti, void *abiVersion)',
     ),
@@ -135,6 +140,23 @@ export function tss2(): Tss2 {
     ),
     Esys_FlushContext: esys.func('uint32_t Esys_FlushContext(ESYS_CONTEXT *context, uint32_t handle)'),
     Esys_Free: esys.func('void Esys_Free(void *ptr)'),
+    Esys_TR_FromTPMPublic: esys.func(
+      'uint32_t Esys_TR_FromTPMPublic(ESYS_CONTEXT *context, uint32_t tpmHandle, uint32_t s1, uint32_t s2, uint32_t s3, _Out_ uint32_t *handle)',
+    ),
+    Esys_TR_Close: esys.func('uint32_t Esys_TR_Close(ESYS_CONTEXT *context, _Inout_ uint32_t *handle)'),
+    Esys_NV_ReadPublic: esys.func(
+      'uint32_t Esys_NV_ReadPublic(ESYS_CONTEXT *context, uint32_t nvIndex, uint32_t s1, uint32_t s2, uint32_t s3, _Out_ void **nvPublic, _Out_ void **nvName)',
+    ),
+    Esys_NV_Read: esys.func(
+      'uint32_t Esys_NV_Read(ESYS_CONTEXT *context, uint32_t authHandle, uint32_t nvIndex, uint32_t s1, uint32_t s2, uint32_t s3, uint16_t size, uint16_t offset, _Out_ void **data)',
+    ),
+    marshalNvPublic(struct) {
+      const wire = Buffer.alloc(512);
+      const offset = [0];
+      const code = marshalNv(struct, wire, wire.length, offset) as number;
+      if (code !== 0) throw new Error(`TPM2B_NV_PUBLIC: ${String(decode(code))}`);
+      return wire.subarray(0, offset[0]);
+    },
     unmarshal(type, wire) {
       // Large enough for any of these structures' C layout (TPMS_CONTEXT is the largest, ~5 KiB).
       const dest = Buffer.alloc(8192);
