@@ -6,6 +6,7 @@ import { DEFAULT_DP_UTILITY, runDpUtility } from './dp-utility.js';
 import { runDrRound } from './dr-round.js';
 import { runIngest } from './ingest.js';
 import { type BenchResult, formatTable, machine } from './report.js';
+import { runSoak } from './soak.js';
 
 const int = (v: string) => Number.parseInt(v, 10);
 
@@ -69,6 +70,18 @@ export function buildProgram(): Command {
       if (o.sessions > 19_000)
         throw new Error('--sessions must stay below the 20,000 open-file limit of a process');
       output(await runConnections(o, (l) => console.error(`connections: ${l}`)), !!o.json);
+    });
+  program
+    .command('soak')
+    .description(
+      'the whole simulation for many days: RSS, live heap and handles per day, and heap growth by owner (TRE, agents, simulator)',
+    )
+    .option('--households <n>', 'simulated households', int, 1000)
+    .option('--days <n>', 'simulated days (at least 3)', int, 30)
+    .option('--speed <x>', 'at most this many simulated seconds per real second', int, 100_000)
+    .option('--json', 'print JSON')
+    .action(async (o: { households: number; days: number; speed: number; json?: boolean }) => {
+      output(await runSoak(o, (l) => console.error(`soak: ${l}`)), !!o.json);
     });
   return program;
 }

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { waitForListening } from '@tre/hardware';
 import mqtt, { type MqttClient } from 'mqtt';
 import { percentile } from './report.js';
 
@@ -127,11 +128,12 @@ export async function spawnTre(pkiDir: string, dataDir: string, port: number, pr
   child.stderr!.on('data', (d) => {
     log += d;
   });
-  const deadline = Date.now() + 15_000;
-  while (!(await portOpen(port))) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`the TRE did not start: ${log}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitForListening(child, port, {
+    name: 'the TRE',
+    installHint: 'build it first (npm run build)',
+    output: () => log,
+    timeoutMs: 15_000,
+  });
   return {
     child,
     async stop() {
@@ -139,16 +141,4 @@ export async function spawnTre(pkiDir: string, dataDir: string, port: number, pr
       if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
     },
   };
-}
-
-async function portOpen(port: number): Promise<boolean> {
-  const { createConnection } = await import('node:net');
-  return new Promise((resolve) => {
-    const s = createConnection(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

@@ -1,8 +1,8 @@
 /** Debian's mosquitto as the baseline broker, with the same PKI and mutual TLS. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import { waitForListening } from '@tre/hardware';
 
 export interface Mosquitto {
   port: number;
@@ -39,33 +39,11 @@ export async function startMosquitto(
   child.stderr!.on('data', (d) => {
     stderr += d;
   });
-  const spawnError = new Promise<never>((_, reject) =>
-    child.once('error', (err) =>
-      reject(
-        new Error(
-          `cannot start mosquitto (${err.message}); run npm run bench, whose setup installs Debian mosquitto`,
-        ),
-      ),
-    ),
-  );
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const open = await Promise.race([
-      new Promise<boolean>((resolve) => {
-        const s = createConnection(port, '127.0.0.1');
-        s.once('connect', () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.once('error', () => resolve(false));
-      }),
-      spawnError,
-    ]);
-    if (open) break;
-    if (Date.now() > deadline || child.exitCode !== null)
-      throw new Error(`mosquitto did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitForListening(child, port, {
+    name: 'mosquitto',
+    installHint: 'run npm run bench, whose setup installs Debian mosquitto',
+    output: () => stderr,
+  });
   return {
     port,
     process: child,

@@ -4,9 +4,10 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitForListening } from '../process/wait-for-listening.js';
 
 export interface Swtpm {
   tcti: string;
@@ -66,28 +67,11 @@ export async function startSwtpm(opts: { dir?: string; keep?: boolean } = {}): P
   child.stderr!.on('data', (d) => {
     stderr += d;
   });
-  const failed = new Promise<never>((_, reject) =>
-    child.once('error', (err) =>
-      reject(new Error(`cannot start swtpm (${err.message}); install Debian swtpm (npm test does)`)),
-    ),
-  );
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const open = await Promise.race([
-      new Promise<boolean>((resolve) => {
-        const s = createConnection(port, '127.0.0.1');
-        s.once('connect', () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.once('error', () => resolve(false));
-      }),
-      failed,
-    ]);
-    if (open) break;
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`swtpm did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitForListening(child, port, {
+    name: 'swtpm',
+    installHint: 'install Debian swtpm (npm test does)',
+    output: () => stderr,
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const cleanup = () => {
     if (!opts.keep && !opts.dir) rmSync(dir, { recursive: true, force: true });

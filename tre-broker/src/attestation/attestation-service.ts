@@ -17,7 +17,7 @@ import {
   tlsKeyHash,
 } from '@tre/protocol';
 import type { PeerIdentity } from '../access/peer-identity.js';
-import type { HandlerResult, InboundMessage } from '../broker/message-router.js';
+import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
 import type { TreContext } from '../tre.js';
 
 /** A quote over the application PCRs with the given qualifying data (the TPM, through hardware/). */
@@ -52,13 +52,7 @@ export class AttestationService {
 
   private async handle(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, attestationRequestSchema);
-    if (!decoded.ok)
-      return {
-        status: 'refused',
-        requestId: decoded.requestId,
-        reason: decoded.reason,
-        message: decoded.message,
-      };
+    if (!decoded.ok) return refusalOf(decoded);
     this.stats.requests++;
     this.batch.push({
       to: msg.from,

@@ -26,7 +26,7 @@ import {
   tariffSchema,
   topics,
 } from '@tre/protocol';
-import type { HandlerResult, InboundMessage } from '../broker/message-router.js';
+import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
 import type { ReadingIngest } from '../ingest/reading-ingest.js';
 import type { Db } from '../store/store.js';
@@ -205,13 +205,7 @@ export class BillingService {
 
   private async handlePeriod(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, billingPeriodRequestSchema);
-    if (!decoded.ok)
-      return {
-        status: 'refused',
-        requestId: decoded.requestId,
-        reason: decoded.reason,
-        message: decoded.message,
-      };
+    if (!decoded.ok) return refusalOf(decoded);
     const { requestId, startsAt, length } = decoded.value;
     const min = this.minPeriod();
     if (!atLeast(length, min)) {
@@ -259,13 +253,7 @@ export class BillingService {
 
   private async handleAck(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, statementAckSchema);
-    if (!decoded.ok)
-      return {
-        status: 'refused',
-        requestId: decoded.requestId,
-        reason: decoded.reason,
-        message: decoded.message,
-      };
+    if (!decoded.ok) return refusalOf(decoded);
     const acked = await this.ctx.store.commit((db) => {
       const stmt = db.prepare('UPDATE statements SET acked = 1 WHERE statement_id = ? AND supplier_id = ?');
       return decoded.value.statementIds.reduce((n, id) => n + stmt.run(id, msg.from.id).changes, 0);

@@ -36,6 +36,15 @@ export type HandlerResult =
 
 export type MessageHandler = (msg: InboundMessage) => Promise<HandlerResult>;
 
+/** The refusal receipt for a payload that did not decode (`decodePayload`), echoing its requestId. */
+export function refusalOf(failed: {
+  reason: RefusalReason;
+  message: string;
+  requestId: string;
+}): HandlerResult {
+  return { status: 'refused', requestId: failed.requestId, reason: failed.reason, message: failed.message };
+}
+
 export interface Outbound {
   /** Publishes from the TRE itself (bypasses the access matrix, which is for clients). */
   publish(topic: string, payload: string | Buffer, opts?: { retain?: boolean }): Promise<void>;

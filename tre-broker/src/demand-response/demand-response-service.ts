@@ -30,7 +30,7 @@ import {
   topics,
 } from '@tre/protocol';
 import { migrateLedger, postCredit, reverseCredit } from '../billing/ledger.js';
-import type { HandlerResult, InboundMessage } from '../broker/message-router.js';
+import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
 import type { TreContext } from '../tre.js';
 import { baselineWh, measuredWh } from './baseline.js';
@@ -56,7 +56,8 @@ interface BidRow {
 }
 
 export class DemandResponseService {
-  private readonly timers: TimerHandle[] = [];
+  /** Pending steps only: a timer removes itself when it fires. */
+  private readonly timers = new Set<TimerHandle>();
   readonly stats = { events: 0, bids: 0, released: 0 };
 
   constructor(
@@ -95,14 +96,14 @@ export class DemandResponseService {
   }
 
   private at(t: number, fn: () => Promise<unknown>): void {
-    this.timers.push(
-      this.ctx.clock.setTimeout(
-        () => {
-          fn().catch((err: Error) => this.ctx.log.error({ err: err.message }, 'demand-response step failed'));
-        },
-        Math.max(0, t - this.ctx.clock.now()),
-      ),
+    const timer = this.ctx.clock.setTimeout(
+      () => {
+        this.timers.delete(timer);
+        fn().catch((err: Error) => this.ctx.log.error({ err: err.message }, 'demand-response step failed'));
+      },
+      Math.max(0, t - this.ctx.clock.now()),
     );
+    this.timers.add(timer);
   }
 
   private event(eventId: string): (DrEvent & { stage: string }) | undefined {
@@ -172,13 +173,7 @@ export class DemandResponseService {
 
   private async handleBid(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, bidSchema);
-    if (!decoded.ok)
-      return {
-        status: 'refused',
-        requestId: decoded.requestId,
-        reason: decoded.reason,
-        message: decoded.message,
-      };
+    if (!decoded.ok) return refusalOf(decoded);
     const bid = decoded.value;
     const requestId = bid.requestId;
     const meterId = msg.from.id;
@@ -313,13 +308,7 @@ export class DemandResponseService {
 
   private async handleAcceptance(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, acceptanceSchema, MAX_BULK_PAYLOAD_BYTES);
-    if (!decoded.ok)
-      return {
-        status: 'refused',
-        requestId: decoded.requestId,
-        reason: decoded.reason,
-        message: decoded.message,
-      };
+    if (!decoded.ok) return refusalOf(decoded);
     const { requestId, eventId, accepted } = decoded.value;
     if (msg.topic.param !== eventId)
       return { status: 'refused', requestId, reason: 'MALFORMED', message: 'eventId differs from the topic' };

@@ -24,7 +24,12 @@ import {
   type Reading,
   readingSchema,
 } from '@tre/protocol';
-import type { HandlerResult, InboundMessage, MessageRouter } from '../broker/message-router.js';
+import {
+  type HandlerResult,
+  type InboundMessage,
+  type MessageRouter,
+  refusalOf,
+} from '../broker/message-router.js';
 import type { Logger } from '../log.js';
 import type { HouseholdRegistry } from '../registry/household-registry.js';
 import { type Db, type Store, StoreError } from '../store/store.js';
@@ -100,13 +105,7 @@ export class ReadingIngest {
 
   async handle(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, readingSchema);
-    if (!decoded.ok)
-      return {
-        status: 'refused',
-        requestId: decoded.requestId,
-        reason: decoded.reason,
-        message: decoded.message,
-      };
+    if (!decoded.ok) return refusalOf(decoded);
     const reading = decoded.value;
     const requestId = reading.requestId;
     const household = this.registry.get(msg.from.id);

@@ -21,7 +21,7 @@ import {
   topics,
   type WithheldAggregate,
 } from '@tre/protocol';
-import type { HandlerResult, InboundMessage } from '../broker/message-router.js';
+import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
 import type { TreContext } from '../tre.js';
 import { noiseBound, type RandomSource, sampleDiscreteLaplace } from './discrete-laplace.js';
 import { checkGroups, DEFAULT_MIN_GROUP_SIZE } from './group-rules.js';
@@ -101,13 +101,7 @@ export class MonitoringService {
 
   private async handleGroups(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, groupsRequestSchema, MAX_BULK_PAYLOAD_BYTES);
-    if (!decoded.ok)
-      return {
-        status: 'refused',
-        requestId: decoded.requestId,
-        reason: decoded.reason,
-        message: decoded.message,
-      };
+    if (!decoded.ok) return refusalOf(decoded);
     const { requestId, groups } = decoded.value;
     const dnoId = msg.from.id;
     const refusal = checkGroups(

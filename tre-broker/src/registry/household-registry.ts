@@ -10,7 +10,12 @@ import {
   MAX_BULK_PAYLOAD_BYTES,
   registryRequestSchema,
 } from '@tre/protocol';
-import type { HandlerResult, InboundMessage, MessageRouter } from '../broker/message-router.js';
+import {
+  type HandlerResult,
+  type InboundMessage,
+  type MessageRouter,
+  refusalOf,
+} from '../broker/message-router.js';
 import type { Db, Store } from '../store/store.js';
 
 export class RegistryError extends Error {
@@ -48,13 +53,7 @@ export class HouseholdRegistry {
 
   private async handle(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, registryRequestSchema, MAX_BULK_PAYLOAD_BYTES);
-    if (!decoded.ok)
-      return {
-        status: 'refused',
-        requestId: decoded.requestId,
-        reason: decoded.reason,
-        message: decoded.message,
-      };
+    if (!decoded.ok) return refusalOf(decoded);
     const n = await this.upsert(decoded.value.households);
     return { status: 'accepted', requestId: decoded.value.requestId, message: `${n} households registered` };
   }
