@@ -7,13 +7,14 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { webcrypto } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
+import { summariseProfile } from './cpu-profile.js';
 import { freePort, spawnTre } from './load.js';
 import { startMosquitto } from './mosquitto.js';
 import type { BenchResult } from './report.js';
@@ -157,9 +158,12 @@ export async function runConnections(
 
     progress('TRE');
     const trePort = await freePort();
-    const treProc = await spawnTre(pki, join(dir, 'data'), trePort);
+    const profileDir = join(dir, 'profile');
+    const treProc = await spawnTre(pki, join(dir, 'data'), trePort, profileDir);
     await measure('TRE (aedes, node:tls)', treProc.child.pid!, trePort);
     await treProc.stop();
+    const profileFile = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
+    const profile = profileFile ? summariseProfile(join(profileDir, profileFile)) : [];
 
     progress('mosquitto');
     const mqPort = await freePort();
@@ -185,6 +189,7 @@ export async function runConnections(
         t && m
           ? [
               `ratio TRE / mosquitto: handshakes/s ${(Number(t[3]) / Number(m[3])).toFixed(2)}, memory per session ${(Number(t[6]) / Number(m[6])).toFixed(2)}`,
+              `TRE CPU profile (self time, whole run incl. start-up): ${profile.map((p) => `${p.component} ${(100 * p.share).toFixed(0)} %`).join(', ')}`,
             ]
           : [],
     };

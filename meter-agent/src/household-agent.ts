@@ -69,17 +69,26 @@ export interface Proposal {
   status: 'proposed' | 'bid' | 'declined' | 'accepted' | 'not-accepted';
 }
 
+/** The agent runs for years: it keeps the most recent statements, DR events, proposals and outcomes. */
+export const AGENT_HISTORY = 100;
+
+function keepRecent(history: unknown[] | Map<string, unknown>): void {
+  if (Array.isArray(history)) history.splice(0, Math.max(0, history.length - AGENT_HISTORY));
+  else for (const key of history.keys()) if (history.size > AGENT_HISTORY) history.delete(key);
+}
+
 export class HouseholdAgent {
   readonly tariffs = new Map<string, Tariff>();
   readonly events = new Map<string, DrAnnouncement>();
   readonly proposals = new Map<string, Proposal>();
   bill: Bill | undefined;
   readonly statements: Statement[] = [];
-  /** Every verified DR outcome, in arrival order. */
+  /** The verified DR outcomes, in arrival order (the most recent AGENT_HISTORY). */
   readonly outcomes: DrOutcome[] = [];
   lastInterval: IntervalRecord | undefined;
   readonly rejected = { signatures: 0 };
-  private readonly timers: TimerHandle[] = [];
+  /** Pending load switching only: a timer removes itself when it fires. */
+  private readonly timers = new Set<TimerHandle>();
 
   constructor(private readonly opts: HouseholdAgentOptions) {
     opts.link.on('message', (topic, payload) => {
@@ -128,11 +137,13 @@ export class HouseholdAgent {
         drAnnouncementSchema,
       );
       this.events.set(announcement.event.eventId, announcement);
+      keepRecent(this.events);
       this.consider(announcement);
     } else if (topic === topics.inbox(me, 'bill')) {
       this.bill = await this.verified<Bill>('bill', payload, billSchema);
     } else if (topic === topics.inbox(me, 'statement')) {
       this.statements.push(await this.verified<Statement>('statement', payload, statementSchema));
+      keepRecent(this.statements);
     } else if (topic === topics.inbox(me, 'dr-outcome')) {
       this.onOutcome(await this.verified<DrOutcome>('drOutcome', payload, drOutcomeSchema));
     }
@@ -153,6 +164,7 @@ export class HouseholdAgent {
       status: 'proposed',
     };
     this.proposals.set(p.bidId, p);
+    keepRecent(this.proposals);
     if (this.opts.mode === 'auto-bid') this.approve(p.bidId);
   }
 
@@ -180,6 +192,7 @@ export class HouseholdAgent {
 
   private onOutcome(outcome: DrOutcome): void {
     this.outcomes.push(outcome);
+    keepRecent(this.outcomes);
     const p = this.proposals.get(outcome.bidId);
     if (!p) return;
     if (outcome.outcome === 'not-accepted') p.status = 'not-accepted';
@@ -191,11 +204,17 @@ export class HouseholdAgent {
       const now = this.opts.clock.now();
       const from = Math.max(0, Date.parse(load.from) - now);
       const to = Math.max(0, Date.parse(load.to) - now);
-      this.timers.push(this.opts.clock.setTimeout(() => this.actuate(() => loads.shed(load.actuator)), from));
-      this.timers.push(
-        this.opts.clock.setTimeout(() => this.actuate(() => loads.restore(load.actuator)), to),
-      );
+      this.after(from, () => this.actuate(() => loads.shed(load.actuator)));
+      this.after(to, () => this.actuate(() => loads.restore(load.actuator)));
     }
+  }
+
+  private after(ms: number, fn: () => void): void {
+    const timer = this.opts.clock.setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, ms);
+    this.timers.add(timer);
   }
 
   /** Actuator failures (e.g. an actuator kind this box cannot drive) are counted, never fatal. */

@@ -12,7 +12,7 @@ import { LoadSwitch, MockIo } from '@tre/hardware';
 import { type DrEvent, ManualClock, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
 import { CertificateAuthority } from '@tre/tre-broker';
 import { describe, expect, it } from 'vitest';
-import { HouseholdAgent } from '../src/household-agent.js';
+import { AGENT_HISTORY, HouseholdAgent } from '../src/household-agent.js';
 import type { TreLink } from '../src/tre-link.js';
 
 const T0 = Date.UTC(2026, 3, 1, 12);
@@ -116,5 +116,19 @@ describe('household agent', () => {
     );
     expect(sent).toEqual([]);
     expect(agent.rejected.signatures).toBe(1);
+  });
+
+  it('a long-running agent keeps only its most recent outcomes (memory stays bounded)', async () => {
+    const { agent, deliver } = await setup();
+    for (let i = 1; i <= AGENT_HISTORY + 5; i++)
+      await deliver(topics.inbox({ role: 'meter', id: 'h1' }, 'dr-outcome'), 'drOutcome', {
+        v: 1,
+        eventId: `e${i}`,
+        bidId: `bid-${String(i).padStart(7, '0')}`,
+        outcome: 'not-accepted',
+      });
+    expect(agent.outcomes).toHaveLength(AGENT_HISTORY);
+    expect(agent.outcomes[0]!.eventId).toBe('e6');
+    expect(agent.outcomes.at(-1)!.eventId).toBe(`e${AGENT_HISTORY + 5}`);
   });
 });
