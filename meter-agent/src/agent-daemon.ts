@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IntervalAccumulator, LoadSwitch, MeterReader, systemSerialBinding } from '@tre/hardware';
 import { decide, type Policy, parsePolicy } from '@tre/hems-policy';
-import { type Clock, systemClock } from '@tre/protocol';
+import { BASELINE_LOOKBACK_DAYS, baselineIntervals, type Clock, systemClock } from '@tre/protocol';
 import type { AgentConfig } from './agent-config.js';
 import { serveControl } from './control-socket.js';
 import { type BidProposal, HouseholdAgent } from './household-agent.js';
@@ -51,7 +51,12 @@ export async function runAgent(
     const d = decide(policy, event, {
       timeZone: config.meter.timeZone,
       now: new Date(clock.now()).toISOString(),
-      recentConsumption: recent.slice(-14 * 96),
+      // The intervals the TRE's baseline for this window is made of: bids stay within what it accepts.
+      recentConsumption: baselineIntervals(
+        recent,
+        Date.parse(event.windowStart),
+        Date.parse(event.windowEnd),
+      ),
     });
     return d.kind === 'bid' ? { bid: d.bid } : { reason: d.reason };
   };
@@ -93,6 +98,8 @@ export async function runAgent(
         intervalMinutes: interval.intervalMinutes,
         energyWh: interval.importWh,
       });
+      // Enough for the baseline's lookback at 15-minute intervals; nothing older is needed.
+      recent.splice(0, Math.max(0, recent.length - (BASELINE_LOOKBACK_DAYS + 1) * 96));
     }
   });
   reader.on('rejected', (reason) => log(`telegram rejected: ${reason}`));

@@ -3,6 +3,7 @@ export * from './attestation.js';
 export * from './billing.js';
 export * from './clock.js';
 export * from './demand-response.js';
+export * from './dr-baseline.js';
 export * from './envelope.js';
 export * from './identity.js';
 export * from './merkle.js';

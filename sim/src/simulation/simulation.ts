@@ -18,6 +18,8 @@ import {
   trustWithoutAttestation,
 } from '@tre/meter-agent';
 import {
+  BASELINE_LOOKBACK_DAYS,
+  baselineIntervals,
   type DrAnnouncement,
   type Household,
   ManualClock,
@@ -425,18 +427,19 @@ export class Simulation {
     const h = this.households[i]!;
     const from = Date.parse(event.windowStart);
     const to = Date.parse(event.windowEnd);
-    const recentConsumption = [];
-    for (let d = 1; d <= 10; d++) {
-      for (let t = from - d * 86_400_000; t < to - d * 86_400_000; t += this.opts.intervalMinutes * 60_000) {
-        const wh = h.sent.get(t);
-        if (wh !== undefined)
-          recentConsumption.push({
-            intervalStart: new Date(t).toISOString(),
-            intervalMinutes: this.opts.intervalMinutes,
-            energyWh: wh,
-          });
-      }
+    // What the agent knows: its own recent intervals; the policy sees those the TRE's baseline uses.
+    const step = this.opts.intervalMinutes * 60_000;
+    const recent = [];
+    for (let t = from - BASELINE_LOOKBACK_DAYS * 86_400_000; t < from; t += step) {
+      const wh = h.sent.get(t);
+      if (wh !== undefined)
+        recent.push({
+          intervalStart: new Date(t).toISOString(),
+          intervalMinutes: this.opts.intervalMinutes,
+          energyWh: wh,
+        });
     }
+    const recentConsumption = baselineIntervals(recent, from, to);
     const decision = decide(POLICIES[h.profile.policy], event, {
       timeZone: 'UTC',
       now: new Date(this.clock.now()).toISOString(),

@@ -1,15 +1,13 @@
 /**
- * A household's baseline for a DR window: what it would have used without the event.
- * Rule ("10-in-10", as in the reference fact sheet): the mean energy in the same clock window on
- * the 10 most recent comparable days before the event (weekdays for a weekday event, weekend days
- * for a weekend event) that have readings covering the whole window (as many as exist, up to 10).
- * With none, the fallback is the household's mean energy per window length over the 7 days before.
- * With no readings at all there is no baseline (and delivery cannot be shown).
+ * A household's baseline for a DR window: what it would have used without the event, by the rule
+ * in `@tre/protocol`'s dr-baseline (10-in-10 on comparable days, else the 7-day mean), from the
+ * readings the TRE stored. With no readings at all there is no baseline (and delivery cannot be
+ * shown).
  */
+import { BASELINE_DAYS, BASELINE_FALLBACK_DAYS, comparableWindows } from '@tre/protocol';
 import type { Db } from '../store/store.js';
 
 const DAY = 86_400_000;
-const isWeekend = (t: number) => [0, 6].includes(new Date(t).getUTCDay());
 
 function energyIn(db: Db, meterId: string, from: number, to: number): { wh: number; minutes: number } {
   const r = db
@@ -29,14 +27,14 @@ export function baselineWh(
 ): number | undefined {
   const minutes = (windowEnd - windowStart) / 60_000;
   const days: number[] = [];
-  for (let d = 1; d <= 30 && days.length < 10; d++) {
-    const from = windowStart - d * DAY;
-    if (isWeekend(from) !== isWeekend(windowStart)) continue;
-    const e = energyIn(db, meterId, from, from + (windowEnd - windowStart));
-    if (e.minutes >= minutes) days.push(e.wh);
+  for (const { from, to } of comparableWindows(windowStart, windowEnd)) {
+    const e = energyIn(db, meterId, from, to);
+    if (e.minutes < minutes) continue;
+    days.push(e.wh);
+    if (days.length === BASELINE_DAYS) break;
   }
   if (days.length > 0) return Math.round(days.reduce((a, b) => a + b, 0) / days.length);
-  const week = energyIn(db, meterId, windowStart - 7 * DAY, windowStart);
+  const week = energyIn(db, meterId, windowStart - BASELINE_FALLBACK_DAYS * DAY, windowStart);
   if (week.minutes === 0) return undefined;
   return Math.round((week.wh * minutes) / week.minutes);
 }
