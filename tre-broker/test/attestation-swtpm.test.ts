@@ -128,12 +128,13 @@ describe('attestation with swtpm', () => {
     expect(await verify(nonce, a, otherEndpoint)).toMatchObject({ trusted: false, check: 'tls-binding' });
   });
 
-  it('after the application PCR is extended behind its back, the verifier names the event-log check', async () => {
-    fx.tre.attestation!.tpm.pcrExtend(
-      APPLICATION_PCR,
-      Buffer.from('injected code'),
-      'not measured by the TRE',
-    );
+  it('after the application PCR is extended behind its back (tpm2_pcrextend), the verifier names the event-log check', async () => {
+    // Another program on the TRE's machine extends PCR 23 directly: the PCR moves, the TRE's event log does not.
+    await run('tpm2_pcrextend', [
+      '-T',
+      `swtpm:host=127.0.0.1,port=${swtpm.port}`,
+      `${APPLICATION_PCR}:sha256=${randomBytes(32).toString('hex')}`,
+    ]);
     const nonce = randomBytes(32);
     const a = await attest('pcr', nonce);
     expect(await verify(nonce, a)).toMatchObject({ trusted: false, check: 'event-log' });
