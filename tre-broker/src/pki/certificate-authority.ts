@@ -322,16 +322,19 @@ export class CertificateAuthority {
 
   /** Revokes every live certificate of (role, id) and rewrites the CRL. Returns the serials revoked. */
   async revoke(role: string, id: string): Promise<string[]> {
-    const index = await this.readIndex();
-    const now = new Date().toISOString();
-    const hits = index.filter((e) => e.role === role && e.id === id && !e.revokedAt);
-    if (hits.length === 0) {
-      throw new PkiError('UNKNOWN_CERTIFICATE', `no unrevoked certificate for ${role} ${id} in ${this.dir}`);
-    }
-    for (const e of hits) e.revokedAt = now;
-    await writeFile(this.paths.index, `${JSON.stringify(index, null, 2)}\n`);
-    await this.writeCrl(index.filter((e) => e.revokedAt));
-    return hits.map((e) => e.serial);
+    return this.updateIndex(async (index) => {
+      const now = new Date().toISOString();
+      const hits = index.filter((e) => e.role === role && e.id === id && !e.revokedAt);
+      if (hits.length === 0) {
+        throw new PkiError(
+          'UNKNOWN_CERTIFICATE',
+          `no unrevoked certificate for ${role} ${id} in ${this.dir}`,
+        );
+      }
+      for (const e of hits) e.revokedAt = now;
+      await this.writeCrl(index.filter((e) => e.revokedAt));
+      return hits.map((e) => e.serial);
+    });
   }
 
   private async writeCrl(revoked: IndexEntry[]): Promise<void> {
@@ -355,8 +358,27 @@ export class CertificateAuthority {
   }
 
   private async record(entry: IndexEntry): Promise<void> {
-    const index = await this.readIndex();
-    index.push(entry);
-    await writeFile(this.paths.index, `${JSON.stringify(index, null, 2)}\n`);
+    await this.updateIndex(async (index) => {
+      index.push(entry);
+    });
+  }
+
+  private indexUpdates: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Read-modify-write of index.json, one at a time (concurrent issues would otherwise lose entries
+   * or interleave their writes), replaced atomically (a crash never leaves half a file).
+   */
+  private updateIndex<T>(change: (index: IndexEntry[]) => Promise<T>): Promise<T> {
+    const run = this.indexUpdates.then(async () => {
+      const index = await this.readIndex();
+      const result = await change(index);
+      const tmp = `${this.paths.index}.tmp`;
+      await writeFile(tmp, `${JSON.stringify(index, null, 2)}\n`);
+      await rename(tmp, this.paths.index);
+      return result;
+    });
+    this.indexUpdates = run.catch(() => {});
+    return run;
   }
 }
