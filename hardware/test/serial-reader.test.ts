@@ -92,6 +92,28 @@ describe('interval energy', () => {
     );
   });
 
+  it('a reading exactly on a boundary is that boundary’s register (first reading included)', () => {
+    const acc = new IntervalAccumulator(15);
+    const t0 = Date.UTC(2026, 0, 5, 8, 0);
+    const out = [];
+    // Every 5 minutes on the dot, 40 Wh apart; unplugged 09:05 -> 10:00 (the 09:xx readings missing).
+    for (let m = 0; m <= 65; m += 5) out.push(...acc.push(reading(t0 + m * 60_000, 1_000 + m * 8)));
+    for (let m = 120; m <= 150; m += 5) out.push(...acc.push(reading(t0 + m * 60_000, 1_000 + m * 8)));
+    expect(out.map((o) => [o.intervalStart.slice(11, 16), o.importWh, o.gap?.intervals])).toEqual([
+      ['08:00', 120, undefined],
+      ['08:15', 120, undefined],
+      ['08:30', 120, undefined],
+      ['08:45', 120, undefined],
+      // Its end register is the last reading at or before 09:15, the one at 09:05.
+      ['09:00', 40, undefined],
+      // 09:15-10:00 missing: the energy from that reading (09:05) to 10:15 closes the gap.
+      ['10:00', 8 * 70, 4],
+      ['10:15', 120, undefined],
+    ]);
+    // Nothing lost: the intervals add up to the register difference.
+    expect(out.reduce((a, o) => a + o.importWh, 0)).toBe(out.at(-1)!.importRegisterWh - 1_000);
+  });
+
   it('works with the simulator’s telegrams', () => {
     const t = formatDsmrTelegram({ timestamp: new Date(), dst: false, importWh: [1, 2] });
     expect(t.startsWith('/TRE5')).toBe(true);

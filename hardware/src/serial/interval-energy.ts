@@ -41,34 +41,39 @@ export class IntervalAccumulator {
     const last = this.last;
     if (last && r.at <= last.at) return [];
     this.last = r;
-    if (!last) return [];
+    // A reading exactly on a boundary is the register at that boundary.
+    const onBoundary = r.at % step === 0;
+    if (!last) {
+      if (onBoundary) this.anchor = { at: r.at, importWh: r.importWh, exportWh: r.exportWh };
+      return [];
+    }
     const lastBoundary = Math.floor(last.at / step) * step;
     const crossed = Math.floor(r.at / step) * step;
     if (crossed === lastBoundary) return [];
     const out: IntervalRecord[] = [];
-    // `last` is the last reading before the boundary lastBoundary + step (and every later one up to `crossed`).
     const end = lastBoundary + step;
+    // The register at `end`: this reading if it lies exactly on it, else the last one before it.
+    const atEnd = crossed === end && onBoundary ? r : last;
     if (this.anchor && this.anchor.at === lastBoundary) {
       out.push({
         intervalStart: new Date(lastBoundary).toISOString(),
         intervalMinutes: this.intervalMinutes,
-        importWh: last.importWh - this.anchor.importWh,
-        exportWh: last.exportWh - this.anchor.exportWh,
-        importRegisterWh: last.importWh,
-        exportRegisterWh: last.exportWh,
+        importWh: atEnd.importWh - this.anchor.importWh,
+        exportWh: atEnd.exportWh - this.anchor.exportWh,
+        importRegisterWh: atEnd.importWh,
+        exportRegisterWh: atEnd.exportWh,
         ...(this.gapFrom !== undefined
           ? { gap: { from: new Date(this.gapFrom).toISOString(), intervals: (end - this.gapFrom) / step } }
           : {}),
       });
       this.gapFrom = undefined;
     }
-    if (crossed > end) {
-      // Whole intervals without a reading: not invented; their energy lands in the interval that closes the gap.
-      this.gapFrom = end;
-      this.anchor = { at: crossed, importWh: last.importWh, exportWh: last.exportWh };
-    } else {
-      this.anchor = { at: end, importWh: last.importWh, exportWh: last.exportWh };
-    }
+    // The register at `crossed`, where the interval this reading is in starts: after a gap, the last
+    // reading before it (whole intervals without a reading are not invented; their energy lands in
+    // the interval that closes the gap); else this reading if exactly on the boundary.
+    if (crossed > end) this.gapFrom = end;
+    const atCrossed = crossed === end && onBoundary ? r : last;
+    this.anchor = { at: crossed, importWh: atCrossed.importWh, exportWh: atCrossed.exportWh };
     return out;
   }
 }
