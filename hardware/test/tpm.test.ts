@@ -66,6 +66,20 @@ describe('TPM through tpm2-tss FAPI', () => {
     });
     expect((error as TpmError).code).not.toBe(0);
   });
+  it('sealing to two PCRs: a change in either one fails the unseal', () => {
+    for (const changed of [16, 23]) {
+      tpm.seal('/HS/SRK/two', Buffer.from('tls key'), [16, 23]);
+      expect(tpm.unseal('/HS/SRK/two').toString()).toBe('tls key');
+      tpm.pcrExtend(changed, Buffer.from('something else'), 'change');
+      expect(() => tpm.unseal('/HS/SRK/two')).toThrow(TpmError);
+    }
+  });
+  it('PCR 23 resets at locality 0 (a restarted TRE re-measures from zero); boot PCR 0 does not', () => {
+    tpm.pcrExtend(23, Buffer.from('x'), 'x');
+    tpm.pcrReset(23);
+    expect(tpm.pcrRead(23).equals(Buffer.alloc(32))).toBe(true);
+    expect(() => tpm.pcrReset(0)).toThrow(/locality/);
+  });
 
   describe('credential activation (proof that the AK lives in this TPM)', () => {
     const secret = Buffer.from('regulator challenge, 32 bytes..!');

@@ -11,7 +11,7 @@ import {
   PROTOCOL_VERSION,
   systemClock,
 } from '@tre/protocol';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { APPLICATION_PCR, measureTre, replayPcr } from './attestation/measurement.js';
 import { createLogger } from './log.js';
 import {
@@ -295,21 +295,50 @@ Examples:
     .requiredOption('--out <file>', 'where to write the signed policy (JWS)')
     .option('--policy-id <id>', 'policy id', 'tre-release')
     .option('--config <json>', 'the TRE configuration as measured (JSON object)', '{}')
-    .action(async (o: { pki: string; out: string; policyId: string; config: string }) => {
-      const ca = await CertificateAuthority.open(o.pki);
-      const events = measureTre(JSON.parse(o.config) as Record<string, unknown>);
-      const policy: AttestationPolicy = {
-        v: PROTOCOL_VERSION,
-        policyId: o.policyId,
-        issuedAt: new Date().toISOString(),
-        requiredPcrs: [APPLICATION_PCR],
-        pcrValues: { [String(APPLICATION_PCR)]: [replayPcr(events)] },
-        eventDigests: events.map(({ description, digest }) => ({ description, digest })),
-      };
-      await writeFile(o.out, `${await ca.signAsRegulator('attestationPolicy', policy)}\n`);
-      console.log(`${o.out}: PCR ${APPLICATION_PCR} = ${replayPcr(events)}`);
-      for (const e of events) console.log(`  ${e.digest}  ${e.description}`);
-    });
+    .option(
+      '--boot-pcrs <list>',
+      'also whitelist these boot PCRs (e.g. 0,1,2,3,4,5,6,7) with their values on --tpm, a reference device booted as approved',
+      pcrList,
+    )
+    .option('--tpm <tcti>', 'the reference device TPM to read --boot-pcrs from')
+    .action(
+      async (o: {
+        pki: string;
+        out: string;
+        policyId: string;
+        config: string;
+        bootPcrs?: number[];
+        tpm?: string;
+      }) => {
+        const ca = await CertificateAuthority.open(o.pki);
+        const events = measureTre(JSON.parse(o.config) as Record<string, unknown>);
+        const boot: Record<string, string[]> = {};
+        if (o.bootPcrs?.length) {
+          if (!o.tpm)
+            throw new Error(
+              '--boot-pcrs needs --tpm: the reference device whose boot PCR values are approved',
+            );
+          const tpm = Tpm.open({ tcti: o.tpm, keystoreDir: join(o.pki, 'reference-tpm') });
+          try {
+            for (const p of o.bootPcrs) boot[String(p)] = [tpm.pcrRead(p).toString('hex')];
+          } finally {
+            tpm.close();
+          }
+        }
+        const policy: AttestationPolicy = {
+          v: PROTOCOL_VERSION,
+          policyId: o.policyId,
+          issuedAt: new Date().toISOString(),
+          requiredPcrs: [...(o.bootPcrs ?? []), APPLICATION_PCR],
+          pcrValues: { ...boot, [String(APPLICATION_PCR)]: [replayPcr(events)] },
+          eventDigests: events.map(({ description, digest }) => ({ description, digest })),
+        };
+        await writeFile(o.out, `${await ca.signAsRegulator('attestationPolicy', policy)}\n`);
+        for (const [p, [v]] of Object.entries(boot)) console.log(`${o.out}: PCR ${p} = ${v} (boot)`);
+        console.log(`${o.out}: PCR ${APPLICATION_PCR} = ${replayPcr(events)}`);
+        for (const e of events) console.log(`  ${e.digest}  ${e.description}`);
+      },
+    );
 
   program
     .command('start')
@@ -343,6 +372,11 @@ Examples:
       'the TPM: device:/dev/tpmrm0 (Pi HAT) or swtpm:host=127.0.0.1,port=N; needs <data>/tpm/ak.crt (tre pki endorse-ak)',
     )
     .option(
+      '--boot-pcrs <list>',
+      'with --tpm on a machine with measured boot: quote these boot PCRs too and seal the TLS key to them (e.g. 0,1,2,3,4,5,6,7)',
+      pcrList,
+    )
+    .option(
       '--clock-speed <x>',
       'run the TRE clock x times faster than real time (demos and tests)',
       Number,
@@ -366,6 +400,7 @@ Examples:
         releaseMinutes: number;
         clockSpeed: number;
         tpm?: string;
+        bootPcrs?: number[];
         clockEpoch?: number;
       }) => {
         const log = createLogger({ level: o.logLevel });
@@ -396,7 +431,7 @@ Examples:
           port: o.port,
           log,
           monitoring,
-          tpm: o.tpm ? { tcti: o.tpm } : undefined,
+          tpm: o.tpm ? { tcti: o.tpm, bootPcrs: o.bootPcrs } : undefined,
           measuredConfig: { monitoring },
           clock:
             o.clockSpeed === 1 ? systemClock : new AcceleratedClock(o.clockEpoch ?? Date.now(), o.clockSpeed),
@@ -407,6 +442,13 @@ Examples:
       },
     );
   return program;
+}
+
+function pcrList(v: string): number[] {
+  const pcrs = v.split(',').map((p) => Number(p.trim()));
+  if (pcrs.some((p) => !Number.isInteger(p) || p < 0 || p > 15))
+    throw new InvalidArgumentError('a comma-separated list of boot PCRs 0-15, e.g. 0,1,2,3,4,5,6,7');
+  return pcrs;
 }
 
 /** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage). */

@@ -46,12 +46,14 @@ export interface TreOptions {
   monitoring?: MonitoringOptions;
   billing?: BillingOptions;
   demandResponse?: DemandResponseOptions;
-  /** The TPM: measured start, attestation key, quotes. Without it the TRE cannot be attested. */
   /**
-   * The TPM, and where its AK certificate comes from: `<data>/tpm/ak.crt` (enrolled with
-   * `tre enroll` and `tre pki endorse-ak`) unless `akCertificate` enrolls in process (demo, tests).
+   * The TPM: measured start, attestation key, quotes (without it the TRE cannot be attested). The
+   * AK certificate comes from `<data>/tpm/ak.crt` (enrolled with `tre enroll` and `tre pki
+   * endorse-ak`) unless `akCertificate` enrolls in process (demo, tests). `bootPcrs`: on a machine
+   * with measured boot, the PCRs its firmware and boot loader extend (e.g. 0-7); they are quoted
+   * beside the application PCR and the TLS key is sealed to them too.
    */
-  tpm?: { tcti: string; akCertificate?: (tpm: Tpm) => Promise<string> };
+  tpm?: { tcti: string; akCertificate?: (tpm: Tpm) => Promise<string>; bootPcrs?: number[] };
   /** What the TRE measures as its configuration (the regulator whitelists the same). */
   measuredConfig?: Record<string, unknown>;
 }
@@ -113,8 +115,12 @@ function measuredStart(
   dataDir: string,
   measuredConfig: Record<string, unknown>,
   tls: { key: string },
+  bootPcrs: number[],
 ): Tpm {
   const tpm = Tpm.open({ tcti, keystoreDir: join(dataDir, 'tpm') });
+  // The application PCR starts from zero on every start (a restart needs no reboot); the boot PCRs
+  // cannot be reset by software and carry what booted.
+  tpm.pcrReset(APPLICATION_PCR);
   for (const m of measuredContent(measuredConfig))
     tpm.pcrExtend(APPLICATION_PCR, Buffer.from(m.contentDigest, 'hex'), m.description);
   tpm.createAk();
@@ -122,7 +128,7 @@ function measuredStart(
   const sealedFile = join(dataDir, 'tpm', 'tls-key.enc');
   if (!existsSync(sealedFile)) {
     const kek = randomBytes(32);
-    tpm.seal(SEALED_TLS_KEY, kek, [APPLICATION_PCR]);
+    tpm.seal(SEALED_TLS_KEY, kek, [APPLICATION_PCR, ...bootPcrs]);
     const iv = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', kek, iv);
     const encrypted = Buffer.concat([cipher.update(tls.key, 'utf8'), cipher.final()]);
@@ -149,6 +155,13 @@ function measuredStart(
 
 const SEALED_TLS_KEY = '/HS/SRK/tre-tls-key';
 
+function bootPcrsOf(pcrs: number[] = []): number[] {
+  for (const p of pcrs)
+    if (!Number.isInteger(p) || p < 0 || p > 15)
+      throw new TreConfigError(`boot PCR ${p}: boot PCRs are 0-15 (PCR ${APPLICATION_PCR} is the TRE's own)`);
+  return [...new Set(pcrs)].sort((a, b) => a - b);
+}
+
 export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const paths = pkiPaths(opts.pkiDir);
   const tls = {
@@ -158,7 +171,13 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   };
   await readPem(paths.crl, 'certificate revocation list');
   const tpm = opts.tpm
-    ? measuredStart(opts.tpm.tcti, opts.dataDir, opts.measuredConfig ?? {}, tls)
+    ? measuredStart(
+        opts.tpm.tcti,
+        opts.dataDir,
+        opts.measuredConfig ?? {},
+        tls,
+        bootPcrsOf(opts.tpm.bootPcrs),
+      )
     : undefined;
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const revocations = await RevocationList.load(paths.crl, tls.ca);
@@ -209,7 +228,8 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
       throw new TreConfigError(
         `${join(opts.dataDir, 'tpm', 'ak.crt')} certifies another attestation key than this TPM's; enroll this TPM's AK`,
       );
-    const quotes = { quote: async (qd: Buffer) => tpm.quote([APPLICATION_PCR], qd) };
+    const quoted = [...bootPcrsOf(opts.tpm?.bootPcrs), APPLICATION_PCR];
+    const quotes = { quote: async (qd: Buffer) => tpm.quote(quoted, qd) };
     const service = new AttestationService(
       context,
       quotes,

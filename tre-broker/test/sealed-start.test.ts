@@ -1,45 +1,160 @@
 /**
- * The TRE's TLS key is sealed to its measurement: after a (simulated) reboot of the TPM the same
- * TRE starts, a TRE whose configuration changed cannot unseal the key and refuses to start.
+ * Measured start against swtpm: the TRE's TLS key is sealed to its measurement (and, with measured
+ * boot, to the boot PCRs). After a reboot, and after a plain restart (the application PCR is reset
+ * and re-measured), the same TRE starts; a TRE whose configuration changed, or that booted
+ * differently, cannot unseal its key and refuses to start. Boot PCRs are quoted and whitelisted:
+ * `meter-agent attest` names the PCR that differs from the regulator's reference device.
  */
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startSwtpm } from '@tre/hardware';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { type Swtpm, startSwtpm } from '@tre/hardware';
 import { CertificateAuthority, createLogger, endorseAk, startTre } from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const node = (cli: string, ...args: string[]) =>
+  run(process.execPath, [fileURLToPath(new URL(cli, import.meta.url)), ...args]).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => ({
+      code: e.code,
+      stdout: e.stdout,
+      stderr: e.stderr,
+    }),
+  );
+const tre = (...args: string[]) => node('../dist/cli.js', ...args);
+const meterAgent = (...args: string[]) => node('../../meter-agent/dist/cli.js', ...args);
 
 let dir = '';
 afterAll(async () => rm(dir, { recursive: true, force: true }));
 
+async function startOn(
+  swtpm: Swtpm,
+  ca: CertificateAuthority,
+  measuredConfig: Record<string, unknown>,
+  bootPcrs: number[] = [],
+) {
+  return startTre({
+    pkiDir: join(dir, 'pki'),
+    dataDir: join(dir, 'data'),
+    port: 0,
+    log: createLogger({ level: 'silent' }),
+    measuredConfig,
+    tpm: {
+      tcti: swtpm.tcti,
+      akCertificate: (tpm) => endorseAk(tpm, ca, 'tre', { allowUncertifiedEk: true }),
+      bootPcrs,
+    },
+  });
+}
+
+const outcome = (p: Promise<{ stop(): Promise<void> }>) =>
+  p.then(
+    async (t) => {
+      await t.stop();
+      return 'started';
+    },
+    (err: Error) => err.message,
+  );
+
 describe('sealed TLS key', () => {
-  it('a changed TRE refuses to start', { timeout: 60_000 }, async () => {
+  it('a changed TRE refuses to start; a restart or reboot of the same TRE does not', {
+    timeout: 60_000,
+  }, async () => {
     dir = await mkdtemp(join(tmpdir(), 'tre-sealed-'));
     const { ca } = await CertificateAuthority.init(join(dir, 'pki'));
-    const start = async (measuredConfig: Record<string, unknown>) => {
+    const boot = async (use: (swtpm: Swtpm) => Promise<void>) => {
       const swtpm = await startSwtpm({ dir: join(dir, 'tpm-state') }); // a fresh process: PCRs reset, keys kept (a reboot)
       try {
-        const tre = await startTre({
-          pkiDir: join(dir, 'pki'),
-          dataDir: join(dir, 'data'),
-          port: 0,
-          log: createLogger({ level: 'silent' }),
-          measuredConfig,
-          tpm: {
-            tcti: swtpm.tcti,
-            akCertificate: (tpm) => endorseAk(tpm, ca, 'tre', { allowUncertifiedEk: true }),
-          },
-        });
-        await tre.stop();
-        return 'started';
-      } catch (err) {
-        return (err as Error).message;
+        await use(swtpm);
       } finally {
         await swtpm.stop();
       }
     };
-    expect(await start({ release: 1 })).toBe('started'); // first start: seals
-    expect(await start({ release: 1 })).toBe('started'); // after a reboot: unseals
-    expect(await start({ release: 2 })).toMatch(/measurement .* differs .* refuses to start/);
+    await boot(async (swtpm) => {
+      expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // first start: seals
+      expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // restart, no reboot
+    });
+    await boot(async (swtpm) => {
+      expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // after a reboot: unseals
+      expect(await outcome(startOn(swtpm, ca, { release: 2 }))).toMatch(
+        /measurement .* differs .* refuses to start/,
+      );
+    });
+  });
+
+  it('measured boot: boot PCRs are quoted, whitelisted and sealed to', { timeout: 60_000 }, async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tre-boot-'));
+    const { ca } = await CertificateAuthority.init(join(dir, 'pki'));
+    const swtpm = await startSwtpm();
+    try {
+      // What firmware and boot loader would do on a Pi with measured boot: extend PCR 0.
+      const firmware = (byte: string) =>
+        run('tpm2_pcrextend', [
+          '-T',
+          `swtpm:host=127.0.0.1,port=${swtpm.port}`,
+          `0:sha256=${byte.repeat(32)}`,
+        ]);
+      await firmware('11');
+      const running = await startOn(swtpm, ca, { release: 1 }, [0]);
+      await running.registry.upsert([
+        { meterId: 'v1', supplierId: 's1', dnoId: 'd1', capacityW: 10_000, account: 'a1' },
+      ]);
+      const meter = await ca.issue('meter', 'v1');
+      // The regulator whitelists this device as booted (the reference device) and this TRE build.
+      const policy = join(dir, 'policy.jws');
+      const signed = await tre(
+        'attest-policy',
+        '--pki',
+        join(dir, 'pki'),
+        '--out',
+        policy,
+        '--config',
+        JSON.stringify({ release: 1 }),
+        '--tpm',
+        swtpm.tcti,
+        '--boot-pcrs',
+        '0',
+      );
+      expect(signed.code).toBe(0);
+      expect(signed.stdout).toMatch(/PCR 0 = [0-9a-f]{64} \(boot\)/);
+      const attest = () =>
+        meterAgent(
+          'attest',
+          '--tre',
+          `mqtts://127.0.0.1:${running.port}`,
+          '--meter',
+          'v1',
+          '--cert',
+          meter.cert,
+          '--key',
+          meter.key,
+          '--ca',
+          meter.ca,
+          '--policy',
+          policy,
+          '--json',
+        );
+      const trusted = await attest();
+      expect(trusted.code).toBe(0);
+      expect(JSON.parse(trusted.stdout)).toMatchObject({ trusted: true });
+
+      await firmware('22'); // the machine now reports another boot
+      const refused = await attest();
+      expect(refused.code).not.toBe(0);
+      expect(JSON.parse(refused.stdout)).toMatchObject({
+        trusted: false,
+        check: 'whitelist',
+        reason: expect.stringMatching(/PCR 0/),
+      });
+      await running.stop();
+      // Its TLS key was sealed to the boot it measured: with another boot it cannot start.
+      expect(await outcome(startOn(swtpm, ca, { release: 1 }, [0]))).toMatch(/refuses to start/);
+    } finally {
+      await swtpm.stop();
+    }
   });
 });

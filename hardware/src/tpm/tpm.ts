@@ -22,6 +22,7 @@ const TPM2_SE_POLICY = 0x01;
 const TPM2_ALG_NULL = 0x0010;
 const TPM2_ALG_SHA256 = 0x000b;
 const ESYS_TR_RH_OWNER = 0x101;
+const TRANSIENT_FIRST = 0x80000000;
 const FAPI_ESYSBLOB_CONTEXTLOAD = 1;
 /** TCG EK Credential Profile: the NV index of the ECC NIST P-256 EK certificate (DER). */
 const EK_CERT_NV_INDEX_ECC_P256 = 0x01c0000a;
@@ -170,6 +171,19 @@ export class Tpm {
     return this.lib.takeBytes(value[0], size[0]!);
   }
 
+  /**
+   * Resets a PCR the platform lets software reset (PC Client: 16 and 23 at locality 0), so a
+   * restarted application measures itself from zero without a reboot. Boot PCRs cannot be reset.
+   */
+  pcrReset(index: number): void {
+    this.withEsys((esys) =>
+      this.check(
+        'Esys_PCR_Reset',
+        this.lib.Esys_PCR_Reset(esys, index, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE),
+      ),
+    );
+  }
+
   /** Extends `index` with the event `data` (FAPI extends SHA-256(data)) and logs `description`. */
   pcrExtend(index: number, data: Buffer, description: string): void {
     this.check(
@@ -222,16 +236,12 @@ export class Tpm {
     const policyPath = `/policy/pcr-${path.replace(/[^A-Za-z0-9]/g, '-')}`;
     const policy = {
       description: `sealed to PCRs ${pcrs.join(',')} as measured`,
-      policy: [
-        {
-          type: 'POLICYPCR',
-          pcrs: pcrs.map((pcr) => ({
-            pcr,
-            hashAlg: 'TPM2_ALG_SHA256',
-            digest: this.pcrRead(pcr).toString('hex'),
-          })),
-        },
-      ],
+      // One PolicyPCR per PCR, all of which must hold (tpm2-tss 3.2's FAPI corrupts its heap on a
+      // single PolicyPCR listing several PCRs).
+      policy: pcrs.map((pcr) => ({
+        type: 'POLICYPCR',
+        pcrs: [{ pcr, hashAlg: 'TPM2_ALG_SHA256', digest: this.pcrRead(pcr).toString('hex') }],
+      })),
     };
     this.lib.Fapi_Delete(this.context, policyPath);
     this.check('Fapi_Import', this.lib.Fapi_Import(this.context, policyPath, JSON.stringify(policy)));
@@ -246,7 +256,9 @@ export class Tpm {
   unseal(path: string): Buffer {
     const data: unknown[] = [null];
     const size = [0];
-    this.check('Fapi_Unseal', this.lib.Fapi_Unseal(this.context, path, data, size));
+    const rc = this.lib.Fapi_Unseal(this.context, path, data, size);
+    if (rc !== 0) this.flushTransientObjects(); // FAPI leaves the SRK and the sealed object loaded when the policy fails
+    this.check('Fapi_Unseal', rc);
     return this.lib.takeBytes(data[0], size[0]!);
   }
 
@@ -409,6 +421,29 @@ export class Tpm {
         return out;
       } finally {
         for (const handle of transient) lib.Esys_FlushContext(esys, handle);
+      }
+    });
+  }
+
+  /**
+   * Flushes transient objects FAPI left loaded after a failed command (a TPM has only a few slots;
+   * without a resource manager, e.g. swtpm, they would stay until the TPM restarts).
+   */
+  private flushTransientObjects(): void {
+    this.withEsys((esys) => {
+      for (let tpmHandle = TRANSIENT_FIRST; tpmHandle < TRANSIENT_FIRST + 8; tpmHandle++) {
+        const handle = [0];
+        if (
+          this.lib.Esys_TR_FromTPMPublic(
+            esys,
+            tpmHandle,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            handle,
+          ) === 0
+        )
+          this.lib.Esys_FlushContext(esys, handle[0]);
       }
     });
   }

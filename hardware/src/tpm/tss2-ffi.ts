@@ -39,6 +39,7 @@ export interface Tss2 {
   Esys_FlushContext: NativeFn;
   Esys_Free: NativeFn;
   Esys_TR_FromTPMPublic: NativeFn;
+  Esys_PCR_Reset: NativeFn;
   Esys_TR_Close: NativeFn;
   Esys_NV_ReadPublic: NativeFn;
   Esys_NV_Read: NativeFn;
@@ -140,6 +141,9 @@ export function tss2(): Tss2 {
     ),
     Esys_FlushContext: esys.func('uint32_t Esys_FlushContext(ESYS_CONTEXT *context, uint32_t handle)'),
     Esys_Free: esys.func('void Esys_Free(void *ptr)'),
+    Esys_PCR_Reset: esys.func(
+      'uint32_t Esys_PCR_Reset(ESYS_CONTEXT *context, uint32_t pcrHandle, uint32_t s1, uint32_t s2, uint32_t s3)',
+    ),
     Esys_TR_FromTPMPublic: esys.func(
       'uint32_t Esys_TR_FromTPMPublic(ESYS_CONTEXT *context, uint32_t tpmHandle, uint32_t s1, uint32_t s2, uint32_t s3, _Out_ uint32_t *handle)',
     ),
