@@ -10,21 +10,14 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSwtpm, Tpm } from '@tre/hardware';
-import {
-  type AttestationPolicy,
-  type Evidence,
-  merkleBatch,
-  qualifyingData,
-  tlsKeyHash,
-  verifyAttestation,
-} from '@tre/protocol';
+import { type Evidence, merkleBatch, qualifyingData, tlsKeyHash, verifyAttestation } from '@tre/protocol';
 import {
   APPLICATION_PCR,
+  attestationPolicyFor,
   CertificateAuthority,
   endorseAk,
   measuredContent,
   measureTre,
-  replayPcr,
 } from '@tre/tre-broker';
 import type { BenchResult } from './report.js';
 import { percentile } from './report.js';
@@ -44,14 +37,7 @@ export async function runAttest(
       tpm.pcrExtend(APPLICATION_PCR, Buffer.from(m.contentDigest, 'hex'), m.description);
     const akCertificate = await endorseAk(tpm, ca, 'tre', { allowUncertifiedEk: true });
     const events = measureTre({ bench: true });
-    const policy: AttestationPolicy = {
-      v: 1,
-      policyId: 'bench',
-      issuedAt: new Date().toISOString(),
-      requiredPcrs: [APPLICATION_PCR],
-      pcrValues: { [String(APPLICATION_PCR)]: [replayPcr(events)] },
-      eventDigests: events.map(({ description, digest }) => ({ description, digest })),
-    };
+    const policy = attestationPolicyFor({ bench: true }, { policyId: 'bench' });
     const keyHash = tlsKeyHash(treCert);
 
     progress('quote latency');

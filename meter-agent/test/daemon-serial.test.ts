@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatDsmrTelegram, type Swtpm, startSwtpm } from '@tre/hardware';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { APPLICATION_PCR, measureTre, replayPcr } from '../../tre-broker/src/attestation/measurement.js';
+import { attestationPolicyFor } from '../../tre-broker/src/attestation/measurement.js';
 import { startTreFixture, type TreFixture } from '../../tre-broker/test/support/tre-fixture.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -38,15 +38,10 @@ describe('meter-agent run on a serial port', () => {
   }, async () => {
     const dir = await mkdtemp(join(tmpdir(), 'agent-daemon-'));
     const files = await fx.issue('meter', 'pi1');
-    const events = measureTre({ fixture: true });
-    const policy = await fx.ca.signAsRegulator('attestationPolicy', {
-      v: 1,
-      policyId: 'release',
-      issuedAt: new Date().toISOString(),
-      requiredPcrs: [APPLICATION_PCR],
-      pcrValues: { [String(APPLICATION_PCR)]: [replayPcr(events)] },
-      eventDigests: events.map(({ description, digest }) => ({ description, digest })),
-    });
+    const policy = await fx.ca.signAsRegulator(
+      'attestationPolicy',
+      attestationPolicyFor({ fixture: true }, { policyId: 'release' }),
+    );
     await writeFile(join(dir, 'policy.jws'), policy);
     // Two hours of telegrams, one every 5 minutes, 40 Wh apart: 8 closed quarter hours of 120 Wh.
     const t0 = Math.floor((Date.now() - 3 * 3_600_000) / QUARTER) * QUARTER;

@@ -3,16 +3,9 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tpm } from '@tre/hardware';
-import {
-  AcceleratedClock,
-  type AttestationPolicy,
-  isPartyRole,
-  type PartyRole,
-  PROTOCOL_VERSION,
-  systemClock,
-} from '@tre/protocol';
+import { AcceleratedClock, isPartyRole, type PartyRole, systemClock } from '@tre/protocol';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { APPLICATION_PCR, measureTre, replayPcr } from './attestation/measurement.js';
+import { APPLICATION_PCR, attestationPolicyFor } from './attestation/measurement.js';
 import { createLogger } from './log.js';
 import {
   AkChallenge,
@@ -311,8 +304,7 @@ Examples:
         tpm?: string;
       }) => {
         const ca = await CertificateAuthority.open(o.pki);
-        const events = measureTre(JSON.parse(o.config) as Record<string, unknown>);
-        const boot: Record<string, string[]> = {};
+        const boot: Record<number, string> = {};
         if (o.bootPcrs?.length) {
           if (!o.tpm)
             throw new Error(
@@ -320,23 +312,19 @@ Examples:
             );
           const tpm = Tpm.open({ tcti: o.tpm, keystoreDir: join(o.pki, 'reference-tpm') });
           try {
-            for (const p of o.bootPcrs) boot[String(p)] = [tpm.pcrRead(p).toString('hex')];
+            for (const p of o.bootPcrs) boot[p] = tpm.pcrRead(p).toString('hex');
           } finally {
             tpm.close();
           }
         }
-        const policy: AttestationPolicy = {
-          v: PROTOCOL_VERSION,
+        const policy = attestationPolicyFor(JSON.parse(o.config) as Record<string, unknown>, {
           policyId: o.policyId,
-          issuedAt: new Date().toISOString(),
-          requiredPcrs: [...(o.bootPcrs ?? []), APPLICATION_PCR],
-          pcrValues: { ...boot, [String(APPLICATION_PCR)]: [replayPcr(events)] },
-          eventDigests: events.map(({ description, digest }) => ({ description, digest })),
-        };
+          bootPcrValues: boot,
+        });
         await writeFile(o.out, `${await ca.signAsRegulator('attestationPolicy', policy)}\n`);
-        for (const [p, [v]] of Object.entries(boot)) console.log(`${o.out}: PCR ${p} = ${v} (boot)`);
-        console.log(`${o.out}: PCR ${APPLICATION_PCR} = ${replayPcr(events)}`);
-        for (const e of events) console.log(`  ${e.digest}  ${e.description}`);
+        for (const [p, v] of Object.entries(boot)) console.log(`${o.out}: PCR ${p} = ${v} (boot)`);
+        console.log(`${o.out}: PCR ${APPLICATION_PCR} = ${policy.pcrValues[String(APPLICATION_PCR)]![0]}`);
+        for (const e of policy.eventDigests) console.log(`  ${e.digest}  ${e.description}`);
       },
     );
 

@@ -7,7 +7,6 @@ import { generateKeyPairSync, randomBytes, webcrypto, X509Certificate } from 'no
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { type Swtpm, startSwtpm, Tpm, TpmError } from '@tre/hardware';
 import { parseTpmPublic, TPMA_OBJECT, tpmPublicKey } from '@tre/protocol';
@@ -22,18 +21,9 @@ import {
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tre } from './support/run-cli.js';
 
-const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const run = promisify(execFile);
-const tre = (...args: string[]) =>
-  run(process.execPath, [cli, ...args]).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({
-      code: e.code,
-      stdout: e.stdout,
-      stderr: e.stderr,
-    }),
-  );
 
 let dir: string;
 let swtpm: Swtpm;

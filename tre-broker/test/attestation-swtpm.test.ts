@@ -20,7 +20,12 @@ import {
   verifyContent,
 } from '@tre/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { APPLICATION_PCR, measureTre, replayPcr } from '../src/attestation/measurement.js';
+import {
+  APPLICATION_PCR,
+  attestationPolicyFor,
+  measureTre,
+  replayPcr,
+} from '../src/attestation/measurement.js';
 import { nextMessage, startTreFixture, type TreFixture } from './support/tre-fixture.js';
 
 const run = promisify(execFile);
@@ -36,15 +41,10 @@ beforeAll(async () => {
   root = new X509Certificate(await readFile(join(fx.pkiDir, 'ca.crt')));
   treCert = new X509Certificate(await readFile(join(fx.pkiDir, 'tre.crt')));
   // The regulator's whitelist for this build and configuration (what `tre attest-policy` signs).
-  const events = measureTre({ fixture: true });
-  const jws = await fx.ca.signAsRegulator('attestationPolicy', {
-    v: 1,
-    policyId: 'test',
-    issuedAt: new Date().toISOString(),
-    requiredPcrs: [APPLICATION_PCR],
-    pcrValues: { [String(APPLICATION_PCR)]: [replayPcr(events)] },
-    eventDigests: events.map(({ description, digest }) => ({ description, digest })),
-  });
+  const jws = await fx.ca.signAsRegulator(
+    'attestationPolicy',
+    attestationPolicyFor({ fixture: true }, { policyId: 'test' }),
+  );
   policy = await verifyContent('attestationPolicy', jws, root.publicKey, attestationPolicySchema);
 });
 afterAll(async () => {

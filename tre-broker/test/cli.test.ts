@@ -3,21 +3,11 @@ import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { tre, treCli } from './support/run-cli.js';
 
-const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const run = promisify(execFile);
-const tre = (...args: string[]) =>
-  run(process.execPath, [cli, ...args]).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({
-      code: e.code,
-      stdout: e.stdout,
-      stderr: e.stderr,
-    }),
-  );
 
 describe('tre pki', () => {
   it('init and issue print file paths as JSON, write keys 0600 and never overwrite without --force', async () => {
@@ -79,7 +69,7 @@ describe('tre start', () => {
     const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
     await tre('pki', 'init', '--dir', join(dir, 'pki'));
     const child = spawn(process.execPath, [
-      cli,
+      treCli,
       'start',
       '--pki',
       join(dir, 'pki'),

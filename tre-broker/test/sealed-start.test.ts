@@ -9,24 +9,13 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { type Swtpm, startSwtpm } from '@tre/hardware';
 import { CertificateAuthority, createLogger, endorseAk, startTre } from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
+import { meterAgent, tre } from './support/run-cli.js';
 
 const run = promisify(execFile);
-const node = (cli: string, ...args: string[]) =>
-  run(process.execPath, [fileURLToPath(new URL(cli, import.meta.url)), ...args]).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({
-      code: e.code,
-      stdout: e.stdout,
-      stderr: e.stderr,
-    }),
-  );
-const tre = (...args: string[]) => node('../dist/cli.js', ...args);
-const meterAgent = (...args: string[]) => node('../../meter-agent/dist/cli.js', ...args);
 
 let dir = '';
 afterAll(async () => rm(dir, { recursive: true, force: true }));

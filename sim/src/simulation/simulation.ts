@@ -28,13 +28,11 @@ import {
   topics,
 } from '@tre/protocol';
 import {
-  APPLICATION_PCR,
+  attestationPolicyFor,
   CertificateAuthority,
   createLogger,
   endorseAk,
-  measureTre,
   type RunningTre,
-  replayPcr,
   startTre,
 } from '@tre/tre-broker';
 import { type HouseholdProfile, householdProfile } from '../households/load-profile.js';
@@ -519,15 +517,13 @@ export class Simulation {
   /** With the TPM: the regulator's whitelist of this TRE build, and the agents' TPM-quote attestor. */
   private async attestor(caPem: string): Promise<TreAttestor> {
     if (!this.tre.attestation) return trustWithoutAttestation;
-    const events = measureTre(SIMULATION_TRE_CONFIG);
-    const jws = await this.ca.signAsRegulator('attestationPolicy', {
-      v: PROTOCOL_VERSION,
-      policyId: 'simulation',
-      issuedAt: new Date(this.clock.now()).toISOString(),
-      requiredPcrs: [APPLICATION_PCR],
-      pcrValues: { [String(APPLICATION_PCR)]: [replayPcr(events)] },
-      eventDigests: events.map(({ description, digest }) => ({ description, digest })),
-    });
+    const jws = await this.ca.signAsRegulator(
+      'attestationPolicy',
+      attestationPolicyFor(SIMULATION_TRE_CONFIG, {
+        policyId: 'simulation',
+        issuedAt: new Date(this.clock.now()),
+      }),
+    );
     this.attestationMode = `agents verify a TPM quote (swtpm) against the regulator's whitelist before sending; PCR 23 ${this.tre.attestation.pcr.slice(0, 16)}…`;
     return tpmQuoteAttestor({
       regulatorRootPem: caPem,

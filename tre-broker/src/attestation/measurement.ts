@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { MeasurementEvent } from '@tre/protocol';
+import { type AttestationPolicy, type MeasurementEvent, PROTOCOL_VERSION } from '@tre/protocol';
 
 /** PCR 23: the application PCR (resettable at locality 0 in the PC Client profile). */
 export const APPLICATION_PCR = 23;
@@ -86,4 +86,28 @@ export function replayPcr(events: MeasurementEvent[]): string {
       Buffer.alloc(32),
     )
     .toString('hex');
+}
+
+/**
+ * The regulator's whitelist for a TRE release and configuration (what `tre attest-policy` signs):
+ * the application PCR as the measurements replay, their event digests, and any boot PCR values
+ * read from a reference device.
+ */
+export function attestationPolicyFor(
+  config: Record<string, unknown>,
+  opts: { policyId: string; issuedAt?: Date; bootPcrValues?: Record<number, string> },
+): AttestationPolicy {
+  const events = measureTre(config);
+  const boot = Object.entries(opts.bootPcrValues ?? {}).map(([pcr, value]) => [Number(pcr), value] as const);
+  return {
+    v: PROTOCOL_VERSION,
+    policyId: opts.policyId,
+    issuedAt: (opts.issuedAt ?? new Date()).toISOString(),
+    requiredPcrs: [...boot.map(([pcr]) => pcr), APPLICATION_PCR],
+    pcrValues: {
+      ...Object.fromEntries(boot.map(([pcr, value]) => [String(pcr), [value]])),
+      [String(APPLICATION_PCR)]: [replayPcr(events)],
+    },
+    eventDigests: events.map(({ description, digest }) => ({ description, digest })),
+  };
 }
