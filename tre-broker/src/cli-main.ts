@@ -7,6 +7,7 @@ import { AcceleratedClock, isPartyRole, type PartyRole, systemClock } from '@tre
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { APPLICATION_PCR, attestationPolicyFor } from './attestation/measurement.js';
 import { createLogger } from './log.js';
+import type { MonitoringOptions } from './monitoring/monitoring-service.js';
 import {
   AkChallenge,
   AkChallengeResponse,
@@ -279,15 +280,16 @@ Examples:
       }
     });
 
-  program
-    .command('attest-policy')
-    .description(
-      "sign the regulator's attestation whitelist: the measurements of this TRE build, node binary and configuration",
-    )
+  withMonitoringOptions(
+    program
+      .command('attest-policy')
+      .description(
+        "sign the regulator's attestation whitelist: the measurements of this TRE build, node binary and configuration (the same monitoring options as `tre start`)",
+      ),
+  )
     .requiredOption('--pki <dir>', 'PKI directory (the regulator CA signs)')
     .requiredOption('--out <file>', 'where to write the signed policy (JWS)')
     .option('--policy-id <id>', 'policy id', 'tre-release')
-    .option('--config <json>', 'the TRE configuration as measured (JSON object)', '{}')
     .option(
       '--boot-pcrs <list>',
       'also whitelist these boot PCRs (e.g. 0,1,2,3,4,5,6,7) with their values on --tpm, a reference device booted as approved',
@@ -295,14 +297,15 @@ Examples:
     )
     .option('--tpm <tcti>', 'the reference device TPM to read --boot-pcrs from')
     .action(
-      async (o: {
-        pki: string;
-        out: string;
-        policyId: string;
-        config: string;
-        bootPcrs?: number[];
-        tpm?: string;
-      }) => {
+      async (
+        o: {
+          pki: string;
+          out: string;
+          policyId: string;
+          bootPcrs?: number[];
+          tpm?: string;
+        } & MonitoringFlags,
+      ) => {
         const ca = await CertificateAuthority.open(o.pki);
         const boot: Record<number, string> = {};
         if (o.bootPcrs?.length) {
@@ -317,7 +320,7 @@ Examples:
             tpm.close();
           }
         }
-        const policy = attestationPolicyFor(JSON.parse(o.config) as Record<string, unknown>, {
+        const policy = attestationPolicyFor(measuredConfigOf(monitoringFrom(o)), {
           policyId: o.policyId,
           bootPcrValues: boot,
         });
@@ -328,19 +331,91 @@ Examples:
       },
     );
 
-  program
-    .command('start')
-    .description('run the TRE broker (SIGTERM or Ctrl-C stops it gracefully)')
-    .option('--pki <dir>', 'PKI directory made by `tre pki init`', './pki')
-    .option('--data <dir>', 'data directory (SQLite store)', './tre-data')
-    .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option(
-      '--port <port>',
-      'port to listen on; 0 picks a free one (the log says which)',
-      (v) => Number.parseInt(v, 10),
-      8883,
-    )
-    .option('--log-level <level>', 'pino log level', process.env.TRE_LOG_LEVEL ?? 'info')
+  withMonitoringOptions(
+    program
+      .command('start')
+      .description('run the TRE broker (SIGTERM or Ctrl-C stops it gracefully)')
+      .option('--pki <dir>', 'PKI directory made by `tre pki init`', './pki')
+      .option('--data <dir>', 'data directory (SQLite store)', './tre-data')
+      .option('--host <host>', 'address to listen on', '127.0.0.1')
+      .option(
+        '--port <port>',
+        'port to listen on; 0 picks a free one (the log says which)',
+        (v) => Number.parseInt(v, 10),
+        8883,
+      )
+      .option('--log-level <level>', 'pino log level', process.env.TRE_LOG_LEVEL ?? 'info')
+      .option(
+        '--tpm <tcti>',
+        'the TPM: device:/dev/tpmrm0 (Pi HAT) or swtpm:host=127.0.0.1,port=N; needs <data>/tpm/ak.crt (tre pki endorse-ak)',
+      )
+      .option(
+        '--boot-pcrs <list>',
+        'with --tpm on a machine with measured boot: quote these boot PCRs too and seal the TLS key to them (e.g. 0,1,2,3,4,5,6,7)',
+        pcrList,
+      )
+      .option(
+        '--clock-speed <x>',
+        'run the TRE clock x times faster than real time (demos and tests)',
+        Number,
+        1,
+      )
+      .option(
+        '--clock-epoch <ms>',
+        'real instant (ms since epoch) from which the faster clock runs; the same value continues one timeline across restarts',
+        Number,
+      ),
+  ).action(
+    async (
+      o: {
+        pki: string;
+        data: string;
+        host: string;
+        port: number;
+        logLevel: string;
+        clockSpeed: number;
+        tpm?: string;
+        bootPcrs?: number[];
+        clockEpoch?: number;
+      } & MonitoringFlags,
+    ) => {
+      const log = createLogger({ level: o.logLevel });
+      const monitoring = monitoringFrom(o);
+      // Signals are taken from the start, so a stop during start-up is still graceful.
+      const stopped = new Promise<string>((resolve) => {
+        process.once('SIGTERM', () => resolve('SIGTERM'));
+        process.once('SIGINT', () => resolve('SIGINT'));
+      });
+      const tre = await startTre({
+        pkiDir: o.pki,
+        dataDir: o.data,
+        host: o.host,
+        port: o.port,
+        log,
+        monitoring,
+        tpm: o.tpm ? { tcti: o.tpm, bootPcrs: o.bootPcrs } : undefined,
+        measuredConfig: measuredConfigOf(monitoring),
+        clock:
+          o.clockSpeed === 1 ? systemClock : new AcceleratedClock(o.clockEpoch ?? Date.now(), o.clockSpeed),
+      });
+      const signal = await stopped; // already settled if the signal came during start-up
+      log.info({ signal }, 'stopping');
+      await tre.stop().catch((err: Error) => log.error({ err }, 'unclean stop'));
+    },
+  );
+  return program;
+}
+
+interface MonitoringFlags {
+  minGroupSize: number;
+  epsilon: string;
+  dailyBudget: number;
+  releaseMinutes: number;
+}
+
+/** The monitoring options: `tre start` runs with them, `tre attest-policy` whitelists them. */
+function withMonitoringOptions(command: Command): Command {
+  return command
     .option(
       '--min-group-size <n>',
       'smallest DNO aggregation group (never below 2)',
@@ -354,83 +429,25 @@ Examples:
       'aggregate release interval: 15 or 30',
       (v) => Number.parseInt(v, 10),
       30,
-    )
-    .option(
-      '--tpm <tcti>',
-      'the TPM: device:/dev/tpmrm0 (Pi HAT) or swtpm:host=127.0.0.1,port=N; needs <data>/tpm/ak.crt (tre pki endorse-ak)',
-    )
-    .option(
-      '--boot-pcrs <list>',
-      'with --tpm on a machine with measured boot: quote these boot PCRs too and seal the TLS key to them (e.g. 0,1,2,3,4,5,6,7)',
-      pcrList,
-    )
-    .option(
-      '--clock-speed <x>',
-      'run the TRE clock x times faster than real time (demos and tests)',
-      Number,
-      1,
-    )
-    .option(
-      '--clock-epoch <ms>',
-      'real instant (ms since epoch) from which the faster clock runs; the same value continues one timeline across restarts',
-      Number,
-    )
-    .action(
-      async (o: {
-        pki: string;
-        data: string;
-        host: string;
-        port: number;
-        logLevel: string;
-        minGroupSize: number;
-        epsilon: string;
-        dailyBudget: number;
-        releaseMinutes: number;
-        clockSpeed: number;
-        tpm?: string;
-        bootPcrs?: number[];
-        clockEpoch?: number;
-      }) => {
-        const log = createLogger({ level: o.logLevel });
-        const eps = /^(\d+)\/(\d+)$/.exec(o.epsilon);
-        if (!eps)
-          throw new CommanderError(
-            2,
-            'tre.epsilon',
-            `--epsilon must be a fraction such as 1/2 (got ${o.epsilon})`,
-          );
-        if (o.releaseMinutes !== 15 && o.releaseMinutes !== 30)
-          throw new CommanderError(2, 'tre.release', '--release-minutes must be 15 or 30');
-        const monitoring = {
-          minGroupSize: o.minGroupSize,
-          epsilon: [Number(eps[1]), Number(eps[2])] as [number, number],
-          dailyBudget: o.dailyBudget,
-          releaseMinutes: o.releaseMinutes as 15 | 30,
-        };
-        // Signals are taken from the start, so a stop during start-up is still graceful.
-        const stopped = new Promise<string>((resolve) => {
-          process.once('SIGTERM', () => resolve('SIGTERM'));
-          process.once('SIGINT', () => resolve('SIGINT'));
-        });
-        const tre = await startTre({
-          pkiDir: o.pki,
-          dataDir: o.data,
-          host: o.host,
-          port: o.port,
-          log,
-          monitoring,
-          tpm: o.tpm ? { tcti: o.tpm, bootPcrs: o.bootPcrs } : undefined,
-          measuredConfig: { monitoring },
-          clock:
-            o.clockSpeed === 1 ? systemClock : new AcceleratedClock(o.clockEpoch ?? Date.now(), o.clockSpeed),
-        });
-        const signal = await stopped; // already settled if the signal came during start-up
-        log.info({ signal }, 'stopping');
-        await tre.stop().catch((err: Error) => log.error({ err }, 'unclean stop'));
-      },
     );
-  return program;
 }
+
+function monitoringFrom(o: MonitoringFlags): MonitoringOptions {
+  const eps = /^(\d+)\/(\d+)$/.exec(o.epsilon);
+  if (!eps)
+    throw new CommanderError(2, 'tre.epsilon', `--epsilon must be a fraction such as 1/2 (got ${o.epsilon})`);
+  if (o.releaseMinutes !== 15 && o.releaseMinutes !== 30)
+    throw new CommanderError(2, 'tre.release', '--release-minutes must be 15 or 30');
+  return {
+    minGroupSize: o.minGroupSize,
+    epsilon: [Number(eps[1]), Number(eps[2])],
+    dailyBudget: o.dailyBudget,
+    releaseMinutes: o.releaseMinutes,
+  };
+}
+
+/** What the TRE measures as its configuration: the regulator's whitelist must be made from the same. */
+const measuredConfigOf = (monitoring: MonitoringOptions) => ({ monitoring });
 
 function pcrList(v: string): number[] {
   const pcrs = v.split(',').map((p) => Number(p.trim()));
