@@ -114,9 +114,9 @@ function measuredStart(
   tcti: string,
   dataDir: string,
   measuredConfig: Record<string, unknown>,
-  tls: { key: string },
+  plainKey: { pem: string | undefined; path: string },
   bootPcrs: number[],
-): Tpm {
+): { tpm: Tpm; tlsKey: string; sealedNow: boolean } {
   const tpm = Tpm.open({ tcti, keystoreDir: join(dataDir, 'tpm') });
   // The application PCR starts from zero on every start (a restart needs no reboot); the boot PCRs
   // cannot be reset by software and carry what booted.
@@ -127,30 +127,38 @@ function measuredStart(
   // The TPM seals at most 128 bytes: it seals a random AES-256 key, which encrypts the TLS key.
   const sealedFile = join(dataDir, 'tpm', 'tls-key.enc');
   if (!existsSync(sealedFile)) {
+    if (!plainKey.pem) {
+      tpm.close();
+      throw new TreConfigError(
+        `no TLS key: ${plainKey.path} is missing and none is sealed in ${sealedFile}; put the TRE key there for the first start`,
+      );
+    }
     const kek = randomBytes(32);
     tpm.seal(SEALED_TLS_KEY, kek, [APPLICATION_PCR, ...bootPcrs]);
     const iv = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', kek, iv);
-    const encrypted = Buffer.concat([cipher.update(tls.key, 'utf8'), cipher.final()]);
+    const encrypted = Buffer.concat([cipher.update(plainKey.pem, 'utf8'), cipher.final()]);
     writeFileSync(sealedFile, Buffer.concat([iv, cipher.getAuthTag(), encrypted]), { mode: 0o600 });
-    return tpm;
+    return { tpm, tlsKey: plainKey.pem, sealedNow: true };
   }
+  let tlsKey: string;
   try {
     const kek = tpm.unseal(SEALED_TLS_KEY);
     const blob = readFileSync(sealedFile);
     const decipher = createDecipheriv('aes-256-gcm', kek, blob.subarray(0, 12));
     decipher.setAuthTag(blob.subarray(12, 28));
-    const key = Buffer.concat([decipher.update(blob.subarray(28)), decipher.final()]).toString('utf8');
-    if (key !== tls.key)
-      throw new TreConfigError('the sealed TLS key is not the key of this TRE certificate');
+    tlsKey = Buffer.concat([decipher.update(blob.subarray(28)), decipher.final()]).toString('utf8');
   } catch (err) {
     tpm.close();
-    if (err instanceof TreConfigError) throw err;
     throw new TreConfigError(
-      `this TRE's measurement (code, node binary or configuration) differs from the one its TLS key was sealed to, so the key cannot be unsealed and the TRE refuses to start (${(err as Error).message}). If the change is approved, the regulator re-enrolls the TRE.`,
+      `this TRE's measurement (code, node binary, configuration or boot) differs from the one its TLS key was sealed to, so the key cannot be unsealed and the TRE refuses to start (${(err as Error).message}). If the change is approved: put the TRE key back at ${plainKey.path}, delete ${sealedFile} and start again to seal it to the new measurement; the regulator whitelists the new release with \`tre attest-policy\`.`,
     );
   }
-  return tpm;
+  if (plainKey.pem && plainKey.pem !== tlsKey) {
+    tpm.close();
+    throw new TreConfigError(`${plainKey.path} is not the TLS key sealed in ${sealedFile}`);
+  }
+  return { tpm, tlsKey, sealedNow: false };
 }
 
 const SEALED_TLS_KEY = '/HS/SRK/tre-tls-key';
@@ -164,21 +172,33 @@ function bootPcrsOf(pcrs: number[] = []): number[] {
 
 export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const paths = pkiPaths(opts.pkiDir);
+  // With a TPM the TLS key is sealed after the first start, and tre.key should leave the machine.
+  const plainKey = await readFile(paths.treKey, 'utf8').catch(() => undefined);
   const tls = {
-    key: await readPem(paths.treKey, 'TRE private key'),
+    key: plainKey ?? '',
     cert: await readPem(paths.treCert, 'TRE certificate'),
     ca: await readPem(paths.caCert, 'regulator CA certificate'),
   };
   await readPem(paths.crl, 'certificate revocation list');
-  const tpm = opts.tpm
-    ? measuredStart(
-        opts.tpm.tcti,
-        opts.dataDir,
-        opts.measuredConfig ?? {},
-        tls,
-        bootPcrsOf(opts.tpm.bootPcrs),
-      )
-    : undefined;
+  let tpm: Tpm | undefined;
+  if (opts.tpm) {
+    const measured = measuredStart(
+      opts.tpm.tcti,
+      opts.dataDir,
+      opts.measuredConfig ?? {},
+      { pem: plainKey, path: paths.treKey },
+      bootPcrsOf(opts.tpm.bootPcrs),
+    );
+    tpm = measured.tpm;
+    tls.key = measured.tlsKey;
+    if (measured.sealedNow)
+      opts.log.warn(
+        { sealedIn: join(opts.dataDir, 'tpm', 'tls-key.enc') },
+        `TLS key sealed to this measurement; remove ${paths.treKey} from this machine (keep it offline to re-seal after an approved update)`,
+      );
+  } else if (!plainKey) {
+    await readPem(paths.treKey, 'TRE private key'); // throws the usual message
+  }
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const revocations = await RevocationList.load(paths.crl, tls.ca);
   const clock = opts.clock ?? systemClock;

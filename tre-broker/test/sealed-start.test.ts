@@ -6,7 +6,7 @@
  * `meter-agent attest` names the PCR that differs from the regulator's reference device.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -71,10 +71,12 @@ describe('sealed TLS key', () => {
       expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // first start: seals
       expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // restart, no reboot
     });
+    // Sealed: the plain key leaves the machine; the TRE starts from the key only its TPM can unseal.
+    await rename(join(dir, 'pki', 'tre.key'), join(dir, 'tre.key.offline'));
     await boot(async (swtpm) => {
       expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // after a reboot: unseals
       expect(await outcome(startOn(swtpm, ca, { release: 2 }))).toMatch(
-        /measurement .* differs .* refuses to start/,
+        /measurement .* differs .* refuses to start.*put the TRE key back/,
       );
     });
   });

@@ -9,7 +9,7 @@
 
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import koffi from 'koffi';
 import { TpmError } from './tpm-error.js';
 import { type Tss2, tss2 } from './tss2-ffi.js';
@@ -108,17 +108,19 @@ export class Tpm {
   /** Opens the TPM behind `tcti`, provisioning the FAPI key store in `keystoreDir` on first use. */
   static open(opts: TpmOptions): Tpm {
     const lib = tss2();
+    // FAPI fails with an IO error on relative key store paths (e.g. `--data ./tre-data`).
+    const keystoreDir = resolve(opts.keystoreDir);
     for (const d of ['user', 'system', 'log'])
-      mkdirSync(join(opts.keystoreDir, d), { recursive: true, mode: 0o700 });
-    const config = join(opts.keystoreDir, 'fapi-config.json');
+      mkdirSync(join(keystoreDir, d), { recursive: true, mode: 0o700 });
+    const config = join(keystoreDir, 'fapi-config.json');
     writeFileSync(
       config,
       JSON.stringify({
         profile_name: 'P_ECCP256SHA256',
         profile_dir: '/etc/tpm2-tss/fapi-profiles/',
-        user_dir: join(opts.keystoreDir, 'user'),
-        system_dir: join(opts.keystoreDir, 'system'),
-        log_dir: join(opts.keystoreDir, 'log'),
+        user_dir: join(keystoreDir, 'user'),
+        system_dir: join(keystoreDir, 'system'),
+        log_dir: join(keystoreDir, 'log'),
         tcti: opts.tcti,
         system_pcrs: [],
         // swtpm has no EK certificate unless swtpm_setup --create-ek-cert made one; enrollment checks the EK itself.
