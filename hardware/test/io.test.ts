@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LoadSwitch, MockIo, parseActuator } from '../src/io/index.js';
+import { drivableActuator, LoadSwitch, MockIo, parseActuator } from '../src/io/index.js';
 
 describe('load switch over johnny-five (mock IO: no GPIO on this machine)', () => {
   it('sheds and restores loads by actuator reference and shows trust on the LED', async () => {
@@ -16,5 +16,8 @@ describe('load switch over johnny-five (mock IO: no GPIO on this machine)', () =
   it('refuses malformed actuator references', () => {
     expect(parseActuator('relay:4')).toBe(4);
     expect(() => parseActuator('gpio4')).toThrow(/relay:<pin>/);
+    // What the agent may offer in a bid: only loads it can switch.
+    expect(drivableActuator('relay:17')).toBe(true);
+    expect(drivableActuator('plug:laundry')).toBe(false);
   });
 });

@@ -6,7 +6,13 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { IntervalAccumulator, LoadSwitch, MeterReader, systemSerialBinding } from '@tre/hardware';
+import {
+  drivableActuator,
+  IntervalAccumulator,
+  LoadSwitch,
+  MeterReader,
+  systemSerialBinding,
+} from '@tre/hardware';
 import { decide, type Policy, parsePolicy } from '@tre/hems-policy';
 import { BASELINE_LOOKBACK_DAYS, baselineIntervals, type Clock, systemClock } from '@tre/protocol';
 import type { AgentConfig } from './agent-config.js';
@@ -45,11 +51,21 @@ export async function runAgent(
     config.io.plugin === 'none'
       ? undefined
       : await LoadSwitch.open(config.io.plugin, { statusLedPin: config.io.statusLedPin });
+  // A load this box cannot switch is not offered: a bid it cannot deliver would cost the household.
+  const unavailable = Object.fromEntries(
+    (loads ? (policy?.loads ?? []).filter((l) => !drivableActuator(l.actuator)) : []).map((l) => [
+      l.name,
+      { state: 'unavailable' as const },
+    ]),
+  );
+  for (const name of Object.keys(unavailable))
+    log(`load ${name}: its actuator cannot be switched by this box (relay:<pin> only), so it is never bid`);
   const recent: { intervalStart: string; intervalMinutes: number; energyWh: number }[] = [];
   const propose = (event: Parameters<typeof decide>[1]): BidProposal => {
     if (!policy) return { reason: 'no policy configured' };
     const d = decide(policy, event, {
       timeZone: config.meter.timeZone,
+      loads: unavailable,
       now: new Date(clock.now()).toISOString(),
       // The intervals the TRE's baseline for this window is made of: bids stay within what it accepts.
       recentConsumption: baselineIntervals(

@@ -14,6 +14,11 @@ export class ActuatorError extends Error {
 
 export type TrustLed = 'trusted' | 'untrusted' | 'unknown';
 
+/** Whether this box can switch the actuator (`relay:<pin>`). */
+export function drivableActuator(ref: string): boolean {
+  return /^relay:(\d{1,2})$/.test(ref);
+}
+
 export function parseActuator(ref: string): number {
   const m = /^relay:(\d{1,2})$/.exec(ref);
   if (!m)
