@@ -1,10 +1,17 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
   acknowledge,
   formatModeCDataBlock,
+  ModeCReader,
   parseIdentification,
   parseModeCDataBlock,
   SIGN_ON,
+  systemSerialBinding,
 } from '../src/serial/index.js';
 
 describe('IEC 62056-21 mode C', () => {
@@ -41,5 +48,49 @@ describe('IEC 62056-21 mode C', () => {
       baudRate: 9_600,
     });
     expect(acknowledge('5').toString('latin1')).toBe('\x06050\r\n');
+  });
+
+  it('reads a meter live over a real pseudo-terminal: sign-on, identification, ACK, baud switch, block', {
+    timeout: 20_000,
+  }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'iec-'));
+    const corrupt = Buffer.from(block);
+    corrupt[12] = corrupt[12]! ^ 1;
+    await writeFile(join(dir, 'good'), block);
+    await writeFile(join(dir, 'corrupt'), corrupt);
+    const meter = spawn(
+      'python3',
+      [
+        fileURLToPath(new URL('./support/iec_meter_pty.py', import.meta.url)),
+        join(dir, 'good'),
+        join(dir, 'corrupt'),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      const path = await new Promise<string>((resolve) =>
+        meter.stdout!.once('data', (d) => resolve(String(d).trim())),
+      );
+      const reader = new ModeCReader({
+        path,
+        binding: await systemSerialBinding(),
+        clock: { now: () => Date.now(), setTimeout, clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout) },
+        pollMs: 3_600_000,
+        timeouts: { identificationMs: 3_000, blockMs: 3_000 },
+      });
+      const readout = new Promise<{ importWh: number; exportWh: number; meterId?: string }>((resolve) =>
+        reader.once('readout', resolve),
+      );
+      reader.start();
+      expect(await readout).toMatchObject({ importWh: 1_234_567, exportWh: 10_000, meterId: '12345678' });
+      // The next exchange gets a block with a wrong BCC: rejected by name, nothing emitted.
+      const rejected = new Promise<string>((resolve) => reader.once('rejected', resolve));
+      await reader.poll();
+      expect(await rejected).toBe('BCC_MISMATCH');
+      expect(reader.counts).toEqual({ readouts: 1, rejected: { BCC_MISMATCH: 1 } });
+      await reader.stop();
+    } finally {
+      meter.kill();
+    }
   });
 });

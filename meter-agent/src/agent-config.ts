@@ -36,6 +36,8 @@ export const agentConfigSchema = z.strictObject({
     protocol: z.enum(['dsmr', 'iec62056-21']).default('dsmr'),
     /** Serial framing: DSMR 4/5 115200 8N1; DSMR 2.2/3 9600 7E1. */
     framing: z.enum(['115200-8N1', '9600-7E1']).default('115200-8N1'),
+    /** IEC 62056-21 (optical head, mode C): seconds between readouts. */
+    pollSeconds: z.number().int().min(10).max(900).default(60),
     /** IANA time zone of the meter, e.g. Europe/Amsterdam (interval boundaries are local wall-clock). */
     timeZone: z.string().min(1).default('UTC'),
     intervalMinutes: z.union([z.literal(15), z.literal(30)], { error: 'must be 15 or 30' }).default(15),

@@ -11,6 +11,8 @@ import {
   IntervalAccumulator,
   LoadSwitch,
   MeterReader,
+  ModeCReader,
+  type RegisterReading,
   systemSerialBinding,
 } from '@tre/hardware';
 import { decide, type Policy, parsePolicy } from '@tre/hems-policy';
@@ -90,24 +92,8 @@ export async function runAgent(
     loads?.showTrust(state === 'trusted' ? 'trusted' : state === 'untrusted' ? 'untrusted' : 'unknown');
   });
   const acc = new IntervalAccumulator(config.meter.intervalMinutes);
-  if (config.meter.protocol !== 'dsmr')
-    throw new Error(`${config.meter.protocol} meters are not supported by this version; use a DSMR P1 cable`);
-  const slow = config.meter.framing === '9600-7E1';
-  const reader = new MeterReader({
-    path: config.meter.port,
-    binding: await systemSerialBinding(),
-    clock,
-    baudRate: slow ? 9_600 : 115_200,
-    dataBits: slow ? 7 : 8,
-    parity: slow ? 'even' : 'none',
-  });
-  reader.on('telegram', (t) => {
-    if (!t.timestamp) return;
-    for (const interval of acc.push({
-      at: Date.parse(t.timestamp),
-      importWh: t.importWh,
-      exportWh: t.exportWh,
-    })) {
+  const record = (reading: RegisterReading) => {
+    for (const interval of acc.push(reading)) {
       agent.recordInterval(interval);
       recent.push({
         intervalStart: interval.intervalStart,
@@ -117,8 +103,36 @@ export async function runAgent(
       // Enough for the baseline's lookback at 15-minute intervals; nothing older is needed.
       recent.splice(0, Math.max(0, recent.length - (BASELINE_LOOKBACK_DAYS + 1) * 96));
     }
-  });
-  reader.on('rejected', (reason) => log(`telegram rejected: ${reason}`));
+  };
+  const binding = await systemSerialBinding();
+  let reader: MeterReader | ModeCReader;
+  if (config.meter.protocol === 'iec62056-21') {
+    // Optical head: the meter is asked (mode C); registers are timed by this box's clock.
+    const modeC = new ModeCReader({
+      path: config.meter.port,
+      binding,
+      clock,
+      pollMs: config.meter.pollSeconds * 1000,
+    });
+    modeC.on('readout', (r) => record({ at: r.at, importWh: r.importWh, exportWh: r.exportWh }));
+    modeC.on('rejected', (reason) => log(`meter readout rejected: ${reason}`));
+    reader = modeC;
+  } else {
+    const slow = config.meter.framing === '9600-7E1';
+    const p1 = new MeterReader({
+      path: config.meter.port,
+      binding,
+      clock,
+      baudRate: slow ? 9_600 : 115_200,
+      dataBits: slow ? 7 : 8,
+      parity: slow ? 'even' : 'none',
+    });
+    p1.on('telegram', (t) => {
+      if (t.timestamp) record({ at: Date.parse(t.timestamp), importWh: t.importWh, exportWh: t.exportWh });
+    });
+    p1.on('rejected', (reason) => log(`telegram rejected: ${reason}`));
+    reader = p1;
+  }
   reader.on('state', (state, detail) => log(`meter port ${state}${detail ? `: ${detail}` : ''}`));
   const control = serveControl(join(config.stateDir, 'control.sock'), (req) => {
     if (req.cmd === 'approve') return { ok: true, detail: agent.approve(req.bidId) };

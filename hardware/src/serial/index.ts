@@ -3,6 +3,7 @@ export * from './dsmr-telegram.js';
 export * from './iec62056-21.js';
 export * from './interval-energy.js';
 export * from './meter-reader.js';
+export * from './mode-c-reader.js';
 export * from './system-binding.js';
 export * from './telegram-framer.js';
 export * from './virtual-meter-port.js';
