@@ -139,4 +139,56 @@ describe('TPM through tpm2-tss FAPI', () => {
       );
     });
   });
+
+  it('an RSA EK (tpm2-tools made it and activates): our MakeCredential for RSA-OAEP seeds', async () => {
+    const rsaTpm = await startSwtpm();
+    const dir = mkdtempSync(join(tmpdir(), 'rsa-ek-'));
+    const tools = (cmd: string, ...args: string[]) =>
+      execFileSync(cmd, args, { cwd: dir, env: { ...process.env, TPM2TOOLS_TCTI: rsaTpm.tcti } });
+    try {
+      tools('tpm2_createek', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub');
+      tools(
+        'tpm2_createak',
+        '-C',
+        'ek.ctx',
+        '-c',
+        'ak.ctx',
+        '-G',
+        'ecc',
+        '-g',
+        'sha256',
+        '-s',
+        'ecdsa',
+        '-n',
+        'ak.name',
+      );
+      tools('tpm2_flushcontext', '-t'); // no resource manager: free the object slots for the activation
+      const ek = parseTpmPublic(readFileSync(join(dir, 'ek.pub')));
+      expect(ek.rsa?.bits).toBe(2048);
+      const secret = Buffer.from('rsa ek secret, 32 bytes long!!!!');
+      const c = makeCredential(ek, readFileSync(join(dir, 'ak.name')), secret);
+      writeFileSync(
+        join(dir, 'cred'),
+        Buffer.concat([Buffer.from('badcc0de00000001', 'hex'), c.credentialBlob, c.encryptedSecret]),
+      );
+      tools('tpm2_startauthsession', '--policy-session', '-S', 'session.ctx');
+      tools('tpm2_policysecret', '-S', 'session.ctx', '-c', 'e');
+      tools(
+        'tpm2_activatecredential',
+        '-c',
+        'ak.ctx',
+        '-C',
+        'ek.ctx',
+        '-i',
+        'cred',
+        '-o',
+        'secret',
+        '-P',
+        'session:session.ctx',
+      );
+      expect(readFileSync(join(dir, 'secret')).equals(secret)).toBe(true);
+    } finally {
+      await rsaTpm.stop();
+    }
+  });
 });
