@@ -18,28 +18,23 @@ import { sized, u32be } from './tpm-wire.js';
 
 const DIGEST_BYTES = 32;
 
+/** The counter mode both KDFs share: SHA-256 blocks for counter 1, 2, ... until `bits` are made. */
+function counterMode(bits: number, block: (counter: Buffer) => Buffer): Buffer {
+  const out: Buffer[] = [];
+  for (let i = 1; out.length * DIGEST_BYTES < bits / 8; i++) out.push(block(u32be(i)));
+  return Buffer.concat(out).subarray(0, bits / 8);
+}
+
 /** KDFa (Part 1, 11.4.10.2) with HMAC-SHA-256: `bits` of key from `key`, label and contexts. */
 export function kdfa(key: Buffer, label: string, contextU: Buffer, contextV: Buffer, bits: number): Buffer {
-  const out: Buffer[] = [];
-  for (let i = 1, have = 0; have < bits / 8; i++, have += DIGEST_BYTES)
-    out.push(
-      createHmac('sha256', key)
-        .update(Buffer.concat([u32be(i), Buffer.from(`${label}\0`), contextU, contextV, u32be(bits)]))
-        .digest(),
-    );
-  return Buffer.concat(out).subarray(0, bits / 8);
+  const fixed = Buffer.concat([Buffer.from(`${label}\0`), contextU, contextV, u32be(bits)]);
+  return counterMode(bits, (i) => createHmac('sha256', key).update(i).update(fixed).digest());
 }
 
 /** KDFe (Part 1, 11.4.10.3) with SHA-256, for ECDH-derived seeds. */
 export function kdfe(z: Buffer, label: string, partyU: Buffer, partyV: Buffer, bits: number): Buffer {
-  const out: Buffer[] = [];
-  for (let i = 1, have = 0; have < bits / 8; i++, have += DIGEST_BYTES)
-    out.push(
-      createHash('sha256')
-        .update(Buffer.concat([u32be(i), z, Buffer.from(`${label}\0`), partyU, partyV]))
-        .digest(),
-    );
-  return Buffer.concat(out).subarray(0, bits / 8);
+  const fixed = Buffer.concat([z, Buffer.from(`${label}\0`), partyU, partyV]);
+  return counterMode(bits, (i) => createHash('sha256').update(i).update(fixed).digest());
 }
 
 export interface Credential {

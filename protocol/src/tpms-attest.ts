@@ -1,9 +1,9 @@
-import { TpmParseError, TpmReader, u16be, u32be } from './tpm-wire.js';
-
 /**
  * Parser of TPMS_ATTEST (TPM 2.0 Library, Part 2, 10.12.12) for quotes: what the TPM signed.
  * Big-endian throughout; sizes are checked so a truncated or padded structure is rejected.
  */
+import { TpmParseError, TpmReader, u16be as u16, u32be as u32 } from './tpm-wire.js';
+
 export const TPM_GENERATED_VALUE = 0xff544347;
 export const TPM_ST_ATTEST_QUOTE = 0x8018;
 
@@ -89,8 +89,6 @@ export function encodeQuoteAttest(
   a: Omit<QuoteAttest, 'magic' | 'type'> & { magic?: number; type?: number },
 ): Buffer {
   const parts: Buffer[] = [];
-  const u16 = u16be;
-  const u32 = u32be;
   const u64 = (v: bigint) => {
     const b = Buffer.alloc(8);
     b.writeBigUInt64BE(v);

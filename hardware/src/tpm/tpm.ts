@@ -10,7 +10,6 @@
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import koffi from 'koffi';
 import { TpmError } from './tpm-error.js';
 import { type Tss2, tss2 } from './tss2-ffi.js';
 
@@ -323,11 +322,10 @@ export class Tpm {
           lib.Esys_NV_Read(esys, auth, handle[0], ESYS_TR_PASSWORD, none, none, want, offset, data) as number;
         const rc = read(handle[0]!);
         this.check('Esys_NV_Read', rc === 0 ? rc : read(ESYS_TR_RH_OWNER));
-        const got = koffi.decode(data[0], 'uint16_t') as number;
-        chunks.push(Buffer.from(koffi.decode(data[0], 2, 'uint8_t', got) as number[]));
-        lib.Esys_Free(data[0]);
-        if (got === 0) break;
-        offset += got;
+        const chunk = lib.takeTpm2b(data[0]);
+        chunks.push(chunk);
+        if (chunk.length === 0) break;
+        offset += chunk.length;
       }
       return Buffer.concat(chunks);
     } finally {
@@ -416,11 +414,7 @@ export class Tpm {
             certInfo,
           ),
         );
-        // TPM2B_DIGEST: a native-endian u16 size, then the bytes.
-        const size = koffi.decode(certInfo[0], 'uint16_t') as number;
-        const out = Buffer.from(koffi.decode(certInfo[0], 2, 'uint8_t', size) as number[]);
-        lib.Esys_Free(certInfo[0]);
-        return out;
+        return lib.takeTpm2b(certInfo[0]); // TPM2B_DIGEST
       } finally {
         for (const handle of transient) lib.Esys_FlushContext(esys, handle);
       }

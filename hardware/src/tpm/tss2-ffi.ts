@@ -49,6 +49,8 @@ export interface Tss2 {
   unmarshal(type: 'TPMS_CONTEXT' | 'TPM2B_ID_OBJECT' | 'TPM2B_ENCRYPTED_SECRET', wire: Buffer): Buffer;
   /** Reads a NUL-terminated string a FAPI call returned, then frees it. */
   takeString(ptr: unknown): string;
+  /** Reads a TPM2B (native u16 size, then the bytes) an ESYS call returned, then frees it. */
+  takeTpm2b(ptr: unknown): Buffer;
   /** Reads `size` bytes a FAPI call returned, then frees them. */
   takeBytes(ptr: unknown, size: number): Buffer;
 }
@@ -77,6 +79,7 @@ export function tss2(): Tss2 {
   );
   const decode = rc.func('const char *Tss2_RC_Decode(uint32_t rc)');
   const Fapi_Free = fapi.func('void Fapi_Free(void *ptr)');
+  const Esys_Free = esys.func('void Esys_Free(void *ptr)');
   loaded = {
     decode: (code: number) => String(decode(code)),
     Fapi_Initialize: fapi.func('uint32_t Fapi_Initialize(_Out_ FAPI_CONTEXT **context, const char *uri)'),
@@ -140,7 +143,7 @@ export function tss2(): Tss2 {
       'uint32_t Esys_ActivateCredential(ESYS_CONTEXT *context, uint32_t activateHandle, uint32_t keyHandle, uint32_t s1, uint32_t s2, uint32_t s3, const uint8_t *credentialBlob, const uint8_t *secret, _Out_ void **certInfo)',
     ),
     Esys_FlushContext: esys.func('uint32_t Esys_FlushContext(ESYS_CONTEXT *context, uint32_t handle)'),
-    Esys_Free: esys.func('void Esys_Free(void *ptr)'),
+    Esys_Free,
     Esys_PCR_Reset: esys.func(
       'uint32_t Esys_PCR_Reset(ESYS_CONTEXT *context, uint32_t pcrHandle, uint32_t s1, uint32_t s2, uint32_t s3)',
     ),
@@ -169,6 +172,12 @@ export function tss2(): Tss2 {
       if (code !== 0 || offset[0] !== wire.length)
         throw new Error(`${type}: malformed (${code ? String(decode(code)) : 'trailing bytes'})`);
       return dest;
+    },
+    takeTpm2b(ptr) {
+      const size = koffi.decode(ptr, 'uint16_t') as number;
+      const b = Buffer.from(koffi.decode(ptr, 2, 'uint8_t', size) as number[]);
+      Esys_Free(ptr);
+      return b;
     },
     takeString(ptr) {
       if (!ptr) return '';
