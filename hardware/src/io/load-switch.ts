@@ -14,13 +14,15 @@ export class ActuatorError extends Error {
 
 export type TrustLed = 'trusted' | 'untrusted' | 'unknown';
 
+const RELAY = /^relay:(\d{1,2})$/;
+
 /** Whether this box can switch the actuator (`relay:<pin>`). */
 export function drivableActuator(ref: string): boolean {
-  return /^relay:(\d{1,2})$/.test(ref);
+  return RELAY.test(ref);
 }
 
 export function parseActuator(ref: string): number {
-  const m = /^relay:(\d{1,2})$/.exec(ref);
+  const m = RELAY.exec(ref);
   if (!m)
     throw new ActuatorError(`actuator ${JSON.stringify(ref)} must look like relay:<pin>, e.g. relay:17`);
   return Number(m[1]);

@@ -53,6 +53,9 @@ export class IntervalAccumulator {
     const out: IntervalRecord[] = [];
     const end = lastBoundary + step;
     // The register at `end`: this reading if it lies exactly on it, else the last one before it.
+    // It is also the register at `crossed`, where this reading's interval starts: `crossed` is `end`
+    // unless whole intervals went without a reading, and then their energy is not invented but
+    // lands in the interval that closes the gap (it starts from the last reading before the gap).
     const atEnd = crossed === end && onBoundary ? r : last;
     if (this.anchor && this.anchor.at === lastBoundary) {
       out.push({
@@ -68,12 +71,8 @@ export class IntervalAccumulator {
       });
       this.gapFrom = undefined;
     }
-    // The register at `crossed`, where the interval this reading is in starts: after a gap, the last
-    // reading before it (whole intervals without a reading are not invented; their energy lands in
-    // the interval that closes the gap); else this reading if exactly on the boundary.
     if (crossed > end) this.gapFrom = end;
-    const atCrossed = crossed === end && onBoundary ? r : last;
-    this.anchor = { at: crossed, importWh: atCrossed.importWh, exportWh: atCrossed.exportWh };
+    this.anchor = { at: crossed, importWh: atEnd.importWh, exportWh: atEnd.exportWh };
     return out;
   }
 }
