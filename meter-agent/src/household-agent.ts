@@ -14,12 +14,12 @@ import {
   type DrOutcome,
   drAnnouncementSchema,
   drOutcomeSchema,
+  PendingTimers,
   PROTOCOL_VERSION,
   type Statement,
   signedEnvelopeSchema,
   statementSchema,
   type Tariff,
-  type TimerHandle,
   tariffSchema,
   topics,
   verifyContent,
@@ -87,10 +87,11 @@ export class HouseholdAgent {
   readonly outcomes: DrOutcome[] = [];
   lastInterval: IntervalRecord | undefined;
   readonly rejected = { signatures: 0 };
-  /** Pending load switching only: a timer removes itself when it fires. */
-  private readonly timers = new Set<TimerHandle>();
+  /** Pending load switching. */
+  private readonly timers: PendingTimers;
 
   constructor(private readonly opts: HouseholdAgentOptions) {
+    this.timers = new PendingTimers(opts.clock);
     opts.link.on('message', (topic, payload) => {
       this.onMessage(topic, payload).catch(() => this.rejected.signatures++);
     });
@@ -204,17 +205,9 @@ export class HouseholdAgent {
       const now = this.opts.clock.now();
       const from = Math.max(0, Date.parse(load.from) - now);
       const to = Math.max(0, Date.parse(load.to) - now);
-      this.after(from, () => this.actuate(() => loads.shed(load.actuator)));
-      this.after(to, () => this.actuate(() => loads.restore(load.actuator)));
+      this.timers.after(from, () => this.actuate(() => loads.shed(load.actuator)));
+      this.timers.after(to, () => this.actuate(() => loads.restore(load.actuator)));
     }
-  }
-
-  private after(ms: number, fn: () => void): void {
-    const timer = this.opts.clock.setTimeout(() => {
-      this.timers.delete(timer);
-      fn();
-    }, ms);
-    this.timers.add(timer);
   }
 
   /** Actuator failures (e.g. an actuator kind this box cannot drive) are counted, never fatal. */
@@ -261,6 +254,6 @@ export class HouseholdAgent {
   }
 
   stop(): void {
-    for (const t of this.timers) this.opts.clock.clearTimeout(t);
+    this.timers.clear();
   }
 }

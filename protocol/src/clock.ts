@@ -89,3 +89,23 @@ export class AcceleratedClock implements Clock {
     clearTimeout(handle as ReturnType<typeof setTimeout>);
   }
 }
+
+/** An owner's pending timers, cancelled together when it stops; each forgets itself when it fires. */
+export class PendingTimers {
+  private readonly pending = new Set<TimerHandle>();
+
+  constructor(private readonly clock: Clock) {}
+
+  after(ms: number, fn: () => void): void {
+    const timer = this.clock.setTimeout(() => {
+      this.pending.delete(timer);
+      fn();
+    }, ms);
+    this.pending.add(timer);
+  }
+
+  clear(): void {
+    for (const timer of this.pending) this.clock.clearTimeout(timer);
+    this.pending.clear();
+  }
+}

@@ -24,9 +24,9 @@ import {
   decodePayload,
   drEventSchema,
   MAX_BULK_PAYLOAD_BYTES,
+  PendingTimers,
   PROTOCOL_VERSION,
   signContent,
-  type TimerHandle,
   topics,
 } from '@tre/protocol';
 import { migrateLedger, postCredit, reverseCredit } from '../billing/ledger.js';
@@ -56,14 +56,14 @@ interface BidRow {
 }
 
 export class DemandResponseService {
-  /** Pending steps only: a timer removes itself when it fires. */
-  private readonly timers = new Set<TimerHandle>();
+  private readonly timers: PendingTimers;
   readonly stats = { events: 0, bids: 0, released: 0 };
 
   constructor(
     private readonly ctx: TreContext,
     private readonly options: DemandResponseOptions = {},
   ) {
+    this.timers = new PendingTimers(ctx.clock);
     ctx.store.migrate(
       'dr-1',
       `CREATE TABLE dr_events (event_id TEXT PRIMARY KEY, dsm_id TEXT NOT NULL, body TEXT NOT NULL, deadline INTEGER NOT NULL,
@@ -96,14 +96,9 @@ export class DemandResponseService {
   }
 
   private at(t: number, fn: () => Promise<unknown>): void {
-    const timer = this.ctx.clock.setTimeout(
-      () => {
-        this.timers.delete(timer);
-        fn().catch((err: Error) => this.ctx.log.error({ err: err.message }, 'demand-response step failed'));
-      },
-      Math.max(0, t - this.ctx.clock.now()),
-    );
-    this.timers.add(timer);
+    this.timers.after(Math.max(0, t - this.ctx.clock.now()), () => {
+      fn().catch((err: Error) => this.ctx.log.error({ err: err.message }, 'demand-response step failed'));
+    });
   }
 
   private event(eventId: string): (DrEvent & { stage: string }) | undefined {
@@ -424,6 +419,6 @@ export class DemandResponseService {
   }
 
   stop(): void {
-    for (const t of this.timers) this.ctx.clock.clearTimeout(t);
+    this.timers.clear();
   }
 }
