@@ -16,7 +16,7 @@ import {
   certifyAk,
   challengeAk,
   enrollmentRequest,
-  parseEnrollmentFile,
+  readEnrollmentFile,
 } from './pki/ak-endorsement.js';
 import { CertificateAuthority, type IssuedFiles } from './pki/certificate-authority.js';
 import { HouseholdRegistry } from './registry/household-registry.js';
@@ -212,7 +212,7 @@ Examples:
         out: string;
       }) => {
         const ca = await CertificateAuthority.open(o.dir);
-        const request = parseEnrollmentFile(AkEnrollmentRequest, readFileSync(o.request, 'utf8'), o.request);
+        const request = readEnrollmentFile(AkEnrollmentRequest, o.request);
         const challenge = await challengeAk(ca, request, {
           ekCaCertificates: (o.ekCa ?? []).map((f) => readFileSync(f, 'utf8')),
           allowUncertifiedEk: o.allowUncertifiedEk,
@@ -232,8 +232,8 @@ Examples:
     .requiredOption('--out <file>', 'where to write the AK certificate (the TRE reads <data>/tpm/ak.crt)')
     .action(async (o: { dir: string; request: string; response: string; out: string }) => {
       const ca = await CertificateAuthority.open(o.dir);
-      const request = parseEnrollmentFile(AkEnrollmentRequest, readFileSync(o.request, 'utf8'), o.request);
-      const response = parseEnrollmentFile(AkChallengeResponse, readFileSync(o.response, 'utf8'), o.response);
+      const request = readEnrollmentFile(AkEnrollmentRequest, o.request);
+      const response = readEnrollmentFile(AkChallengeResponse, o.response);
       await writeFile(o.out, await certifyAk(ca, request, response));
       console.log(`${o.out}: AK certificate for ${request.treId}`);
     });
@@ -251,16 +251,11 @@ Examples:
     .option('--tre-id <id>', 'the TRE identity', 'tre')
     .requiredOption('--out <file>', 'where to write the request')
     .action(async (o: { tpm: string; data: string; treId: string; out: string }) => {
-      const tpm = Tpm.open({ tcti: o.tpm, keystoreDir: join(o.data, 'tpm') });
-      try {
-        const request = enrollmentRequest(tpm, o.treId);
-        await writeFile(o.out, `${JSON.stringify(request, null, 2)}\n`);
-        console.log(
-          `${o.out}: send it to the regulator (${request.ekCertificate ? 'with' : 'no'} EK certificate)`,
-        );
-      } finally {
-        tpm.close();
-      }
+      const request = withTpm(o.tpm, join(o.data, 'tpm'), (tpm) => enrollmentRequest(tpm, o.treId));
+      await writeFile(o.out, `${JSON.stringify(request, null, 2)}\n`);
+      console.log(
+        `${o.out}: send it to the regulator (${request.ekCertificate ? 'with' : 'no'} EK certificate)`,
+      );
     });
   enroll
     .command('activate')
@@ -270,14 +265,10 @@ Examples:
     .requiredOption('--challenge <file>', 'the challenge from `tre pki endorse-ak challenge`')
     .requiredOption('--out <file>', 'where to write the response for the regulator')
     .action(async (o: { tpm: string; data: string; challenge: string; out: string }) => {
-      const challenge = parseEnrollmentFile(AkChallenge, readFileSync(o.challenge, 'utf8'), o.challenge);
-      const tpm = Tpm.open({ tcti: o.tpm, keystoreDir: join(o.data, 'tpm') });
-      try {
-        await writeFile(o.out, `${JSON.stringify(answerChallenge(tpm, challenge), null, 2)}\n`);
-        console.log(`${o.out}: send it to the regulator`);
-      } finally {
-        tpm.close();
-      }
+      const challenge = readEnrollmentFile(AkChallenge, o.challenge);
+      const response = withTpm(o.tpm, join(o.data, 'tpm'), (tpm) => answerChallenge(tpm, challenge));
+      await writeFile(o.out, `${JSON.stringify(response, null, 2)}\n`);
+      console.log(`${o.out}: send it to the regulator`);
     });
 
   withMonitoringOptions(
@@ -313,12 +304,9 @@ Examples:
             throw new Error(
               '--boot-pcrs needs --tpm: the reference device whose boot PCR values are approved',
             );
-          const tpm = Tpm.open({ tcti: o.tpm, keystoreDir: join(o.pki, 'reference-tpm') });
-          try {
-            for (const p of o.bootPcrs) boot[p] = tpm.pcrRead(p).toString('hex');
-          } finally {
-            tpm.close();
-          }
+          withTpm(o.tpm, join(o.pki, 'reference-tpm'), (tpm) => {
+            for (const p of o.bootPcrs!) boot[p] = tpm.pcrRead(p).toString('hex');
+          });
         }
         const policy = attestationPolicyFor(measuredConfigOf(monitoringFrom(o)), {
           policyId: o.policyId,
@@ -404,6 +392,16 @@ Examples:
     },
   );
   return program;
+}
+
+/** The TPM for one command, closed after it whatever happens. */
+function withTpm<T>(tcti: string, keystoreDir: string, use: (tpm: Tpm) => T): T {
+  const tpm = Tpm.open({ tcti, keystoreDir });
+  try {
+    return use(tpm);
+  } finally {
+    tpm.close();
+  }
 }
 
 interface MonitoringFlags {

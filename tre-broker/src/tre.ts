@@ -181,13 +181,14 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   };
   await readPem(paths.crl, 'certificate revocation list');
   let tpm: Tpm | undefined;
+  const bootPcrs = bootPcrsOf(opts.tpm?.bootPcrs);
   if (opts.tpm) {
     const measured = measuredStart(
       opts.tpm.tcti,
       opts.dataDir,
       opts.measuredConfig ?? {},
       { pem: plainKey, path: paths.treKey },
-      bootPcrsOf(opts.tpm.bootPcrs),
+      bootPcrs,
     );
     tpm = measured.tpm;
     tls.key = measured.tlsKey;
@@ -236,19 +237,20 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   let attestation: RunningTre['attestation'];
   if (tpm) {
     const akPublicKeyPem = tpm.publicKeyPem();
+    const akCertificateFile = join(opts.dataDir, 'tpm', 'ak.crt');
     const akCertificate = opts.tpm?.akCertificate
       ? await opts.tpm.akCertificate(tpm)
-      : await readFile(join(opts.dataDir, 'tpm', 'ak.crt'), 'utf8').catch(() => {
+      : await readFile(akCertificateFile, 'utf8').catch(() => {
           throw new TreConfigError(
-            `no attestation-key certificate at ${join(opts.dataDir, 'tpm', 'ak.crt')}: enroll this TPM's AK with the regulator (` +
+            `no attestation-key certificate at ${akCertificateFile}: enroll this TPM's AK with the regulator (` +
               '`tre enroll request`, `tre pki endorse-ak challenge`, `tre enroll activate`, `tre pki endorse-ak certify`)',
           );
         });
     if (!createPublicKey(akPublicKeyPem).equals(new X509Certificate(akCertificate).publicKey))
       throw new TreConfigError(
-        `${join(opts.dataDir, 'tpm', 'ak.crt')} certifies another attestation key than this TPM's; enroll this TPM's AK`,
+        `${akCertificateFile} certifies another attestation key than this TPM's; enroll this TPM's AK`,
       );
-    const quoted = [...bootPcrsOf(opts.tpm?.bootPcrs), APPLICATION_PCR];
+    const quoted = [...bootPcrs, APPLICATION_PCR];
     const quotes = { quote: async (qd: Buffer) => tpm.quote(quoted, qd) };
     const service = new AttestationService(
       context,

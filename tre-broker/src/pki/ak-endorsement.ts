@@ -13,6 +13,7 @@
  * `<pki>/enrollments/`, so a response answers only the challenge it issued, once.
  */
 import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Tpm } from '@tre/hardware';
@@ -73,11 +74,11 @@ export class AkEndorsementError extends Error {
   }
 }
 
-/** Parses an enrollment file (request, challenge or response), naming the file on failure. */
-export function parseEnrollmentFile<T>(schema: z.ZodType<T>, text: string, file: string): T {
+/** Reads an enrollment file (request, challenge or response), naming the file on failure. */
+export function readEnrollmentFile<T>(schema: z.ZodType<T>, file: string): T {
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(readFileSync(file, 'utf8'));
   } catch {
     throw new AkEndorsementError('MALFORMED', `${file} is not JSON`);
   }
@@ -129,10 +130,9 @@ function checkEkCertificate(ek: TpmPublic, certificatePem: string, trust: EkTrus
   const ekSpki = tpmPublicKey(ek).export({ type: 'spki', format: 'der' });
   if (!Buffer.from(leaf.publicKey.export({ type: 'spki', format: 'der' })).equals(ekSpki))
     throw new AkEndorsementError('EK_CERTIFICATE', 'the EK certificate is for another key than this EK');
-  const pool = [...intermediates, ...(trust.ekCaCertificates ?? []).flatMap(pemCertificates)];
-  const anchors = new Set(
-    (trust.ekCaCertificates ?? []).flatMap(pemCertificates).map((c) => c.fingerprint256),
-  );
+  const trusted = (trust.ekCaCertificates ?? []).flatMap(pemCertificates);
+  const pool = [...intermediates, ...trusted];
+  const anchors = new Set(trusted.map((c) => c.fingerprint256));
   if (anchors.size === 0)
     throw new AkEndorsementError(
       'EK_CERTIFICATE',
