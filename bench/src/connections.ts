@@ -6,7 +6,6 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { webcrypto } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,7 @@ import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker'
 import { summariseProfile } from './cpu-profile.js';
 import { freePort, spawnTre } from './load.js';
 import { startMosquitto } from './mosquitto.js';
-import type { BenchResult } from './report.js';
+import { type BenchResult, procStatusKiB } from './report.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
@@ -26,11 +25,6 @@ const worker = fileURLToPath(new URL('./connection-worker.js', import.meta.url))
 export interface ConnectionsOptions {
   sessions: number;
   generators: number;
-}
-
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : Number.NaN;
 }
 
 /** Many meter certificates at once: one shared key pair, one certificate per meter id (real, from the CA). */
@@ -140,10 +134,10 @@ export async function runConnections(
     const rows: (string | number)[][] = [];
 
     const measure = async (name: string, pid: number, port: number) => {
-      const before = rssKiB(pid);
+      const before = procStatusKiB(pid, 'VmRSS');
       const held = await hold(dir, port, ca, sessions, opts.generators);
       await new Promise((r) => setTimeout(r, 1000));
-      const after = rssKiB(pid);
+      const after = procStatusKiB(pid, 'VmRSS');
       rows.push([
         name,
         held.connected,

@@ -1,4 +1,5 @@
 /** How a benchmark reports: a plain table, optional JSON, and the machine it ran on. */
+import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 
 export interface BenchResult {
@@ -14,6 +15,12 @@ export interface BenchResult {
 export function machine(): string {
   const cpu = cpus();
   return `${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${process.platform}/${process.arch}`;
+}
+
+/** A memory figure of a process from /proc/<pid>/status, in KiB: `VmRSS`, `RssAnon`, `RssFile`... */
+export function procStatusKiB(pid: number | 'self', field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : Number.NaN;
 }
 
 export function percentile(sorted: number[], p: number): number {

@@ -5,7 +5,6 @@
  * can be attributed. Baseline: the simulator's own ground truth (one entry per household interval),
  * which grows by design and is reported beside the TRE's share.
  */
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +12,7 @@ import { setFlagsFromString, writeHeapSnapshot } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Simulation } from '@tre/sim';
 import { heapOwners } from './heap-owners.js';
-import type { BenchResult } from './report.js';
+import { type BenchResult, procStatusKiB } from './report.js';
 
 const OWNERS = {
   TRE: [
@@ -34,13 +33,6 @@ const OWNERS = {
 
 const MiB = 2 ** 20;
 
-/** Resident memory split: anonymous (malloc, V8 heap) and file-backed (code, SQLite's mmapped WAL index). */
-function residentMiB(): { anon: number; file: number } {
-  const status = readFileSync('/proc/self/status', 'utf8');
-  const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? Number.NaN);
-  return { anon: Math.round(kib('RssAnon') / 1024), file: Math.round(kib('RssFile') / 1024) };
-}
-
 export async function runSoak(
   o: { households: number; days: number; speed: number },
   progress: (line: string) => void,
@@ -59,7 +51,8 @@ export async function runSoak(
     gc();
     const m = process.memoryUsage();
     const handles = process.getActiveResourcesInfo().length;
-    const { anon, file } = residentMiB();
+    // Resident memory split: anonymous (malloc, V8 heap) and file-backed (code, SQLite's mmapped WAL index).
+    const [anon, file] = ['RssAnon', 'RssFile'].map((f) => Math.round(procStatusKiB('self', f) / 1024));
     rows.push([
       day,
       Math.round(m.rss / MiB),
