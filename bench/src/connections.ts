@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
+import { CertificateAuthority, registerHouseholds } from '@tre/tre-broker';
 import { summariseProfile } from './cpu-profile.js';
 import { freePort, spawnTre } from './load.js';
 import { startMosquitto } from './mosquitto.js';
@@ -118,8 +118,8 @@ export async function runConnections(
     const { tre } = await CertificateAuthority.init(pki);
     progress(`issuing ${opts.sessions} meter certificates`);
     const { keyPem, certs } = await meterCertificates(pki, opts.sessions);
-    const store = Store.openIn(join(dir, 'data'));
-    await new HouseholdRegistry(store).upsert(
+    await registerHouseholds(
+      join(dir, 'data'),
       certs.map((_, i) => ({
         meterId: `c${i}`,
         supplierId: 's1',
@@ -128,7 +128,6 @@ export async function runConnections(
         account: `a${i}`,
       })),
     );
-    store.close();
     const ca = await readFile(tre.ca, 'utf8');
     const sessions = certs.map((cert, i) => ({ key: keyPem, cert, clientId: `c${i}` }));
     const rows: (string | number)[][] = [];

@@ -7,7 +7,8 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
+import { topics } from '@tre/protocol';
+import { CertificateAuthority, ReadingStore, registerHouseholds, Store } from '@tre/tre-broker';
 import type { MqttClient } from 'mqtt';
 import { summariseProfile } from './cpu-profile.js';
 import { connect, freePort, type LoadResult, runLoad, spawnTre } from './load.js';
@@ -39,12 +40,11 @@ export async function runIngest(
   try {
     const pki = join(dir, 'pki');
     const { ca, tre } = await CertificateAuthority.init(pki);
-    const store = Store.openIn(join(dir, 'data'));
-    const registry = new HouseholdRegistry(store);
     const files = [];
     progress(`issuing ${opts.meters} meter certificates`);
     for (let m = 0; m < opts.meters; m++) files.push(await ca.issue('meter', `b${m}`));
-    await registry.upsert(
+    await registerHouseholds(
+      join(dir, 'data'),
       files.map((_, m) => ({
         meterId: `b${m}`,
         supplierId: 's1',
@@ -53,7 +53,6 @@ export async function runIngest(
         account: `a${m}`,
       })),
     );
-    store.close();
     const warmup = Math.max(1, Math.floor(opts.perMeter / 10));
 
     progress('TRE: durable ingest');
@@ -62,7 +61,7 @@ export async function runIngest(
     const treProcess = await spawnTre(pki, join(dir, 'data'), trePort, profileDir);
     const treClients = await Promise.all(files.map((f) => connect(`mqtts://127.0.0.1:${trePort}`, f)));
     const treResult = await runLoad(
-      treClients.map((client, m) => ({ client, topic: `tre/v1/meter/b${m}/reading` })),
+      treClients.map((client, m) => ({ client, topic: topics.reading(`b${m}`) })),
       opts.perMeter,
       opts.window,
       warmup,
@@ -73,9 +72,7 @@ export async function runIngest(
     const profileFile = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
     const profile = profileFile ? summariseProfile(join(profileDir, profileFile)) : [];
     const check = Store.openIn(join(dir, 'data'));
-    const committed = (
-      check.db.prepare("SELECT count(*) AS n FROM readings WHERE status = 'ok'").get() as { n: number }
-    ).n;
+    const committed = ReadingStore.open(check).countInBounds();
     check.close();
 
     progress('mosquitto: relay to one subscriber');
@@ -84,12 +81,12 @@ export async function runIngest(
     const sink = await connect(`mqtts://127.0.0.1:${mqPort}`, await ca.issue('dno', 'sink'));
     let relayed = 0;
     sink.on('message', () => relayed++);
-    await sink.subscribeAsync('tre/v1/meter/+/reading', { qos: 1 });
+    await sink.subscribeAsync(topics.everyReadingFilter, { qos: 1 });
     const mqClients = await Promise.all(
       files.map((f, m) => connect(`mqtts://127.0.0.1:${mqPort}`, f, `mq-b${m}`)),
     );
     const mqResult = await runLoad(
-      mqClients.map((client, m) => ({ client, topic: `tre/v1/meter/b${m}/reading` })),
+      mqClients.map((client, m) => ({ client, topic: topics.reading(`b${m}`) })),
       opts.perMeter,
       opts.window,
       warmup,

@@ -8,6 +8,9 @@ import { ID_PATTERN } from '@tre/protocol';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 
+/** Where the installed agent's configuration lives (the CLI's `--config` default). */
+export const DEFAULT_CONFIG_PATH = '/etc/meter-agent/agent.yaml';
+
 export const agentConfigSchema = z.strictObject({
   /** This household's meter id, as in its certificate (urn:tre:meter:<id>). */
   meterId: z

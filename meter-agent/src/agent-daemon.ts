@@ -6,20 +6,14 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  drivableActuator,
-  IntervalAccumulator,
-  LoadSwitch,
-  MeterReader,
-  ModeCReader,
-  type RegisterReading,
-  systemSerialBinding,
-} from '@tre/hardware';
-import { decide, type Policy, parsePolicy } from '@tre/hems-policy';
-import { BASELINE_LOOKBACK_DAYS, baselineIntervals, type Clock, systemClock } from '@tre/protocol';
+import { drivableActuator, LoadSwitch } from '@tre/hardware';
+import { type Policy, parsePolicy } from '@tre/hems-policy';
+import { type Clock, systemClock } from '@tre/protocol';
 import type { AgentConfig } from './agent-config.js';
+import { Bidder } from './bidder.js';
 import { serveControl } from './control-socket.js';
-import { type BidProposal, HouseholdAgent } from './household-agent.js';
+import { HouseholdAgent } from './household-agent.js';
+import { meterPortOf, openMeterReading } from './meter-reading.js';
 import { Outbox } from './outbox.js';
 import { loadAttestationPolicy, tpmQuoteAttestor } from './tre-attestor.js';
 import { TreLink } from './tre-link.js';
@@ -62,28 +56,13 @@ export async function runAgent(
   );
   for (const name of Object.keys(unavailable))
     log(`load ${name}: its actuator cannot be switched by this box (relay:<pin> only), so it is never bid`);
-  const recent: { intervalStart: string; intervalMinutes: number; energyWh: number }[] = [];
-  const propose = (event: Parameters<typeof decide>[1]): BidProposal => {
-    if (!policy) return { reason: 'no policy configured' };
-    const d = decide(policy, event, {
-      timeZone: config.meter.timeZone,
-      loads: unavailable,
-      now: new Date(clock.now()).toISOString(),
-      // The intervals the TRE's baseline for this window is made of: bids stay within what it accepts.
-      recentConsumption: baselineIntervals(
-        recent,
-        Date.parse(event.windowStart),
-        Date.parse(event.windowEnd),
-      ),
-    });
-    return d.kind === 'bid' ? { bid: d.bid } : { reason: d.reason };
-  };
+  const bidder = new Bidder({ policy, timeZone: config.meter.timeZone, clock, loads: unavailable });
   const agent = new HouseholdAgent({
     link,
     clock,
     stateDir: config.stateDir,
     mode: policy?.mode ?? 'never',
-    propose,
+    propose: (event) => bidder.propose(event),
     loads,
     randomId: () => randomBytes(12).toString('base64url'),
   });
@@ -91,49 +70,16 @@ export async function runAgent(
     log(`TRE ${state}${detail ? `: ${detail}` : ''}`);
     loads?.showTrust(state === 'trusted' ? 'trusted' : state === 'untrusted' ? 'untrusted' : 'unknown');
   });
-  const acc = new IntervalAccumulator(config.meter.intervalMinutes);
-  const record = (reading: RegisterReading) => {
-    for (const interval of acc.push(reading)) {
+  const port = meterPortOf(config.meter);
+  const rejected = port.protocol === 'iec62056-21' ? 'meter readout' : 'telegram';
+  const reader = await openMeterReading(port, config.meter.intervalMinutes, clock, {
+    interval: (interval) => {
       agent.recordInterval(interval);
-      recent.push({
-        intervalStart: interval.intervalStart,
-        intervalMinutes: interval.intervalMinutes,
-        energyWh: interval.importWh,
-      });
-      // Enough for the baseline's lookback at 15-minute intervals; nothing older is needed.
-      recent.splice(0, Math.max(0, recent.length - (BASELINE_LOOKBACK_DAYS + 1) * 96));
-    }
-  };
-  const binding = await systemSerialBinding();
-  let reader: MeterReader | ModeCReader;
-  if (config.meter.protocol === 'iec62056-21') {
-    // Optical head: the meter is asked (mode C); registers are timed by this box's clock.
-    const modeC = new ModeCReader({
-      path: config.meter.port,
-      binding,
-      clock,
-      pollMs: config.meter.pollSeconds * 1000,
-    });
-    modeC.on('readout', (r) => record({ at: r.at, importWh: r.importWh, exportWh: r.exportWh }));
-    modeC.on('rejected', (reason) => log(`meter readout rejected: ${reason}`));
-    reader = modeC;
-  } else {
-    const slow = config.meter.framing === '9600-7E1';
-    const p1 = new MeterReader({
-      path: config.meter.port,
-      binding,
-      clock,
-      baudRate: slow ? 9_600 : 115_200,
-      dataBits: slow ? 7 : 8,
-      parity: slow ? 'even' : 'none',
-    });
-    p1.on('telegram', (t) => {
-      if (t.timestamp) record({ at: Date.parse(t.timestamp), importWh: t.importWh, exportWh: t.exportWh });
-    });
-    p1.on('rejected', (reason) => log(`telegram rejected: ${reason}`));
-    reader = p1;
-  }
-  reader.on('state', (state, detail) => log(`meter port ${state}${detail ? `: ${detail}` : ''}`));
+      bidder.record(interval);
+    },
+    rejected: (reason) => log(`${rejected} rejected: ${reason}`),
+    state: (state, detail) => log(`meter port ${state}${detail ? `: ${detail}` : ''}`),
+  });
   const control = serveControl(join(config.stateDir, 'control.sock'), (req) => {
     if (req.cmd === 'approve') return { ok: true, detail: agent.approve(req.bidId) };
     agent.decline(req.bidId);

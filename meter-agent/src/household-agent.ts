@@ -6,6 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { IntervalRecord } from '@tre/hardware';
 import {
   type Bill,
   billSchema,
@@ -16,6 +17,7 @@ import {
   drOutcomeSchema,
   PendingTimers,
   PROTOCOL_VERSION,
+  parseTopic,
   type Statement,
   signedEnvelopeSchema,
   statementSchema,
@@ -24,18 +26,7 @@ import {
   topics,
   verifyContent,
 } from '@tre/protocol';
-import type { TreLink } from './tre-link.js';
-
-/** One closed interval from the meter (import and export registers in Wh). */
-export interface IntervalRecord {
-  intervalStart: string;
-  intervalMinutes: 15 | 30;
-  importWh: number;
-  exportWh: number;
-  importRegisterWh: number;
-  exportRegisterWh: number;
-  gap?: unknown;
-}
+import type { LinkState, TreLink } from './tre-link.js';
 
 /** What the household policy proposes for an event (from hems-policy). */
 export type BidProposal =
@@ -67,6 +58,20 @@ export interface Proposal {
   pricePerMWh: number;
   loads: { name: string; actuator: string; from: string; to: string }[];
   status: 'proposed' | 'bid' | 'declined' | 'accepted' | 'not-accepted';
+}
+
+/** What the agent knows, as `status.json` holds it for `meter-agent status` and `bids list`. */
+export interface AgentStatus {
+  trust: LinkState;
+  lastInterval: { intervalStart: string; importWh: number } | null;
+  outboxDepth: number;
+  runningBill: { periodStart: string; totalMinor: number; currency: string } | null;
+  statements: number;
+  openEvents: string[];
+  proposals: Proposal[];
+  rejectedSignatures: number;
+  actuatorFailures: number;
+  updatedAt: string;
 }
 
 /** The agent runs for years: it keeps the most recent statements, DR events, proposals and outcomes. */
@@ -127,10 +132,11 @@ export class HouseholdAgent {
 
   private async onMessage(topic: string, payload: Buffer): Promise<void> {
     const me = this.opts.link.me;
-    if (topic.startsWith('tre/v1/broadcast/tariff/')) {
+    const parsed = parseTopic(topic);
+    if (parsed?.scope === 'broadcast' && parsed.family === 'tariff') {
       const tariff = await this.verified<Tariff>('tariff', payload, tariffSchema);
       this.tariffs.set(tariff.supplierId, tariff);
-    } else if (topic.startsWith('tre/v1/broadcast/dr-event/')) {
+    } else if (parsed?.scope === 'broadcast' && parsed.family === 'dr-event') {
       if (payload.length === 0) return; // cleared after its deadline
       const announcement = await this.verified<DrAnnouncement>(
         'drAnnouncement',
@@ -221,7 +227,7 @@ export class HouseholdAgent {
 
   actuatorFailures = 0;
 
-  status() {
+  status(): AgentStatus {
     return {
       trust: this.opts.link.state,
       lastInterval: this.lastInterval

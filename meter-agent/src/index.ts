@@ -1,6 +1,6 @@
-export * from './agent-config.js';
-export * from './household-agent.js';
-export * from './meter-replay.js';
-export * from './outbox.js';
-export * from './tre-attestor.js';
-export * from './tre-link.js';
+/** @tre/meter-agent: the household agent, for the simulator's in-process households. */
+export { Bidder } from './bidder.js';
+export { HouseholdAgent } from './household-agent.js';
+export { Outbox } from './outbox.js';
+export { loadAttestationPolicy, tpmQuoteAttestor } from './tre-attestor.js';
+export { type TreAttestor, TreLink, trustWithoutAttestation } from './tre-link.js';

@@ -1,6 +1,7 @@
 /**
- * `meter-agent read`: what the agent makes of a meter's bytes, from a capture file (`--replay`) or a
- * live port: each telegram parsed (or rejected with its reason) and the interval energy that follows.
+ * `meter-agent read --replay`: what the agent makes of a meter's bytes from a capture file: each
+ * telegram parsed (or rejected with its reason) and the interval energy that follows. A live port
+ * is read through the daemon's reader pipeline (`meter-reading.ts`).
  */
 import {
   type DsmrTelegram,
@@ -9,6 +10,7 @@ import {
   parseDsmrTelegram,
   TelegramFramer,
 } from '@tre/hardware';
+import { telegramReading } from './meter-reading.js';
 
 export interface ReplayResult {
   telegrams: DsmrTelegram[];
@@ -28,15 +30,8 @@ export function replay(bytes: Buffer, intervalMinutes: 15 | 30 = 15): ReplayResu
       continue;
     }
     result.telegrams.push(parsed.telegram);
-    if (parsed.telegram.timestamp) {
-      result.intervals.push(
-        ...acc.push({
-          at: Date.parse(parsed.telegram.timestamp),
-          importWh: parsed.telegram.importWh,
-          exportWh: parsed.telegram.exportWh,
-        }),
-      );
-    }
+    const reading = telegramReading(parsed.telegram);
+    if (reading) result.intervals.push(...acc.push(reading));
   }
   result.noiseBytes = framer.stats.noiseBytes;
   return result;

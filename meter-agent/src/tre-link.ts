@@ -176,7 +176,7 @@ export class TreLink extends EventEmitter<TreLinkEvents> {
     parseIdentity(uri.slice(4));
     this.treCertificate = cert;
     await client.subscribeAsync(
-      [topics.inboxFilter(this.me), 'tre/v1/broadcast/tariff/+', 'tre/v1/broadcast/dr-event/+'],
+      [topics.inboxFilter(this.me), topics.broadcastTariffFilter, topics.broadcastDrEventFilter],
       { qos: 1 },
     );
     await this.attest(client);

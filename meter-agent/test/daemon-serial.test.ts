@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatDsmrTelegram, type Swtpm, startSwtpm } from '@tre/hardware';
+import { attestationPolicyFor } from '@tre/tre-broker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attestationPolicyFor } from '../../tre-broker/src/attestation/measurement.js';
 import { startTreFixture, type TreFixture } from '../../tre-broker/test/support/tre-fixture.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AcceleratedClock, signContent, topics } from '@tre/protocol';
-import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
+import { CertificateAuthority, registerHouseholds, Store } from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectWith } from '../../tre-broker/test/support/tre-fixture.js';
 import { spawnTre } from '../../tre-broker/test/support/tre-process.js';
@@ -29,11 +29,11 @@ describe('TRE outage under load', () => {
     const { ca } = await CertificateAuthority.init(pki);
     const meters = Array.from({ length: AGENTS }, (_, i) => `o${i}`);
     const files = await Promise.all(meters.map((m) => ca.issue('meter', m)));
-    const store = Store.openIn(data);
-    await new HouseholdRegistry(store).upsert(
+    await registerHouseholds(
+      data,
+
       meters.map((m) => ({ meterId: m, supplierId: 's1', dnoId: 'd1', capacityW: 9_000, account: `a-${m}` })),
     );
-    store.close();
     const epoch = Date.now();
     const clock = new AcceleratedClock(epoch, SPEED);
     const args = ['--clock-speed', String(SPEED), '--clock-epoch', String(epoch)];

@@ -30,7 +30,7 @@ describe('TPM killed', () => {
     timeout: 30_000,
   }, async () => {
     const c = await fx.connect('meter', 'probe');
-    const ok = nextMessage(c, 'tre/v1/meter/probe/inbox/attestation');
+    const ok = nextMessage(c, topics.inbox({ role: 'meter', id: 'probe' }, 'attestation'));
     await c.publishAsync(
       topics.attest({ role: 'meter', id: 'probe' }),
       JSON.stringify({ v: 1, requestId: 'before', nonce: randomBytes(32).toString('base64url') }),
@@ -40,7 +40,7 @@ describe('TPM killed', () => {
 
     swtpm.kill();
     await new Promise((r) => setTimeout(r, 200));
-    const down = nextMessage(c, 'tre/v1/meter/probe/inbox/attestation');
+    const down = nextMessage(c, topics.inbox({ role: 'meter', id: 'probe' }, 'attestation'));
     await c.publishAsync(
       topics.attest({ role: 'meter', id: 'probe' }),
       JSON.stringify({ v: 1, requestId: 'after', nonce: randomBytes(32).toString('base64url') }),

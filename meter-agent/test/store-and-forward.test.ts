@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock, systemClock, topics } from '@tre/protocol';
-import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
+import { CertificateAuthority, registerHouseholds, Store } from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawnTre } from '../../tre-broker/test/support/tre-process.js';
 import { Outbox } from '../src/outbox.js';
@@ -52,11 +52,9 @@ describe('store and forward', () => {
     const data = join(dir, 'data');
     const { ca } = await CertificateAuthority.init(pki);
     const files = await ca.issue('meter', 'h1');
-    const store = Store.openIn(data);
-    await new HouseholdRegistry(store).upsert([
+    await registerHouseholds(data, [
       { meterId: 'h1', supplierId: 's1', dnoId: 'd1', capacityW: 10_000, account: 'a1' },
     ]);
-    store.close();
 
     let tre = await spawnTre(pki, data);
     const port = tre.port;

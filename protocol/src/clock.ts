@@ -96,12 +96,17 @@ export class PendingTimers {
 
   constructor(private readonly clock: Clock) {}
 
-  after(ms: number, fn: () => void): void {
+  /** Runs `fn` after `ms`; the returned function cancels it. */
+  after(ms: number, fn: () => void): () => void {
     const timer = this.clock.setTimeout(() => {
       this.pending.delete(timer);
       fn();
     }, ms);
     this.pending.add(timer);
+    return () => {
+      this.clock.clearTimeout(timer);
+      this.pending.delete(timer);
+    };
   }
 
   clear(): void {

@@ -1,18 +1,108 @@
-export * from './alert.js';
-export * from './attestation.js';
-export * from './billing.js';
-export * from './clock.js';
-export * from './demand-response.js';
-export * from './dr-baseline.js';
-export * from './envelope.js';
-export * from './identity.js';
-export * from './merkle.js';
-export * from './monitoring.js';
-export * from './quote-verifier.js';
-export * from './signed-content.js';
-export * from './topics.js';
-export * from './tpm-credential.js';
-export * from './tpm-public.js';
-export * from './tpm-wire.js';
-export * from './tpms-attest.js';
-export * from './version.js';
+/** @tre/protocol: the wire contract every party imports (topics, payload schemas, identities, signed content). */
+export type { Alert } from './alert.js';
+export {
+  type AttestationPolicy,
+  type AttestationResponse,
+  attestationPolicySchema,
+  attestationRequestSchema,
+  attestationResponseSchema,
+  type Evidence,
+  type MeasurementEvent,
+} from './attestation.js';
+export {
+  type Bill,
+  billingPeriodRequestSchema,
+  billSchema,
+  type PeriodLength,
+  regulatorConfigSchema,
+  type Statement,
+  statementAckSchema,
+  statementSchema,
+  type Tariff,
+  tariffSchema,
+} from './billing.js';
+export {
+  AcceleratedClock,
+  type Clock,
+  ManualClock,
+  PendingTimers,
+  systemClock,
+  type TimerHandle,
+} from './clock.js';
+export {
+  acceptanceSchema,
+  bidSchema,
+  type Compliance,
+  complianceSchema,
+  type DrAnnouncement,
+  type DrEvent,
+  type DrOutcome,
+  drAnnouncementSchema,
+  drEventSchema,
+  drOutcomeSchema,
+  type PseudoBids,
+  pseudoBidsSchema,
+} from './demand-response.js';
+export {
+  BASELINE_DAYS,
+  BASELINE_FALLBACK_DAYS,
+  BASELINE_LOOKBACK_DAYS,
+  type BaselineInterval,
+  baselineIntervals,
+  comparableWindows,
+} from './dr-baseline.js';
+export {
+  decodePayload,
+  MAX_BULK_PAYLOAD_BYTES,
+  type Receipt,
+  type RefusalReason,
+  receiptSchema,
+  signedEnvelopeSchema,
+} from './envelope.js';
+export {
+  assertId,
+  formatIdentity,
+  ID_PATTERN,
+  type Identity,
+  isPartyRole,
+  PARTY_ROLES,
+  type PartyRole,
+  parseIdentity,
+} from './identity.js';
+export { merkleBatch, qualifyingData } from './merkle.js';
+export {
+  type Aggregate,
+  aggregateSchema,
+  groupsRequestSchema,
+  type Household,
+  householdSchema,
+  type Reading,
+  readingSchema,
+  registryRequestSchema,
+  type WithheldAggregate,
+} from './monitoring.js';
+export { AK_CERTIFICATE_EKU, tlsKeyHash, verifyAttestation } from './quote-verifier.js';
+export { SignatureError, type SignedType, signContent, verifyContent } from './signed-content.js';
+export {
+  allowedSubscriptions,
+  filterCovers,
+  type InboxKind,
+  mayPublish,
+  maySubscribe,
+  type ParsedTopic,
+  type PartyFamily,
+  parseTopic,
+  topics,
+} from './topics.js';
+export { makeCredential } from './tpm-credential.js';
+export {
+  hasAttributes,
+  parseTpmPublic,
+  TPM_ALG,
+  TPM_ECC_NIST_P256,
+  TPMA_OBJECT,
+  type TpmPublic,
+  tpmPublicKey,
+} from './tpm-public.js';
+export { encodeQuoteAttest, parseQuoteAttest, TPM_ALG_SHA256 } from './tpms-attest.js';
+export { PROTOCOL_VERSION } from './version.js';

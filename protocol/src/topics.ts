@@ -7,7 +7,7 @@
  * `up` families are published by the owning party to the TRE; `down` families are published by the
  * TRE to the owning party. The broker's access matrix is derived from this table.
  */
-import { type Identity, isValidId, type PartyRole, parseIdentityParts } from './identity.js';
+import { type Identity, isValidId, PARTY_ROLES, type PartyRole, parseIdentityParts } from './identity.js';
 import { TOPIC_ROOT } from './version.js';
 
 export type Direction = 'up' | 'down';
@@ -19,7 +19,7 @@ interface FamilySpec {
   param?: string;
 }
 
-const ALL: readonly PartyRole[] = ['meter', 'dno', 'supplier', 'dsm', 'regulator'];
+const ALL: readonly PartyRole[] = PARTY_ROLES;
 
 export const PARTY_FAMILIES = {
   reading: { roles: ['meter'], direction: 'up' },
@@ -87,15 +87,31 @@ export function parseTopic(topic: string): ParsedTopic | undefined {
   return { scope: 'party', owner: { role: owner.role, id: owner.id }, family: family as PartyFamily, param };
 }
 
-function party(owner: Identity, family: PartyFamily, param?: string): string {
-  const spec = familySpec(family);
-  if (owner.role === 'tre' || !spec.roles.includes(owner.role)) {
+/** `tre/v1/<role>/<id>/<family>`, for a role that has the family. */
+function familyBase(owner: Identity, family: PartyFamily): string {
+  if (owner.role === 'tre' || !familySpec(family).roles.includes(owner.role)) {
     throw new TypeError(`role ${owner.role} has no ${family} topic`);
   }
-  const base = `${TOPIC_ROOT}/${owner.role}/${checkId(owner.id)}/${family}`;
+  return `${TOPIC_ROOT}/${owner.role}/${checkId(owner.id)}/${family}`;
+}
+
+function party(owner: Identity, family: PartyFamily, param?: string): string {
+  const spec = familySpec(family);
+  const base = familyBase(owner, family);
   if (spec.param === undefined) return base;
   if (param === undefined) throw new TypeError(`${family} topic needs a ${spec.param}`);
   return `${base}/${checkId(param)}`;
+}
+
+/** Subscription filter for every parameter of one of a party's families (`.../<family>/+`). */
+function partyFilter(owner: Identity, family: PartyFamily): string {
+  const spec = familySpec(family);
+  if (spec.param === undefined) throw new TypeError(`${family} topic has no parameter level`);
+  return `${familyBase(owner, family)}/+`;
+}
+
+function broadcastFilter(family: BroadcastFamily): string {
+  return `${TOPIC_ROOT}/broadcast/${family}/+`;
 }
 
 function checkId(id: string): string {
@@ -116,22 +132,37 @@ export const topics = {
   attest: (who: Identity) => party(who, 'attest'),
   inbox: (who: Identity, kind: InboxKind) => party(who, 'inbox', kind),
   /** Subscription filter for all of a party's inbox kinds. */
-  inboxFilter: (who: Identity) => `${party(who, 'inbox', 'receipt').slice(0, -'receipt'.length)}+`,
+  inboxFilter: (who: Identity) => partyFilter(who, 'inbox'),
   groups: (dnoId: string) => party(dno(dnoId), 'groups'),
   aggregate: (dnoId: string, groupId: string) => party(dno(dnoId), 'aggregate', groupId),
+  /** Subscription filter for the totals of all of a DNO's groups. */
+  aggregateFilter: (dnoId: string) => partyFilter(dno(dnoId), 'aggregate'),
   tariff: (supplierId: string) => party(supplier(supplierId), 'tariff'),
   billingPeriod: (supplierId: string) => party(supplier(supplierId), 'billing-period'),
   statement: (supplierId: string) => party(supplier(supplierId), 'statement'),
   statementAck: (supplierId: string) => party(supplier(supplierId), 'statement-ack'),
   drEvent: (dsmId: string) => party(dsm(dsmId), 'event'),
   pseudoBids: (dsmId: string, eventId: string) => party(dsm(dsmId), 'bids', eventId),
+  /** Subscription filter for the pseudo-bids of all of a DSM's events. */
+  pseudoBidsFilter: (dsmId: string) => partyFilter(dsm(dsmId), 'bids'),
   accept: (dsmId: string, eventId: string) => party(dsm(dsmId), 'accept', eventId),
   compliance: (dsmId: string, eventId: string) => party(dsm(dsmId), 'compliance', eventId),
+  /** Subscription filter for the compliance reports of all of a DSM's events. */
+  complianceFilter: (dsmId: string) => partyFilter(dsm(dsmId), 'compliance'),
   registry: (regulatorId: string) => party(regulator(regulatorId), 'registry'),
   regulatorConfig: (regulatorId: string) => party(regulator(regulatorId), 'config'),
   broadcastTariff: (supplierId: string) => `${TOPIC_ROOT}/broadcast/tariff/${checkId(supplierId)}`,
   broadcastDrEvent: (eventId: string) => `${TOPIC_ROOT}/broadcast/dr-event/${checkId(eventId)}`,
+  /** Subscription filter for every supplier's tariff broadcast. */
+  broadcastTariffFilter: broadcastFilter('tariff'),
+  /** Subscription filter for every open DR event's broadcast. */
+  broadcastDrEventFilter: broadcastFilter('dr-event'),
   broadcastAll: `${TOPIC_ROOT}/broadcast/#`,
+  /**
+   * Every meter's readings: a filter no party of the TRE may use (the access matrix refuses it),
+   * for a plain relay broker's subscriber in a benchmark baseline.
+   */
+  everyReadingFilter: `${TOPIC_ROOT}/meter/+/reading`,
 } as const;
 
 /**
@@ -145,10 +176,10 @@ export function allowedSubscriptions(who: Identity): string[] {
   const filters: string[] = [];
   for (const [family, spec] of Object.entries(PARTY_FAMILIES) as [PartyFamily, FamilySpec][]) {
     if (spec.direction !== 'down' || !spec.roles.includes(role)) continue;
-    const base = `${TOPIC_ROOT}/${role}/${checkId(who.id)}/${family}`;
-    filters.push(spec.param === undefined ? base : `${base}/+`);
+    filters.push(spec.param === undefined ? familyBase(who, family) : partyFilter(who, family));
   }
-  for (const family of Object.keys(BROADCAST_FAMILIES)) filters.push(`${TOPIC_ROOT}/broadcast/${family}/+`);
+  for (const family of Object.keys(BROADCAST_FAMILIES) as BroadcastFamily[])
+    filters.push(broadcastFilter(family));
   return filters;
 }
 

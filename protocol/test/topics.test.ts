@@ -5,6 +5,7 @@ import {
   formatIdentity,
   mayPublish,
   maySubscribe,
+  PARTY_ROLES,
   parseIdentity,
   parseTopic,
   topics,
@@ -59,6 +60,45 @@ describe('topics', () => {
     ]) {
       expect(parseTopic(t), t).toBeUndefined();
     }
+  });
+  it('gives every party role an attest topic and an inbox', () => {
+    for (const role of PARTY_ROLES) {
+      expect(parseTopic(topics.attest({ role, id: 'a1' })), role).toMatchObject({ family: 'attest' });
+      expect(parseTopic(topics.inbox({ role, id: 'a1' }, 'receipt')), role).toMatchObject({
+        family: 'inbox',
+      });
+    }
+  });
+  it('builds the subscription filters for parameterised families and broadcasts', () => {
+    expect(topics.inboxFilter({ role: 'meter', id: 'm1' })).toBe('tre/v1/meter/m1/inbox/+');
+    expect(topics.aggregateFilter('d1')).toBe('tre/v1/dno/d1/aggregate/+');
+    expect(topics.pseudoBidsFilter('x1')).toBe('tre/v1/dsm/x1/bids/+');
+    expect(topics.complianceFilter('x1')).toBe('tre/v1/dsm/x1/compliance/+');
+    expect(topics.broadcastTariffFilter).toBe('tre/v1/broadcast/tariff/+');
+    expect(topics.broadcastDrEventFilter).toBe('tre/v1/broadcast/dr-event/+');
+    expect(topics.everyReadingFilter).toBe('tre/v1/meter/+/reading');
+    expect(filterCovers(topics.aggregateFilter('d1'), topics.aggregate('d1', 'g7'))).toBe(true);
+    expect(filterCovers(topics.broadcastDrEventFilter, topics.broadcastDrEvent('e1'))).toBe(true);
+    expect(filterCovers(topics.everyReadingFilter, topics.reading('m9'))).toBe(true);
+  });
+  it('every filter a party is given is one it may subscribe to', () => {
+    const m1 = { role: 'meter', id: 'm1' } as const;
+    for (const [who, filter] of [
+      [m1, topics.inboxFilter(m1)],
+      [m1, topics.broadcastTariffFilter],
+      [m1, topics.broadcastDrEventFilter],
+      [{ role: 'dno', id: 'd1' }, topics.aggregateFilter('d1')],
+      [{ role: 'dsm', id: 'x1' }, topics.pseudoBidsFilter('x1')],
+      [{ role: 'dsm', id: 'x1' }, topics.complianceFilter('x1')],
+    ] as const) {
+      expect(maySubscribe(who, filter), filter).toBe(true);
+    }
+    expect(maySubscribe({ role: 'dno', id: 'd1' }, topics.everyReadingFilter)).toBe(false);
+  });
+  it('filter builders refuse roles without the family and injected ids', () => {
+    expect(() => topics.inboxFilter({ role: 'tre', id: 't1' })).toThrow(/no inbox topic/);
+    expect(() => topics.aggregateFilter('d1/#')).toThrow(/not a valid topic id/);
+    expect(() => topics.pseudoBidsFilter('+')).toThrow(/not a valid topic id/);
   });
   it('builders refuse injected ids', () => {
     expect(() => topics.reading('m1/#')).toThrow();

@@ -1,25 +1,48 @@
-export * from './access/access-matrix.js';
-export * from './access/identity-limits.js';
-export * from './access/peer-identity.js';
-export * from './attestation/attestation-service.js';
-export * from './attestation/measurement.js';
-export * from './billing/billing-service.js';
-export * from './billing/ledger.js';
-export * from './billing/tariff-book.js';
-export * from './broker/message-router.js';
-export * from './broker/tls-mqtt-broker.js';
-export * from './demand-response/baseline.js';
-export * from './demand-response/demand-response-service.js';
-export * from './demand-response/pseudonyms.js';
-export * from './ingest/reading-ingest.js';
-export * from './log.js';
-export * from './monitoring/discrete-laplace.js';
-export * from './monitoring/group-rules.js';
-export * from './monitoring/monitoring-service.js';
-export * from './monitoring/privacy-budget.js';
-export * from './pki/ak-endorsement.js';
-export * from './pki/certificate-authority.js';
-export * from './pki/revocation-list.js';
-export * from './registry/household-registry.js';
-export * from './store/store.js';
-export * from './tre.js';
+/**
+ * The TRE's public surface: start a TRE, run its PKI and enrollment, register households, compute
+ * its measurement. Flow internals (store, ledger, tariff book, DR book) are not exported; the
+ * in-process wiring for benchmarks is `wireFlows` with its `FlowBase`.
+ */
+export type { IdentityLimitOptions } from './access/identity-limits.js';
+export { loggableIdentity, type PeerIdentity } from './access/peer-identity.js';
+export {
+  APPLICATION_PCR,
+  attestationPolicyFor,
+  bootPcrsOf,
+  measuredContent,
+  measureTre,
+} from './attestation/measurement.js';
+export type { BillingOptions, BillingService } from './billing/billing-service.js';
+export { MessageRouter, type Outbound } from './broker/message-router.js';
+export type {
+  DemandResponseOptions,
+  DemandResponseService,
+} from './demand-response/demand-response-service.js';
+export type { DrBook } from './demand-response/dr-book.js';
+export { newPseudonym } from './demand-response/pseudonyms.js';
+export { type FlowBase, type FlowOptions, type Flows, wireFlows } from './flows.js';
+export type { ReadingIngest } from './ingest/reading-ingest.js';
+export { ReadingStore } from './ingest/reading-store.js';
+export { createLogger, type Logger } from './log.js';
+export { sampleDiscreteLaplace } from './monitoring/discrete-laplace.js';
+export type { MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
+export {
+  AkChallenge,
+  AkChallengeResponse,
+  AkEnrollmentRequest,
+  answerChallenge,
+  certifyAk,
+  challengeAk,
+  endorseAk,
+  enrollmentRequest,
+} from './pki/ak-endorsement.js';
+export {
+  CertificateAuthority,
+  type IssuedFiles,
+  pkiPaths,
+  type Validity,
+} from './pki/certificate-authority.js';
+export { HouseholdRegistry, RegistryError, registerHouseholds } from './registry/household-registry.js';
+export { Store } from './store/store.js';
+export { type RunningTre, startTre, type TreOptions } from './tre.js';
+export { TreConfigError } from './tre-config-error.js';

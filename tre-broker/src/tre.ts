@@ -1,37 +1,35 @@
 /**
- * The TRE process: PKI material, revocation list, the mTLS MQTT broker and the flows wired to it.
+ * The TRE process, the composition root: PKI material, revocation list, measured start, the mTLS
+ * MQTT broker and the flows (flows.ts) wired to it, and attestation when there is a TPM.
  */
-import {
-  createCipheriv,
-  createDecipheriv,
-  createPrivateKey,
-  createPublicKey,
-  type KeyObject,
-  randomBytes,
-  X509Certificate,
-} from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Tpm } from '@tre/hardware';
+import type { Tpm } from '@tre/hardware';
 import { type Clock, systemClock } from '@tre/protocol';
 import type { IdentityLimitOptions } from './access/identity-limits.js';
 import { AttestationService } from './attestation/attestation-service.js';
-import { APPLICATION_PCR, measuredContent, measureTre } from './attestation/measurement.js';
-import { type BillingOptions, BillingService } from './billing/billing-service.js';
-import { MessageRouter, type Outbound } from './broker/message-router.js';
+import { measuredStart } from './attestation/measured-start.js';
+import { APPLICATION_PCR, bootPcrsOf, measureTre } from './attestation/measurement.js';
+import type { BillingOptions, BillingService } from './billing/billing-service.js';
+import { MessageRouter } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
-import {
-  type DemandResponseOptions,
+import type {
+  DemandResponseOptions,
   DemandResponseService,
 } from './demand-response/demand-response-service.js';
-import { ReadingIngest } from './ingest/reading-ingest.js';
+import { wireFlows } from './flows.js';
+import type { ReadingIngest } from './ingest/reading-ingest.js';
+import type { ReadingStore } from './ingest/reading-store.js';
 import type { Logger } from './log.js';
-import { type MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
+import type { MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
 import { pkiPaths } from './pki/certificate-authority.js';
 import { RevocationList } from './pki/revocation-list.js';
 import { HouseholdRegistry } from './registry/household-registry.js';
 import { Store } from './store/store.js';
+import { TreConfigError } from './tre-config-error.js';
+
+export { TreConfigError };
 
 export interface TreOptions {
   pkiDir: string;
@@ -58,22 +56,6 @@ export interface TreOptions {
   measuredConfig?: Record<string, unknown>;
 }
 
-/** What every flow of the TRE is built from. */
-export interface TreContext {
-  store: Store;
-  registry: HouseholdRegistry;
-  router: MessageRouter;
-  /** Publishes from the TRE (broadcasts, provider topics); inbox replies go through `router.reply`. */
-  outbound: Outbound;
-  clock: Clock;
-  log: Logger;
-  /** The TRE's signing key (its TLS key): signs broadcasts, statements, bills, DR outcomes. */
-  signingKey: KeyObject;
-  /** PEM of the TRE's certificate and of the regulator root. */
-  treCertificate: string;
-  caCertificate: string;
-}
-
 export interface RunningTre {
   host: string;
   port: number;
@@ -81,18 +63,13 @@ export interface RunningTre {
   router: MessageRouter;
   store: Store;
   registry: HouseholdRegistry;
+  readings: ReadingStore;
   ingest: ReadingIngest;
   monitoring: MonitoringService;
   billing: BillingService;
   demandResponse: DemandResponseService;
   attestation?: { service: AttestationService; tpm: Tpm; akPublicKeyPem: string; pcr: string };
-  context: TreContext;
   stop(): Promise<void>;
-}
-
-export class TreConfigError extends Error {
-  override readonly name = 'TreConfigError';
-  readonly code = 'TRE_CONFIG';
 }
 
 async function readPem(path: string, what: string): Promise<string> {
@@ -103,71 +80,6 @@ async function readPem(path: string, what: string): Promise<string> {
       `cannot read the ${what} at ${path}; create the PKI with \`tre pki init --dir <dir>\``,
     );
   }
-}
-
-/**
- * Measured start: what runs goes into the application PCR before anything is served. On the first
- * start the TLS private key is sealed to that PCR value; on every later start it must unseal, so a
- * TRE whose code, Node binary or configuration changed cannot use its identity and refuses to start.
- */
-function measuredStart(
-  tcti: string,
-  dataDir: string,
-  measuredConfig: Record<string, unknown>,
-  plainKey: { pem: string | undefined; path: string },
-  bootPcrs: number[],
-): { tpm: Tpm; tlsKey: string; sealedNow: boolean } {
-  const tpm = Tpm.open({ tcti, keystoreDir: join(dataDir, 'tpm') });
-  // The application PCR starts from zero on every start (a restart needs no reboot); the boot PCRs
-  // cannot be reset by software and carry what booted.
-  tpm.pcrReset(APPLICATION_PCR);
-  for (const m of measuredContent(measuredConfig))
-    tpm.pcrExtend(APPLICATION_PCR, Buffer.from(m.contentDigest, 'hex'), m.description);
-  tpm.createAk();
-  // The TPM seals at most 128 bytes: it seals a random AES-256 key, which encrypts the TLS key.
-  const sealedFile = join(dataDir, 'tpm', 'tls-key.enc');
-  if (!existsSync(sealedFile)) {
-    if (!plainKey.pem) {
-      tpm.close();
-      throw new TreConfigError(
-        `no TLS key: ${plainKey.path} is missing and none is sealed in ${sealedFile}; put the TRE key there for the first start`,
-      );
-    }
-    const kek = randomBytes(32);
-    tpm.seal(SEALED_TLS_KEY, kek, [APPLICATION_PCR, ...bootPcrs]);
-    const iv = randomBytes(12);
-    const cipher = createCipheriv('aes-256-gcm', kek, iv);
-    const encrypted = Buffer.concat([cipher.update(plainKey.pem, 'utf8'), cipher.final()]);
-    writeFileSync(sealedFile, Buffer.concat([iv, cipher.getAuthTag(), encrypted]), { mode: 0o600 });
-    return { tpm, tlsKey: plainKey.pem, sealedNow: true };
-  }
-  let tlsKey: string;
-  try {
-    const kek = tpm.unseal(SEALED_TLS_KEY);
-    const blob = readFileSync(sealedFile);
-    const decipher = createDecipheriv('aes-256-gcm', kek, blob.subarray(0, 12));
-    decipher.setAuthTag(blob.subarray(12, 28));
-    tlsKey = Buffer.concat([decipher.update(blob.subarray(28)), decipher.final()]).toString('utf8');
-  } catch (err) {
-    tpm.close();
-    throw new TreConfigError(
-      `this TRE's measurement (code, node binary, configuration or boot) differs from the one its TLS key was sealed to, so the key cannot be unsealed and the TRE refuses to start (${(err as Error).message}). If the change is approved: put the TRE key back at ${plainKey.path}, delete ${sealedFile} and start again to seal it to the new measurement; the regulator whitelists the new release with \`tre attest-policy\`.`,
-    );
-  }
-  if (plainKey.pem && plainKey.pem !== tlsKey) {
-    tpm.close();
-    throw new TreConfigError(`${plainKey.path} is not the TLS key sealed in ${sealedFile}`);
-  }
-  return { tpm, tlsKey, sealedNow: false };
-}
-
-const SEALED_TLS_KEY = '/HS/SRK/tre-tls-key';
-
-function bootPcrsOf(pcrs: number[] = []): number[] {
-  for (const p of pcrs)
-    if (!Number.isInteger(p) || p < 0 || p > 15)
-      throw new TreConfigError(`boot PCR ${p}: boot PCRs are 0-15 (PCR ${APPLICATION_PCR} is the TRE's own)`);
-  return [...new Set(pcrs)].sort((a, b) => a - b);
 }
 
 export async function startTre(opts: TreOptions): Promise<RunningTre> {
@@ -219,21 +131,18 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const router = new MessageRouter(broker, opts.log.child({ module: 'router' }));
   broker.setRouter(router);
   registry.serve(router);
-  const context: TreContext = {
-    store,
-    registry,
-    router,
-    outbound: broker,
-    clock,
-    log: opts.log,
-    signingKey: createPrivateKey(tls.key),
-    treCertificate: tls.cert,
-    caCertificate: tls.ca,
-  };
-  const ingest = new ReadingIngest(store, registry, router, clock, opts.log.child({ module: 'ingest' }));
-  // Flows are wired here, each from the context.
-  const monitoring = new MonitoringService(context, opts.monitoring);
-  const billing = new BillingService(context, ingest, opts.billing);
+  const flows = wireFlows(
+    {
+      store,
+      registry,
+      router,
+      outbound: broker,
+      clock,
+      log: opts.log,
+      signingKey: createPrivateKey(tls.key),
+    },
+    { monitoring: opts.monitoring, billing: opts.billing, demandResponse: opts.demandResponse },
+  );
   let attestation: RunningTre['attestation'];
   if (tpm) {
     const akPublicKeyPem = tpm.publicKeyPem();
@@ -251,19 +160,18 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
         `${akCertificateFile} certifies another attestation key than this TPM's; enroll this TPM's AK`,
       );
     const quoted = [...bootPcrs, APPLICATION_PCR];
-    const quotes = { quote: async (qd: Buffer) => tpm.quote(quoted, qd) };
-    const service = new AttestationService(
-      context,
-      quotes,
-      measureTre(opts.measuredConfig ?? {}),
+    const service = new AttestationService({
+      router,
+      log: opts.log.child({ module: 'attestation' }),
+      treCertificate: tls.cert,
+      source: { quote: async (qd: Buffer) => tpm.quote(quoted, qd) },
+      eventLog: measureTre(opts.measuredConfig ?? {}),
       akCertificate,
-    );
+    });
+    service.start();
     attestation = { service, tpm, akPublicKeyPem, pcr: tpm.pcrRead(APPLICATION_PCR).toString('hex') };
   }
-  const demandResponse = new DemandResponseService(context, {
-    groupMembers: (dnoId, groupId) => monitoring.groups(dnoId).find((g) => g.groupId === groupId)?.meters,
-    ...opts.demandResponse,
-  });
+  flows.start();
   // Only now is every flow wired: the line that says where to connect comes last.
   const { address, port } = broker.address;
   opts.log.info({ host: address, port }, 'TRE listening (MQTT 3.1.1 over mutual TLS)');
@@ -274,16 +182,14 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     router,
     store,
     registry,
-    ingest,
-    monitoring,
-    billing,
-    demandResponse,
+    readings: flows.readings,
+    ingest: flows.ingest,
+    monitoring: flows.monitoring,
+    billing: flows.billing,
+    demandResponse: flows.demandResponse,
     attestation,
-    context,
     async stop() {
-      monitoring.stop();
-      billing.stop();
-      demandResponse.stop();
+      flows.stop();
       attestation?.tpm.close();
       await broker.close();
       store.close();

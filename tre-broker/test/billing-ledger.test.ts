@@ -3,7 +3,6 @@
  * total equals an independent recomputation of sum(m_t x p_t), exactly, in integers.
  */
 import { PROTOCOL_VERSION, type Statement, signContent, type Tariff, topics } from '@tre/protocol';
-import { BillingService, ReadingIngest } from '@tre/tre-broker';
 import fc from 'fast-check';
 import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
@@ -45,14 +44,7 @@ describe('ledger and statements', () => {
         async (households, energies, prices, resendPicks, shuffleSeed, tariffPosition) => {
           const f = flowContext(T0 - 3_600_000);
           try {
-            const ingest = new ReadingIngest(
-              f.ctx.store,
-              f.ctx.registry,
-              f.ctx.router,
-              f.ctx.clock,
-              f.ctx.log,
-            );
-            const billing = new BillingService(f.ctx, ingest, { minPeriod: { unit: 'day', count: 1 } });
+            const { billing } = f.flows({ billing: { minPeriod: { unit: 'day', count: 1 } } });
             const meters = Array.from({ length: households }, (_, i) => `p${i}`);
             await f.ctx.registry.upsert(
               meters.map((m) => ({

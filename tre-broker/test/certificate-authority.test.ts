@@ -2,6 +2,7 @@
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PARTY_ROLES, type PartyRole } from '@tre/protocol';
 import { CertificateAuthority } from '@tre/tre-broker';
 import { describe, expect, it } from 'vitest';
 
@@ -22,5 +23,15 @@ describe('certificate authority index', () => {
     expect(meters).toHaveLength(40);
     expect(index.some((e) => e.role === 'dno' && e.id === 'd1')).toBe(true);
     expect(index.filter((e) => e.revokedAt).map((e) => e.serial)).toEqual(revoked);
+  });
+});
+
+describe('certificate authority roles', () => {
+  it('issues certificates only for party roles, and says which they are', async () => {
+    const { ca } = await CertificateAuthority.init(join(await mkdtemp(join(tmpdir(), 'ca-roles-')), 'pki'));
+    await expect(ca.issue('tre' as PartyRole, 'x')).rejects.toThrow(
+      `role must be one of ${PARTY_ROLES.join(', ')}`,
+    );
+    await expect(ca.issue('admin' as PartyRole, 'x')).rejects.toThrow(/meter, dno, supplier, dsm, regulator/);
   });
 });

@@ -3,6 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { tre, treCli } from './support/run-cli.js';
@@ -62,6 +63,12 @@ describe('tre pki', () => {
     expect((await tre('--help')).stdout).toMatch(/Examples:/);
     expect((await tre('--version')).stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
   });
+
+  it('runs by name through the committed bin shim', async () => {
+    const shim = fileURLToPath(new URL('../bin/tre.js', import.meta.url));
+    const { stdout } = await run(process.execPath, [shim, '--version']);
+    expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
 });
 
 describe('tre start', () => {
@@ -96,6 +103,15 @@ describe('tre start', () => {
     expect(code).toBe(0);
     expect(log).toMatch(/TRE stopped/);
     expect(await readFile(join(dir, 'pki', 'crl.pem'), 'utf8')).toMatch(/BEGIN X509 CRL/);
+  });
+
+  it('refuses boot PCRs outside 0-15 as a usage error, saying which and why', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
+    for (const command of [['start'], ['attest-policy', '--out', join(dir, 'p.jws')]]) {
+      const r = await tre(...command, '--pki', dir, '--boot-pcrs', '0,23');
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/boot PCR 23: boot PCRs are 0-15/);
+    }
   });
 
   it('says what to do when the PKI is missing', async () => {

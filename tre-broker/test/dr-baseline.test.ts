@@ -5,10 +5,11 @@
  */
 
 import { type BaselineInterval, baselineIntervals } from '@tre/protocol';
-import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { baselineWh } from '../src/demand-response/baseline.js';
+import { ReadingStore } from '../src/ingest/reading-store.js';
+import { Store } from '../src/store/store.js';
 
 const DAY = 86_400_000;
 const STEP = 15 * 60_000;
@@ -37,16 +38,33 @@ describe('DR baseline: TRE and agent agree', () => {
             if (wh % 5 === 0) intervals.delete(t);
             else intervals.set(t, wh);
           }
-          const db = new Database(':memory:');
-          db.exec(`CREATE TABLE readings (meter_id TEXT, interval_start INTEGER, interval_minutes INTEGER,
-                     effective_wh INTEGER, status TEXT)`);
-          const insert = db.prepare("INSERT INTO readings VALUES ('m', ?, 15, ?, 'ok')");
+          const store = new Store(':memory:');
+          const readings = ReadingStore.open(store);
           const own: BaselineInterval[] = [];
           for (const [t, wh] of [...intervals].sort((a, b) => a[0] - b[0])) {
-            insert.run(t, wh);
+            readings.insert({
+              meterId: 'm',
+              intervalStart: t,
+              intervalMinutes: 15,
+              energyWh: wh,
+              registerWh: 0,
+              exportWh: null,
+              exportRegisterWh: null,
+              gap: false,
+              effectiveWh: wh,
+              status: 'ok',
+              contentHash: '',
+              receivedAt: 0,
+            });
             own.push({ intervalStart: new Date(t).toISOString(), intervalMinutes: 15, energyWh: wh });
           }
-          const tre = baselineWh(db, 'm', windowStart, windowEnd);
+          const tre = baselineWh(
+            (m, from, to) => readings.energyIn(m, from, to),
+            'm',
+            windowStart,
+            windowEnd,
+          );
+          store.close();
           const chosen = baselineIntervals(own, windowStart, windowEnd);
           const minutes = chosen.reduce((s, i) => s + i.intervalMinutes, 0);
           const agent =

@@ -6,7 +6,6 @@
  * fixed in advance) and the two scenarios are indistinguishable (two-proportion bound).
  */
 import { type PseudoBids, signContent, topics } from '@tre/protocol';
-import { DemandResponseService, ReadingIngest } from '@tre/tre-broker';
 import { describe, expect, it } from 'vitest';
 import { flowContext } from './support/flow-context.js';
 
@@ -19,8 +18,7 @@ async function scenario(
 ): Promise<{ firstIs100: number; pseudonyms: Set<string> }> {
   const f = flowContext(T0);
   try {
-    new ReadingIngest(f.ctx.store, f.ctx.registry, f.ctx.router, f.ctx.clock, f.ctx.log); // the readings the baselines use
-    const dr = new DemandResponseService(f.ctx);
+    const { demandResponse: dr } = f.flows();
     await f.ctx.registry.upsert(
       ['a', 'b'].map((m) => ({
         meterId: m,

@@ -1,2 +1,2 @@
-export * from './load-switch.js';
-export * from './mock-io.js';
+export { drivableActuator, LoadSwitch, parseActuator } from './load-switch.js';
+export { MockIo } from './mock-io.js';

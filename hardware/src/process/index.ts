@@ -1,1 +1,1 @@
-export * from './wait-for-listening.js';
+export { waitForListening } from './wait-for-listening.js';

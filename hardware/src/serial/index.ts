@@ -1,9 +1,15 @@
-export * from './crc16.js';
-export * from './dsmr-telegram.js';
-export * from './iec62056-21.js';
-export * from './interval-energy.js';
-export * from './meter-reader.js';
-export * from './mode-c-reader.js';
-export * from './system-binding.js';
-export * from './telegram-framer.js';
-export * from './virtual-meter-port.js';
+export { crc16 } from './crc16.js';
+export { type DsmrTelegram, formatDsmrTelegram, parseDsmrTelegram } from './dsmr-telegram.js';
+export {
+  acknowledge,
+  formatModeCDataBlock,
+  parseIdentification,
+  parseModeCDataBlock,
+  SIGN_ON,
+} from './iec62056-21.js';
+export { IntervalAccumulator, type IntervalRecord, type RegisterReading } from './interval-energy.js';
+export { MeterReader } from './meter-reader.js';
+export { ModeCReader } from './mode-c-reader.js';
+export { systemSerialBinding } from './system-binding.js';
+export { TelegramFramer } from './telegram-framer.js';
+export { openVirtualMeterPort, type VirtualMeterPort } from './virtual-meter-port.js';

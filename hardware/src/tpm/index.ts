@@ -1,3 +1,3 @@
-export * from './swtpm.js';
-export * from './tpm.js';
-export * from './tpm-error.js';
+export { type Swtpm, startSwtpm } from './swtpm.js';
+export { Tpm } from './tpm.js';
+export { TpmError } from './tpm-error.js';

@@ -1,5 +1,6 @@
 /** Builds the dashboard's snapshot from the simulation's state (ground truth next to what parties got). */
 import type { Simulation } from '../simulation/simulation.js';
+import { trueGroupTotalWh } from '../simulation/true-group-total.js';
 import type { DashboardSnapshot } from './snapshot.js';
 
 const MAX_POINTS = 96;
@@ -11,35 +12,23 @@ export function buildSnapshot(sim: Simulation, speed: number): DashboardSnapshot
     (h) => h.link.state === 'trusted' || h.link.state === 'attesting',
   ).length;
   const aggregates: DashboardSnapshot['aggregates'] = [];
-  if (sim.dno) {
-    for (const [groupId, releases] of sim.dno.releases) {
-      const members = sim.groups.get(groupId) ?? [];
-      const points = releases.slice(-MAX_POINTS).map((r) => {
-        const start = Date.parse(r.intervalStart);
-        let trueWh = 0;
-        for (const h of members) {
-          for (let t = start; t < start + r.intervalMinutes * 60_000; t += sim.opts.intervalMinutes * 60_000)
-            trueWh += h.sent.get(t) ?? 0;
-        }
-        return {
-          t: start,
-          noisyWh: r.noisyTotalWh,
-          trueWh,
-          included: r.included,
-          missing: r.missing,
-          excluded: r.excluded,
-        };
-      });
-      aggregates.push({ groupId, points });
-    }
+  for (const [groupId, releases] of sim.dno.releases) {
+    const members = sim.groups.get(groupId) ?? [];
+    const points = releases.slice(-MAX_POINTS).map((r) => ({
+      t: Date.parse(r.intervalStart),
+      noisyWh: r.noisyTotalWh,
+      trueWh: trueGroupTotalWh(members, r, sim.opts.intervalMinutes),
+      included: r.included,
+      missing: r.missing,
+      excluded: r.excluded,
+    }));
+    aggregates.push({ groupId, points });
   }
   const bills = sim.households.map((h) => h.agent.bill).filter((b) => b !== undefined);
   sim.billingSeries.push({ t: now, runningTotalMinor: bills.reduce((a, b) => a + b.runningTotalMinor, 0) });
   if (sim.billingSeries.length > 4 * MAX_POINTS)
     sim.billingSeries.splice(0, sim.billingSeries.length - 4 * MAX_POINTS);
-  const alerts = sim.tre.store.db
-    .prepare('SELECT kind, detail, at FROM alerts ORDER BY id DESC LIMIT 20')
-    .all() as { kind: string; detail: string; at: number }[];
+  const alerts = sim.tre.readings.recentAlerts(20);
   return {
     simTime: new Date(now).toISOString(),
     speed,

@@ -1,3 +1,13 @@
+/** One demand-response round as the DSM saw it. */
+export interface DrRoundRow {
+  eventId: string;
+  bids: number;
+  accepted: number;
+  creditMinor: number;
+  delivered: number;
+  notDelivered: number;
+}
+
 /** What the dashboard shows; the demo publishes one of these every tick. */
 export interface DashboardSnapshot {
   simTime: string;
@@ -22,14 +32,7 @@ export interface DashboardSnapshot {
     }[];
   }[];
   billing: { points: { t: number; runningTotalMinor: number }[]; statements: number; currency: string };
-  dr: {
-    eventId: string;
-    bids: number;
-    accepted: number;
-    creditMinor: number;
-    delivered: number;
-    notDelivered: number;
-  }[];
+  dr: DrRoundRow[];
   /** Distribution of today's privacy budget spent per household (fraction of the daily budget). */
   budget: { bucket: string; households: number }[];
   alerts: { at: string; kind: string; message: string }[];

@@ -1,5 +1,5 @@
 /** The reference DNO: defines aggregation groups over its meters and collects the noisy totals. */
-import { type Aggregate, aggregateSchema, PROTOCOL_VERSION, topics } from '@tre/protocol';
+import { type Aggregate, aggregateSchema, PROTOCOL_VERSION, parseTopic, topics } from '@tre/protocol';
 import type { PartyClient } from './party-client.js';
 
 export class Dno {
@@ -12,7 +12,8 @@ export class Dno {
     readonly dnoId: string,
   ) {
     party.client.on('message', (topic, payload) => {
-      if (topic.startsWith(`tre/v1/dno/${dnoId}/aggregate/`)) {
+      const route = parseTopic(topic);
+      if (route?.scope === 'party' && route.family === 'aggregate' && route.owner.id === dnoId) {
         const parsed = aggregateSchema.safeParse(JSON.parse(payload.toString('utf8')));
         if (!parsed.success) return;
         const list = this.releases.get(parsed.data.groupId) ?? [];
@@ -31,7 +32,7 @@ export class Dno {
 
   async start(): Promise<void> {
     await this.party.subscribe([
-      `tre/v1/dno/${this.dnoId}/aggregate/+`,
+      topics.aggregateFilter(this.dnoId),
       topics.inbox({ role: 'dno', id: this.dnoId }, 'receipt'),
     ]);
   }

@@ -10,6 +10,7 @@ import {
   type DrEvent,
   PROTOCOL_VERSION,
   type PseudoBids,
+  parseTopic,
   pseudoBidsSchema,
   signContent,
   topics,
@@ -37,9 +38,10 @@ export class Dsm {
   ) {
     party.client.on('message', (topic, payload) => {
       const text = payload.toString('utf8');
-      if (topic.startsWith(`tre/v1/dsm/${dsmId}/bids/`))
-        void this.onBids(pseudoBidsSchema.parse(JSON.parse(text)));
-      if (topic.startsWith(`tre/v1/dsm/${dsmId}/compliance/`)) {
+      const parsed = parseTopic(topic);
+      const mine = parsed?.scope === 'party' && parsed.owner.id === dsmId ? parsed.family : undefined;
+      if (mine === 'bids') void this.onBids(pseudoBidsSchema.parse(JSON.parse(text)));
+      if (mine === 'compliance') {
         const report = complianceSchema.parse(JSON.parse(text));
         const round = this.rounds.get(report.eventId);
         if (round) round.compliance = report;
@@ -49,7 +51,7 @@ export class Dsm {
 
   static async create(party: PartyClient, dsmId: string, files: IssuedFiles): Promise<Dsm> {
     const dsm = new Dsm(party, dsmId, createPrivateKey(await readFile(files.key)));
-    await party.subscribe([`tre/v1/dsm/${dsmId}/bids/+`, `tre/v1/dsm/${dsmId}/compliance/+`]);
+    await party.subscribe([topics.pseudoBidsFilter(dsmId), topics.complianceFilter(dsmId)]);
     return dsm;
   }
 

@@ -6,10 +6,12 @@ import { join } from 'node:path';
 import {
   formatDsmrTelegram,
   IntervalAccumulator,
+  type IntervalRecord,
   openVirtualMeterPort,
   type VirtualMeterPort,
 } from '@tre/hardware';
-import { type BidProposal, HouseholdAgent, Outbox, type TreAttestor, TreLink } from '@tre/meter-agent';
+import type { Policy } from '@tre/hems-policy';
+import { Bidder, HouseholdAgent, Outbox, type TreAttestor, TreLink } from '@tre/meter-agent';
 import type { Clock } from '@tre/protocol';
 import { type HouseholdProfile, SimulatedMeter } from '../households/load-profile.js';
 
@@ -23,9 +25,15 @@ export class SimulatedHousehold {
   readonly link: TreLink;
   readonly agent: HouseholdAgent;
   readonly outbox: Outbox;
+  /** The household's policy with its own recent intervals: what it bids in DR events. */
+  private readonly bidder: Bidder;
   private lastRegister: number;
   /** What this household sent, per interval start: the simulator's ground truth. */
   readonly sent = new Map<number, number>();
+  /** Readings the TRE acknowledged (accepted receipts). */
+  acknowledgedReadings = 0;
+  /** Accepted bids this household already carried out. */
+  private readonly curtailed = new Set<string>();
 
   constructor(
     readonly id: HouseholdIdentity,
@@ -36,9 +44,7 @@ export class SimulatedHousehold {
       stateDir: string;
       attestor: TreAttestor;
       intervalMinutes: 15 | 30;
-      propose?: (
-        event: Parameters<NonNullable<ConstructorParameters<typeof HouseholdAgent>[0]['propose']>>[0],
-      ) => BidProposal;
+      policy: Policy;
       mode: 'auto-bid' | 'ask-first' | 'never';
       randomId: () => string;
     },
@@ -60,14 +66,30 @@ export class SimulatedHousehold {
       // quote per agent every few hundred milliseconds, so simulated agents re-attest every 6 simulated hours.
       attestEveryMs: 6 * 3_600_000,
     });
+    this.bidder = new Bidder({ policy: opts.policy, timeZone: 'UTC', clock: opts.clock });
     this.agent = new HouseholdAgent({
       link: this.link,
       clock: opts.clock,
       stateDir: opts.stateDir,
       mode: opts.mode,
-      propose: opts.propose,
+      propose: (event) => this.bidder.propose(event),
       randomId: opts.randomId,
     });
+    this.link.on('message', () => this.carryOutAccepted());
+    this.link.on('receipt', (r) => {
+      if (r.status === 'accepted' && r.family === 'reading') this.acknowledgedReadings++;
+    });
+  }
+
+  /** The simulated household carries out what was accepted: its meter sheds the bid's energy. */
+  private carryOutAccepted(): void {
+    for (const p of this.agent.proposals.values()) {
+      if (p.status !== 'accepted' || this.curtailed.has(p.bidId)) continue;
+      this.curtailed.add(p.bidId);
+      const from = Date.parse(p.loads[0]?.from ?? '');
+      const to = Date.parse(p.loads[0]?.to ?? '');
+      if (to > from) this.meter.curtail(from, to, Math.ceil((p.quantityWh * 3_600_000) / (to - from)));
+    }
   }
 
   private readonly intervalMinutes: 15 | 30;
@@ -92,10 +114,8 @@ export class SimulatedHousehold {
         at: Date.parse(t.timestamp),
         importWh: t.importWh,
         exportWh: t.exportWh,
-      })) {
-        this.sent.set(Date.parse(rec.intervalStart), rec.importWh);
-        this.agent.recordInterval(rec);
-      }
+      }))
+        this.record(rec);
     });
   }
 
@@ -118,8 +138,7 @@ export class SimulatedHousehold {
     const start = t - this.intervalMinutes * 60_000;
     const energy = register - this.lastRegister;
     this.lastRegister = register;
-    this.sent.set(start, energy);
-    this.agent.recordInterval({
+    this.record({
       intervalStart: new Date(start).toISOString(),
       intervalMinutes: this.intervalMinutes,
       importWh: energy,
@@ -127,6 +146,13 @@ export class SimulatedHousehold {
       importRegisterWh: register,
       exportRegisterWh: 0,
     });
+  }
+
+  /** A closed interval: the ground truth, the agent's outbox, the bidder's recent intervals. */
+  private record(rec: IntervalRecord): void {
+    this.sent.set(Date.parse(rec.intervalStart), rec.importWh);
+    this.agent.recordInterval(rec);
+    this.bidder.record(rec);
   }
 
   async stop(): Promise<void> {

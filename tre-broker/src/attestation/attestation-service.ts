@@ -17,14 +17,29 @@ import {
   tlsKeyHash,
 } from '@tre/protocol';
 import type { PeerIdentity } from '../access/peer-identity.js';
-import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
-import type { TreContext } from '../tre.js';
+import {
+  type HandlerResult,
+  type InboundMessage,
+  type MessageRouter,
+  refusalOf,
+} from '../broker/message-router.js';
+import type { Logger } from '../log.js';
 
 /** A quote over the application PCRs with the given qualifying data (the TPM, through hardware/). */
 export interface QuoteSource {
   quote(
     qualifyingData: Buffer,
   ): Promise<{ attest: Buffer; signature: Buffer; pcrs: { index: number; sha256: string }[] }>;
+}
+
+export interface AttestationDeps {
+  router: MessageRouter;
+  log: Logger;
+  /** PEM of the TRE's TLS certificate: its key is bound into every quote. */
+  treCertificate: string;
+  source: QuoteSource;
+  eventLog: MeasurementEvent[];
+  akCertificate: string;
 }
 
 interface Waiting {
@@ -36,18 +51,17 @@ interface Waiting {
 export class AttestationService {
   private batch: Waiting[] = [];
   private scheduled = false;
-  private readonly keyHash: Buffer;
+  private keyHash: Buffer = Buffer.alloc(0);
   readonly stats = { requests: 0, quotes: 0, failures: 0 };
 
   constructor(
-    private readonly ctx: TreContext,
-    private readonly source: QuoteSource,
-    private readonly eventLog: MeasurementEvent[],
-    private readonly akCertificate: string,
+    private readonly deps: AttestationDeps,
     private readonly opts: { maxBatch?: number; batchWindowMs?: number } = {},
-  ) {
-    this.keyHash = tlsKeyHash(new X509Certificate(ctx.treCertificate));
-    ctx.router.on('attest', (msg) => this.handle(msg));
+  ) {}
+
+  start(): void {
+    this.keyHash = tlsKeyHash(new X509Certificate(this.deps.treCertificate));
+    this.deps.router.on('attest', (msg) => this.handle(msg));
   }
 
   private async handle(msg: InboundMessage): Promise<HandlerResult> {
@@ -61,7 +75,7 @@ export class AttestationService {
     });
     if (this.batch.length >= (this.opts.maxBatch ?? 65_536))
       this.flush().catch((err: Error) =>
-        this.ctx.log.error({ err: err.message }, 'attestation answers failed'),
+        this.deps.log.error({ err: err.message }, 'attestation answers failed'),
       );
     else if (!this.scheduled) {
       // A short real-time window coalesces requests arriving together over the network. It is
@@ -70,7 +84,7 @@ export class AttestationService {
       setTimeout(
         () =>
           this.flush().catch((err: Error) =>
-            this.ctx.log.error({ err: err.message }, 'attestation answers failed'),
+            this.deps.log.error({ err: err.message }, 'attestation answers failed'),
           ),
         this.opts.batchWindowMs ?? 20,
       );
@@ -87,12 +101,12 @@ export class AttestationService {
     let quote: Awaited<ReturnType<QuoteSource['quote']>> | undefined;
     let failure: string | undefined;
     try {
-      quote = await this.source.quote(qualifyingData(root, this.keyHash));
+      quote = await this.deps.source.quote(qualifyingData(root, this.keyHash));
       this.stats.quotes++;
     } catch (err) {
       this.stats.failures++;
       failure = (err as Error).message;
-      this.ctx.log.error({ err: failure, batch: batch.length }, 'attestation unavailable: TPM quote failed');
+      this.deps.log.error({ err: failure, batch: batch.length }, 'attestation unavailable: TPM quote failed');
     }
     await Promise.all(
       batch.map((w, i) => {
@@ -106,8 +120,8 @@ export class AttestationService {
                 attest: quote.attest.toString('base64'),
                 signature: quote.signature.toString('base64'),
                 pcrs: quote.pcrs,
-                eventLog: this.eventLog,
-                akCertificate: this.akCertificate,
+                eventLog: this.deps.eventLog,
+                akCertificate: this.deps.akCertificate,
                 tlsKeyHash: this.keyHash.toString('hex'),
                 batch: {
                   root: root.toString('hex'),
@@ -123,7 +137,7 @@ export class AttestationService {
               status: 'unavailable',
               message: 'the TRE cannot reach its TPM; retry later',
             };
-        return this.ctx.router.reply(w.to, 'attestation', response);
+        return this.deps.router.reply(w.to, 'attestation', response);
       }),
     );
   }

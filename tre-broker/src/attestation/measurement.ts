@@ -9,9 +9,23 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type AttestationPolicy, type MeasurementEvent, PROTOCOL_VERSION } from '@tre/protocol';
+import { TreConfigError } from '../tre-config-error.js';
 
 /** PCR 23: the application PCR (resettable at locality 0 in the PC Client profile). */
 export const APPLICATION_PCR = 23;
+
+/**
+ * The boot PCRs a TRE quotes and seals to beside its own: 0-15 (what firmware and boot loader
+ * extend), deduplicated and sorted. The one place this range is checked (CLI and core alike).
+ */
+export function bootPcrsOf(pcrs: readonly number[] = []): number[] {
+  for (const p of pcrs)
+    if (!Number.isInteger(p) || p < 0 || p > 15)
+      throw new TreConfigError(
+        `boot PCR ${p}: boot PCRs are 0-15, e.g. 0,1,2,3,4,5,6,7 (PCR ${APPLICATION_PCR} is the TRE's own)`,
+      );
+  return [...new Set(pcrs)].sort((a, b) => a - b);
+}
 
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
 
@@ -91,7 +105,7 @@ export function replayPcr(events: MeasurementEvent[]): string {
 /**
  * The regulator's whitelist for a TRE release and configuration (what `tre attest-policy` signs):
  * the application PCR as the measurements replay, their event digests, and any boot PCR values
- * read from a reference device.
+ * read from a reference device (boot PCRs as `bootPcrsOf` allows).
  */
 export function attestationPolicyFor(
   config: Record<string, unknown>,
@@ -99,6 +113,7 @@ export function attestationPolicyFor(
 ): AttestationPolicy {
   const events = measureTre(config);
   const boot = Object.entries(opts.bootPcrValues ?? {}).map(([pcr, value]) => [Number(pcr), value] as const);
+  bootPcrsOf(boot.map(([pcr]) => pcr));
   return {
     v: PROTOCOL_VERSION,
     policyId: opts.policyId,

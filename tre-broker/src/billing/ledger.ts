@@ -11,7 +11,7 @@ import type { Db, Store } from '../store/store.js';
 
 export type LineKind = 'energy' | 'dr-credit' | 'dr-reversal';
 
-export const LEDGER_SCHEMA = `CREATE TABLE ledger (
+const LEDGER_SCHEMA = `CREATE TABLE IF NOT EXISTS ledger (
     meter_id TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('energy', 'dr-credit', 'dr-reversal')),
     ref TEXT NOT NULL,
@@ -20,9 +20,9 @@ export const LEDGER_SCHEMA = `CREATE TABLE ledger (
     statement_id TEXT,
     PRIMARY KEY (meter_id, kind, ref, interval_start)
   ) WITHOUT ROWID;
-  CREATE INDEX ledger_open ON ledger (meter_id) WHERE statement_id IS NULL;`;
+  CREATE INDEX IF NOT EXISTS ledger_open ON ledger (meter_id) WHERE statement_id IS NULL;`;
 
-/** Creates the ledger once; both billing and demand response post to it. */
+/** Creates the ledger once (at TRE start); both billing and demand response post to it. */
 export function migrateLedger(store: Store): void {
   store.migrate('ledger-1', LEDGER_SCHEMA);
 }
@@ -58,17 +58,15 @@ export function postCredit(
   return postLine(db, meterId, 'dr-credit', eventId, windowStart, -quantityWh * pricePerMWh);
 }
 
-/** Reverses (a share of) a DR credit: `share` in [0, 1] as num/den. */
-export function reverseCredit(
+/** Reverses (part of) a DR credit: a positive line of `amountMicro` (see demand-response/settlement.ts). */
+export function postReversal(
   db: Db,
   meterId: string,
   eventId: string,
   windowStart: number,
-  creditMicro: number,
-  num: number,
-  den: number,
+  amountMicro: number,
 ): boolean {
-  return postLine(db, meterId, 'dr-reversal', eventId, windowStart, Math.trunc((-creditMicro * num) / den));
+  return postLine(db, meterId, 'dr-reversal', eventId, windowStart, amountMicro);
 }
 
 /** Rounds micro-minor units to minor units, half to even. */

@@ -36,13 +36,16 @@ export type HandlerResult =
 
 export type MessageHandler = (msg: InboundMessage) => Promise<HandlerResult>;
 
+export type Refusal = Extract<HandlerResult, { status: 'refused' }>;
+
+/** A refusal receipt: every refusal of every flow is built here. */
+export function refusal(requestId: string, reason: RefusalReason, message: string): Refusal {
+  return { status: 'refused', requestId, reason, message };
+}
+
 /** The refusal receipt for a payload that did not decode (`decodePayload`), echoing its requestId. */
-export function refusalOf(failed: {
-  reason: RefusalReason;
-  message: string;
-  requestId: string;
-}): HandlerResult {
-  return { status: 'refused', requestId: failed.requestId, reason: failed.reason, message: failed.message };
+export function refusalOf(failed: { reason: RefusalReason; message: string; requestId: string }): Refusal {
+  return refusal(failed.requestId, failed.reason, failed.message);
 }
 
 export interface Outbound {
@@ -78,23 +81,13 @@ export class MessageRouter {
     const handler = this.handlers.get(msg.topic.family);
     let result: HandlerResult;
     if (!handler) {
-      result = {
-        status: 'refused',
-        requestId: 'unknown',
-        reason: 'INTERNAL',
-        message: `no service handles ${msg.topic.family} yet`,
-      };
+      result = refusal('unknown', 'INTERNAL', `no service handles ${msg.topic.family} yet`);
     } else {
       try {
         result = await handler(msg);
       } catch (err) {
         this.log.error({ err, family: msg.topic.family, ...loggableIdentity(msg.from) }, 'handler failed');
-        result = {
-          status: 'refused',
-          requestId: 'unknown',
-          reason: 'INTERNAL',
-          message: 'internal error; retry later',
-        };
+        result = refusal('unknown', 'INTERNAL', 'internal error; retry later');
       }
     }
     if (!result) return;
@@ -115,14 +108,10 @@ export class MessageRouter {
   /** Sends a refusal receipt without running the handler (e.g. rate limits). */
   async refuse(msg: InboundMessage, reason: RefusalReason, message: string): Promise<void> {
     this.log.warn({ family: msg.topic.family, reason, ...loggableIdentity(msg.from) }, 'request refused');
-    const requestId = requestIdOf(msg.payload);
     await this.reply(msg.from, 'receipt', {
       v: PROTOCOL_VERSION,
       family: msg.topic.family,
-      status: 'refused',
-      requestId,
-      reason,
-      message,
+      ...refusal(requestIdOf(msg.payload), reason, message),
     } satisfies Receipt);
   }
 

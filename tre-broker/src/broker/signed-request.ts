@@ -11,11 +11,9 @@ import {
   verifyContent,
 } from '@tre/protocol';
 import type { z } from 'zod';
-import type { HandlerResult, InboundMessage } from './message-router.js';
+import { type InboundMessage, type Refusal, refusal, refusalOf } from './message-router.js';
 
-export type SignedRequest<T> =
-  | { ok: true; requestId: string; content: T }
-  | { ok: false; refusal: HandlerResult };
+export type SignedRequest<T> = { ok: true; requestId: string; content: T } | { ok: false; refusal: Refusal };
 
 /**
  * `signer` names the party the content claims to come from (e.g. a tariff's supplierId): it must be
@@ -28,34 +26,24 @@ export async function verifySignedRequest<S extends z.ZodType>(
   signer?: (content: z.infer<S>) => string,
 ): Promise<SignedRequest<z.infer<S>>> {
   const envelope = decodePayload(msg.payload, signedEnvelopeSchema);
-  if (!envelope.ok)
-    return {
-      ok: false,
-      refusal: {
-        status: 'refused',
-        requestId: envelope.requestId,
-        reason: envelope.reason,
-        message: envelope.message,
-      },
-    };
+  if (!envelope.ok) return { ok: false, refusal: refusalOf(envelope) };
   const requestId = envelope.value.requestId ?? 'unknown';
   try {
     const content = await verifyContent(type, envelope.value.jws, msg.from.publicKey, schema);
     if (signer && signer(content) !== msg.from.id) {
       return {
         ok: false,
-        refusal: {
-          status: 'refused',
+        refusal: refusal(
           requestId,
-          reason: 'WRONG_SIGNER',
-          message: `the ${type} names another ${msg.from.role} than its signer`,
-        },
+          'WRONG_SIGNER',
+          `the ${type} names another ${msg.from.role} than its signer`,
+        ),
       };
     }
     return { ok: true, requestId, content };
   } catch (err) {
     const e = err as SignatureError;
     const reason = e instanceof SignatureError && e.code !== 'MALFORMED' ? 'BAD_SIGNATURE' : 'MALFORMED';
-    return { ok: false, refusal: { status: 'refused', requestId, reason, message: e.message } };
+    return { ok: false, refusal: refusal(requestId, reason, e.message) };
   }
 }

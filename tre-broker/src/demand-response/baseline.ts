@@ -5,22 +5,14 @@
  * shown).
  */
 import { BASELINE_DAYS, BASELINE_FALLBACK_DAYS, comparableWindows } from '@tre/protocol';
-import type { Db } from '../store/store.js';
 
 const DAY = 86_400_000;
 
-function energyIn(db: Db, meterId: string, from: number, to: number): { wh: number; minutes: number } {
-  const r = db
-    .prepare(
-      `SELECT coalesce(sum(effective_wh), 0) AS wh, coalesce(sum(interval_minutes), 0) AS minutes FROM readings
-       WHERE meter_id = ? AND status = 'ok' AND interval_start >= ? AND interval_start < ?`,
-    )
-    .get(meterId, from, to) as { wh: number; minutes: number };
-  return r;
-}
+/** A household's in-bounds energy in [from, to) and the minutes its readings cover (the reading store's `energyIn`). */
+export type EnergyIn = (meterId: string, from: number, to: number) => { wh: number; minutes: number };
 
 export function baselineWh(
-  db: Db,
+  energyIn: EnergyIn,
   meterId: string,
   windowStart: number,
   windowEnd: number,
@@ -28,24 +20,24 @@ export function baselineWh(
   const minutes = (windowEnd - windowStart) / 60_000;
   const days: number[] = [];
   for (const { from, to } of comparableWindows(windowStart, windowEnd)) {
-    const e = energyIn(db, meterId, from, to);
+    const e = energyIn(meterId, from, to);
     if (e.minutes < minutes) continue;
     days.push(e.wh);
     if (days.length === BASELINE_DAYS) break;
   }
   if (days.length > 0) return Math.round(days.reduce((a, b) => a + b, 0) / days.length);
-  const week = energyIn(db, meterId, windowStart - BASELINE_FALLBACK_DAYS * DAY, windowStart);
+  const week = energyIn(meterId, windowStart - BASELINE_FALLBACK_DAYS * DAY, windowStart);
   if (week.minutes === 0) return undefined;
   return Math.round((week.wh * minutes) / week.minutes);
 }
 
 /** Energy the household actually used in the window (in-bounds readings only). */
 export function measuredWh(
-  db: Db,
+  energyIn: EnergyIn,
   meterId: string,
   windowStart: number,
   windowEnd: number,
 ): { wh: number; complete: boolean } {
-  const e = energyIn(db, meterId, windowStart, windowEnd);
+  const e = energyIn(meterId, windowStart, windowEnd);
   return { wh: e.wh, complete: e.minutes >= (windowEnd - windowStart) / 60_000 };
 }

@@ -14,12 +14,14 @@
  *    delivered / not delivered to the DSM (never readings); a shortfall reverses the credit pro rata.
  * Sheddable bound: a bid may not exceed the household's baseline energy in the window, or, without
  * any history, its installed capacity x window length.
+ * The rules are pure: admission.ts (named checks), settlement.ts, baseline.ts; the rows dr-book.ts.
  */
+import type { KeyObject } from 'node:crypto';
 import {
   acceptanceSchema,
   bidSchema,
+  type Clock,
   type DrAnnouncement,
-  type DrEvent,
   type DrOutcome,
   decodePayload,
   drEventSchema,
@@ -29,65 +31,68 @@ import {
   signContent,
   topics,
 } from '@tre/protocol';
-import { migrateLedger, postCredit, reverseCredit } from '../billing/ledger.js';
-import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
+import { postCredit, postReversal } from '../billing/ledger.js';
+import {
+  type HandlerResult,
+  type InboundMessage,
+  type MessageRouter,
+  type Outbound,
+  refusal,
+  refusalOf,
+} from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
-import type { TreContext } from '../tre.js';
-import { baselineWh, measuredWh } from './baseline.js';
+import type { ReadingStore } from '../ingest/reading-store.js';
+import type { Logger } from '../log.js';
+import type { HouseholdRegistry } from '../registry/household-registry.js';
+import type { Store } from '../store/store.js';
+import { acceptanceChecks, admit, bidChecks, eventChecks } from './admission.js';
+import { baselineWh, type EnergyIn, measuredWh } from './baseline.js';
+import type { DrBook } from './dr-book.js';
 import { newPseudonym, shuffled } from './pseudonyms.js';
+import { settle } from './settlement.js';
 
 export interface DemandResponseOptions {
   /** Readings for the window are awaited this long after it ends before compliance (default 1 h). */
   complianceGraceMs?: number;
   /** A bid counts as delivered when the reduction reaches this share of its quantity (default 0.9). */
   deliveryThreshold?: number;
-  /** Returns the members of a DNO group, for targeted events (from the monitoring flow). */
-  groupMembers?: (dnoId: string, groupId: string) => string[] | undefined;
 }
 
-interface BidRow {
-  bid_id: string;
-  event_id: string;
-  meter_id: string;
-  quantity_wh: number;
-  price: number;
-  pseudonym: string;
-  status: 'live' | 'superseded' | 'accepted' | 'rejected';
+export interface DemandResponseDeps {
+  store: Store;
+  dr: DrBook;
+  readings: ReadingStore;
+  registry: HouseholdRegistry;
+  /** The members of a DNO group, for targeted events (from the monitoring flow). */
+  groupMembers: (dnoId: string, groupId: string) => string[] | undefined;
+  router: MessageRouter;
+  outbound: Outbound;
+  clock: Clock;
+  log: Logger;
+  signingKey: KeyObject;
 }
 
 export class DemandResponseService {
   private readonly timers: PendingTimers;
+  private readonly energyIn: EnergyIn;
   readonly stats = { events: 0, bids: 0, released: 0 };
 
   constructor(
-    private readonly ctx: TreContext,
+    private readonly deps: DemandResponseDeps,
     private readonly options: DemandResponseOptions = {},
   ) {
-    this.timers = new PendingTimers(ctx.clock);
-    ctx.store.migrate(
-      'dr-1',
-      `CREATE TABLE dr_events (event_id TEXT PRIMARY KEY, dsm_id TEXT NOT NULL, body TEXT NOT NULL, deadline INTEGER NOT NULL,
-         window_start INTEGER NOT NULL, window_end INTEGER NOT NULL, stage TEXT NOT NULL DEFAULT 'open'
-         CHECK (stage IN ('open', 'released', 'accepted', 'settled')));
-       CREATE TABLE dr_bids (bid_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, meter_id TEXT NOT NULL, quantity_wh INTEGER NOT NULL,
-         price INTEGER NOT NULL, pseudonym TEXT NOT NULL UNIQUE, status TEXT NOT NULL);
-       CREATE INDEX dr_bids_event ON dr_bids (event_id, status);`,
-    );
-    migrateLedger(ctx.store);
-    ctx.router.on('event', (m) => this.handleEvent(m));
-    ctx.router.on('bid', (m) => this.handleBid(m));
-    ctx.router.on('accept', (m) => this.handleAcceptance(m));
-    const pending = ctx.store.db
-      .prepare("SELECT event_id, stage, deadline, window_end FROM dr_events WHERE stage != 'settled'")
-      .all() as {
-      event_id: string;
-      stage: string;
-      deadline: number;
-      window_end: number;
-    }[];
-    for (const e of pending) {
-      if (e.stage === 'open') this.at(e.deadline, () => this.release(e.event_id));
-      if (e.stage === 'accepted') this.at(e.window_end + this.grace, () => this.settle(e.event_id));
+    this.timers = new PendingTimers(deps.clock);
+    this.energyIn = (meterId, from, to) => deps.readings.energyIn(meterId, from, to);
+  }
+
+  start(): void {
+    const { router, dr } = this.deps;
+    router.on('event', (m) => this.handleEvent(m));
+    router.on('bid', (m) => this.handleBid(m));
+    router.on('accept', (m) => this.handleAcceptance(m));
+    for (const e of dr.unsettled()) {
+      if (e.stage === 'open') this.at(e.deadline, () => this.release(e.eventId));
+      if (e.stage === 'accepted') this.at(e.windowEnd + this.grace, () => this.settle(e.eventId));
     }
   }
 
@@ -96,73 +101,42 @@ export class DemandResponseService {
   }
 
   private at(t: number, fn: () => Promise<unknown>): void {
-    this.timers.after(Math.max(0, t - this.ctx.clock.now()), () => {
-      fn().catch((err: Error) => this.ctx.log.error({ err: err.message }, 'demand-response step failed'));
+    this.timers.after(Math.max(0, t - this.deps.clock.now()), () => {
+      fn().catch((err: Error) => this.deps.log.error({ err: err.message }, 'demand-response step failed'));
     });
   }
 
-  private event(eventId: string): (DrEvent & { stage: string }) | undefined {
-    const row = this.ctx.store.db
-      .prepare('SELECT body, stage FROM dr_events WHERE event_id = ?')
-      .get(eventId) as { body: string; stage: string } | undefined;
-    return row && { ...(JSON.parse(row.body) as DrEvent), stage: row.stage };
+  private targetMembers(event: { targetGroup?: { dnoId: string; groupId: string } }): string[] | undefined {
+    return event.targetGroup && this.deps.groupMembers(event.targetGroup.dnoId, event.targetGroup.groupId);
   }
 
   private async handleEvent(msg: InboundMessage): Promise<HandlerResult> {
     const signed = await verifySignedRequest(msg, 'drEvent', drEventSchema, (e) => e.dsmId);
     if (!signed.ok) return signed.refusal;
     const { requestId, content: event } = signed;
-    const now = this.ctx.clock.now();
-    const [deadline, start, end] = [event.bidDeadline, event.windowStart, event.windowEnd].map(
-      Date.parse,
-    ) as [number, number, number];
-    const invalid =
-      deadline <= now
-        ? 'the bid deadline has passed'
-        : start < deadline
-          ? 'the window must start after the bid deadline'
-          : end <= start
-            ? 'the window must end after it starts'
-            : end - start > 24 * 3_600_000
-              ? 'the window may last at most 24 hours'
-              : undefined;
-    if (invalid) return { status: 'refused', requestId, reason: 'EVENT_INVALID', message: invalid };
-    if (
-      event.targetGroup &&
-      !this.options.groupMembers?.(event.targetGroup.dnoId, event.targetGroup.groupId)
-    ) {
-      return { status: 'refused', requestId, reason: 'EVENT_INVALID', message: 'unknown target group' };
-    }
-    const stored = await this.ctx.store.commit(
-      (db) =>
-        db
-          .prepare(
-            'INSERT INTO dr_events (event_id, dsm_id, body, deadline, window_start, window_end) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
-          )
-          .run(event.eventId, event.dsmId, JSON.stringify(event), deadline, start, end).changes,
-    );
-    if (!stored)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'REPLAYED',
-        message: `event ${event.eventId} already exists`,
-      };
+    const rejected = admit(eventChecks, {
+      event,
+      now: this.deps.clock.now(),
+      targetMembers: this.targetMembers(event),
+    });
+    if (rejected) return refusal(requestId, rejected.reason, rejected.message);
+    const stored = await this.deps.store.commit(() => this.deps.dr.addEvent(event));
+    if (!stored) return refusal(requestId, 'REPLAYED', `event ${event.eventId} already exists`);
     this.stats.events++;
     const announcement: DrAnnouncement = { v: PROTOCOL_VERSION, event, expiresAt: event.bidDeadline };
-    const jws = await signContent('drAnnouncement', announcement, this.ctx.signingKey);
-    await this.ctx.outbound.publish(
+    const jws = await signContent('drAnnouncement', announcement, this.deps.signingKey);
+    await this.deps.outbound.publish(
       topics.broadcastDrEvent(event.eventId),
       JSON.stringify({ v: PROTOCOL_VERSION, jws }),
       { retain: true },
     );
-    this.at(deadline, () => this.release(event.eventId));
+    this.at(Date.parse(event.bidDeadline), () => this.release(event.eventId));
     return { status: 'accepted', requestId, message: `event ${event.eventId} announced` };
   }
 
   /** How much this household could shed in the window (the sheddable bound). */
   sheddableWh(meterId: string, capacityW: number, windowStart: number, windowEnd: number): number {
-    const baseline = baselineWh(this.ctx.store.db, meterId, windowStart, windowEnd);
+    const baseline = baselineWh(this.energyIn, meterId, windowStart, windowEnd);
     return baseline ?? Math.floor((capacityW * (windowEnd - windowStart)) / 3_600_000);
   }
 
@@ -172,82 +146,42 @@ export class DemandResponseService {
     const bid = decoded.value;
     const requestId = bid.requestId;
     const meterId = msg.from.id;
-    const household = this.ctx.registry.get(meterId);
-    if (!household)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'UNKNOWN_METER',
-        message: 'this meter is not registered',
-      };
+    const household = this.deps.registry.get(meterId);
+    if (!household) return refusal(requestId, 'UNKNOWN_METER', 'this meter is not registered');
     const replay = this.replayOf(bid, meterId);
     if (replay === 'duplicate') return { status: 'accepted', requestId, duplicate: true };
-    if (replay)
-      return { status: 'refused', requestId, reason: 'REPLAYED', message: 'this bid id was already used' };
-    const event = this.event(bid.eventId);
-    if (!event)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'UNKNOWN_EVENT',
-        message: 'no such demand-response event',
-      };
-    if (event.stage !== 'open' || this.ctx.clock.now() >= Date.parse(event.bidDeadline)) {
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'BID_DEADLINE_PASSED',
-        message: 'the bid deadline has passed',
-      };
-    }
-    if (
-      event.targetGroup &&
-      !this.options.groupMembers?.(event.targetGroup.dnoId, event.targetGroup.groupId)?.includes(meterId)
-    ) {
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'NOT_AUTHORIZED',
-        message: 'this household is not in the event’s target group',
-      };
-    }
-    if (bid.pricePerMWh < 0 || bid.pricePerMWh > event.priceCapPerMWh)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'ABOVE_PRICE_CAP',
-        message: `the price cap is ${event.priceCapPerMWh} per MWh`,
-      };
-    const sheddable = this.sheddableWh(
+    if (replay) return refusal(requestId, 'REPLAYED', 'this bid id was already used');
+    const event = this.deps.dr.event(bid.eventId);
+    const rejected = admit(bidChecks, {
+      bid,
       meterId,
-      household.capacityW,
-      Date.parse(event.windowStart),
-      Date.parse(event.windowEnd),
-    );
-    if (bid.quantityWh <= 0 || bid.quantityWh > sheddable)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'ABOVE_SHEDDABLE',
-        message: `at most ${sheddable} Wh can be shed in this window`,
-      };
-    const stored = await this.ctx.store.commit((db) => {
+      event,
+      now: this.deps.clock.now(),
+      targetMembers: event && this.targetMembers(event),
+      sheddableWh: () =>
+        this.sheddableWh(
+          meterId,
+          household.capacityW,
+          Date.parse(event!.windowStart),
+          Date.parse(event!.windowEnd),
+        ),
+    });
+    if (rejected) return refusal(requestId, rejected.reason, rejected.message);
+    const stored = await this.deps.store.commit(() => {
       // Checked again inside the transaction: a resend may have been committed meanwhile.
       const again = this.replayOf(bid, meterId);
       if (again) return again;
-      const old = db
-        .prepare(
-          "UPDATE dr_bids SET status = 'superseded' WHERE event_id = ? AND meter_id = ? AND status = 'live'",
-        )
-        .run(bid.eventId, meterId).changes;
-      db.prepare(
-        "INSERT INTO dr_bids (bid_id, event_id, meter_id, quantity_wh, price, pseudonym, status) VALUES (?, ?, ?, ?, ?, ?, 'live')",
-      ).run(bid.bidId, bid.eventId, meterId, bid.quantityWh, bid.pricePerMWh, newPseudonym());
-      return old;
+      return this.deps.dr.addBid({
+        bid_id: bid.bidId,
+        event_id: bid.eventId,
+        meter_id: meterId,
+        quantity_wh: bid.quantityWh,
+        price: bid.pricePerMWh,
+        pseudonym: newPseudonym(),
+      });
     });
     if (stored === 'duplicate') return { status: 'accepted', requestId, duplicate: true };
-    if (stored === 'replayed')
-      return { status: 'refused', requestId, reason: 'REPLAYED', message: 'this bid id was already used' };
+    if (stored === 'replayed') return refusal(requestId, 'REPLAYED', 'this bid id was already used');
     this.stats.bids++;
     return {
       status: 'accepted',
@@ -261,9 +195,7 @@ export class DemandResponseService {
     bid: { bidId: string; eventId: string; quantityWh: number; pricePerMWh: number },
     meterId: string,
   ): 'duplicate' | 'replayed' | undefined {
-    const previous = this.ctx.store.db.prepare('SELECT * FROM dr_bids WHERE bid_id = ?').get(bid.bidId) as
-      | BidRow
-      | undefined;
+    const previous = this.deps.dr.bid(bid.bidId);
     if (!previous) return undefined;
     const same =
       previous.meter_id === meterId &&
@@ -275,19 +207,14 @@ export class DemandResponseService {
 
   /** At the deadline: all live pseudo-bids in one message, in random order. */
   async release(eventId: string): Promise<void> {
-    const event = this.event(eventId);
+    const { dr, store, outbound } = this.deps;
+    const event = dr.event(eventId);
     if (event?.stage !== 'open') return;
-    const bids = await this.ctx.store.commit((db) => {
-      db.prepare("UPDATE dr_events SET stage = 'released' WHERE event_id = ?").run(eventId);
-      return db
-        .prepare("SELECT pseudonym, quantity_wh, price FROM dr_bids WHERE event_id = ? AND status = 'live'")
-        .all(eventId) as {
-        pseudonym: string;
-        quantity_wh: number;
-        price: number;
-      }[];
+    const bids = await store.commit(() => {
+      dr.setStage(eventId, 'released');
+      return dr.bidsOf(eventId, 'live');
     });
-    await this.ctx.outbound.publish(topics.broadcastDrEvent(eventId), '', { retain: true }); // clears the retained announcement
+    await outbound.publish(topics.broadcastDrEvent(eventId), '', { retain: true }); // clears the retained announcement
     const body = {
       v: PROTOCOL_VERSION,
       eventId,
@@ -297,62 +224,35 @@ export class DemandResponseService {
         pricePerMWh: b.price,
       })),
     };
-    await this.ctx.outbound.publish(topics.pseudoBids(event.dsmId, eventId), JSON.stringify(body));
+    await outbound.publish(topics.pseudoBids(event.dsmId, eventId), JSON.stringify(body));
     this.stats.released++;
   }
 
   private async handleAcceptance(msg: InboundMessage): Promise<HandlerResult> {
+    const { dr, store } = this.deps;
     const decoded = decodePayload(msg.payload, acceptanceSchema, MAX_BULK_PAYLOAD_BYTES);
     if (!decoded.ok) return refusalOf(decoded);
     const { requestId, eventId, accepted } = decoded.value;
-    if (msg.topic.param !== eventId)
-      return { status: 'refused', requestId, reason: 'MALFORMED', message: 'eventId differs from the topic' };
-    const event = this.event(eventId);
-    if (!event || event.dsmId !== msg.from.id)
-      return { status: 'refused', requestId, reason: 'UNKNOWN_EVENT', message: 'no such event of this DSM' };
-    if (event.stage === 'open')
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'EVENT_INVALID',
-        message: 'the bids have not been released yet',
-      };
-    if (event.stage !== 'released')
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'REPLAYED',
-        message: 'this event was already accepted; its pseudonyms are dead',
-      };
-    if (new Set(accepted).size !== accepted.length)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'UNKNOWN_PSEUDONYM',
-        message: 'a pseudonym is listed twice',
-      };
-    const live = this.ctx.store.db
-      .prepare("SELECT * FROM dr_bids WHERE event_id = ? AND status = 'live'")
-      .all(eventId) as BidRow[];
-    const byPseudonym = new Map(live.map((b) => [b.pseudonym, b]));
-    const unknown = accepted.filter((p) => !byPseudonym.has(p)).length;
-    if (unknown > 0)
-      return {
-        status: 'refused',
-        requestId,
-        reason: 'UNKNOWN_PSEUDONYM',
-        message: `${unknown} pseudonyms were never released for this event`,
-      };
+    const event = msg.topic.param === eventId ? dr.event(eventId) : undefined;
+    const live = event?.stage === 'released' ? dr.bidsOf(eventId, 'live') : [];
+    const rejected = admit(acceptanceChecks, {
+      eventId,
+      topicEventId: msg.topic.param,
+      dsmId: msg.from.id,
+      accepted,
+      event,
+      live,
+    });
+    if (rejected || !event) return refusal(requestId, rejected!.reason, rejected!.message);
     const chosen = new Set(accepted);
     const windowStart = Date.parse(event.windowStart);
-    await this.ctx.store.commit((db) => {
-      const mark = db.prepare('UPDATE dr_bids SET status = ? WHERE bid_id = ?');
+    await store.commit((db) => {
       for (const b of live) {
         const ok = chosen.has(b.pseudonym);
-        mark.run(ok ? 'accepted' : 'rejected', b.bid_id);
+        dr.markBid(b.bid_id, ok ? 'accepted' : 'rejected');
         if (ok) postCredit(db, b.meter_id, eventId, windowStart, b.quantity_wh, b.price);
       }
-      db.prepare("UPDATE dr_events SET stage = 'accepted' WHERE event_id = ?").run(eventId);
+      dr.setStage(eventId, 'accepted');
     });
     for (const b of live) {
       const ok = chosen.has(b.pseudonym);
@@ -369,36 +269,31 @@ export class DemandResponseService {
   }
 
   private async notify(meterId: string, outcome: DrOutcome): Promise<void> {
-    await this.ctx.router.reply({ role: 'meter', id: meterId }, 'dr-outcome', {
+    await this.deps.router.reply({ role: 'meter', id: meterId }, 'dr-outcome', {
       v: PROTOCOL_VERSION,
-      jws: await signContent('drOutcome', outcome, this.ctx.signingKey),
+      jws: await signContent('drOutcome', outcome, this.deps.signingKey),
     });
   }
 
   /** After the window: compliance per pseudonym to the DSM, credit reversals, household outcomes. */
   async settle(eventId: string): Promise<void> {
-    const event = this.event(eventId);
+    const { dr, store, outbound } = this.deps;
+    const event = dr.event(eventId);
     if (event?.stage !== 'accepted') return;
     const [start, end] = [Date.parse(event.windowStart), Date.parse(event.windowEnd)];
     const threshold = this.options.deliveryThreshold ?? 0.9;
-    const results = await this.ctx.store.commit((db) => {
-      const accepted = db
-        .prepare("SELECT * FROM dr_bids WHERE event_id = ? AND status = 'accepted'")
-        .all(eventId) as BidRow[];
-      const out = accepted.map((b) => {
-        const baseline = baselineWh(db, b.meter_id, start, end);
-        const measured = measuredWh(db, b.meter_id, start, end);
-        const reduction = baseline === undefined || !measured.complete ? 0 : baseline - measured.wh;
-        const ratio = Math.max(0, Math.min(1, reduction / b.quantity_wh));
-        const delivered = ratio >= threshold;
-        const credit = -b.quantity_wh * b.price;
-        // Shortfall: reverse the undelivered share of the credit (all of it below 50 %).
-        const keep = delivered ? 1 : ratio < 0.5 ? 0 : ratio;
-        const keepMilli = Math.round(keep * 1000);
-        if (keepMilli < 1000) reverseCredit(db, b.meter_id, eventId, start, credit, 1000 - keepMilli, 1000);
-        return { bid: b, delivered, reversal: Math.trunc((-credit * (1000 - keepMilli)) / 1000) };
+    const results = await store.commit((db) => {
+      const out = dr.bidsOf(eventId, 'accepted').map((b) => {
+        const settled = settle(
+          { quantityWh: b.quantity_wh, pricePerMWh: b.price },
+          baselineWh(this.energyIn, b.meter_id, start, end),
+          measuredWh(this.energyIn, b.meter_id, start, end),
+          threshold,
+        );
+        if (settled.keepMilli < 1000) postReversal(db, b.meter_id, eventId, start, settled.reversalMicro);
+        return { bid: b, delivered: settled.delivered, reversal: settled.reversalMicro };
       });
-      db.prepare("UPDATE dr_events SET stage = 'settled' WHERE event_id = ?").run(eventId);
+      dr.setStage(eventId, 'settled');
       return out;
     });
     const report = {
@@ -406,7 +301,7 @@ export class DemandResponseService {
       eventId,
       results: shuffled(results).map((r) => ({ pseudonym: r.bid.pseudonym, delivered: r.delivered })),
     };
-    await this.ctx.outbound.publish(topics.compliance(event.dsmId, eventId), JSON.stringify(report));
+    await outbound.publish(topics.compliance(event.dsmId, eventId), JSON.stringify(report));
     for (const r of results) {
       await this.notify(r.bid.meter_id, {
         v: PROTOCOL_VERSION,

@@ -3,29 +3,37 @@
  * interval one noisy total to the DNO, charged to each included household's daily budget.
  *
  * Release: each `releaseMinutes` interval (default 30) is released `releaseDelayMs` (default 5 min)
- * after it ends. A household's contribution is the sum of its in-bounds readings in the interval
- * when they cover all of it; with any reading excluded by the bounds check it counts as excluded,
- * with readings missing as missing (both reported as counts only). Each contribution is clamped to
- * [0, capacity x interval]; the sensitivity Delta is the largest such bound in the group, and the
- * total gets discrete Laplace noise of scale Delta/epsilon. Each (group, interval) is released at
+ * after it ends; the arithmetic is `contributions` and `aggregate` (aggregate.ts), the group rules
+ * `checkGroups` (group-rules.ts), the budget `PrivacyBudget`. Each (group, interval) is released at
  * most once, recorded durably, so a restart never releases twice.
  */
-
-import type { TimerHandle } from '@tre/protocol';
 import {
   type Aggregate,
+  type Clock,
   decodePayload,
   groupsRequestSchema,
   MAX_BULK_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
+  type TimerHandle,
   topics,
   type WithheldAggregate,
 } from '@tre/protocol';
-import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
-import type { TreContext } from '../tre.js';
-import { noiseBound, type RandomSource, sampleDiscreteLaplace } from './discrete-laplace.js';
+import {
+  type HandlerResult,
+  type InboundMessage,
+  type MessageRouter,
+  type Outbound,
+  refusalOf,
+} from '../broker/message-router.js';
+import type { ReadingStore } from '../ingest/reading-store.js';
+import type { Logger } from '../log.js';
+import type { HouseholdRegistry } from '../registry/household-registry.js';
+import type { Store } from '../store/store.js';
+import { aggregate, contributions } from './aggregate.js';
+import type { RandomSource } from './discrete-laplace.js';
+import type { Group, GroupBook } from './group-book.js';
 import { checkGroups, DEFAULT_MIN_GROUP_SIZE } from './group-rules.js';
-import { PrivacyBudget, toMicro, utcDay } from './privacy-budget.js';
+import { type PrivacyBudget, utcDay } from './privacy-budget.js';
 
 export interface MonitoringOptions {
   minGroupSize?: number;
@@ -38,65 +46,51 @@ export interface MonitoringOptions {
   random?: RandomSource;
 }
 
-interface Group {
-  dnoId: string;
-  groupId: string;
-  meters: string[];
+export interface MonitoringDeps {
+  store: Store;
+  groups: GroupBook;
+  budget: PrivacyBudget;
+  readings: ReadingStore;
+  registry: HouseholdRegistry;
+  router: MessageRouter;
+  outbound: Outbound;
+  clock: Clock;
+  log: Logger;
 }
 
 export class MonitoringService {
-  private readonly budget: PrivacyBudget;
   private readonly minSize: number;
   private readonly epsilon: [number, number];
   private readonly releaseMs: number;
   private readonly delayMs: number;
   private timer: TimerHandle | undefined;
-  private lastReleased: number;
+  private lastReleased = 0;
   readonly stats = { released: 0, withheld: 0 };
 
   constructor(
-    private readonly ctx: TreContext,
+    private readonly deps: MonitoringDeps,
     private readonly options: MonitoringOptions = {},
   ) {
     this.minSize = Math.max(2, options.minGroupSize ?? DEFAULT_MIN_GROUP_SIZE);
     this.epsilon = options.epsilon ?? [1, 1];
     this.releaseMs = (options.releaseMinutes ?? 30) * 60_000;
     this.delayMs = options.releaseDelayMs ?? 5 * 60_000;
-    ctx.store.migrate(
-      'monitoring-1',
-      `CREATE TABLE dno_groups (dno_id TEXT NOT NULL, group_id TEXT NOT NULL, members TEXT NOT NULL, defined_at INTEGER NOT NULL,
-         PRIMARY KEY (dno_id, group_id));
-       CREATE TABLE releases (dno_id TEXT NOT NULL, group_id TEXT NOT NULL, interval_start INTEGER NOT NULL, outcome TEXT NOT NULL,
-         PRIMARY KEY (dno_id, group_id, interval_start));
-       ${PrivacyBudget.schema}`,
-    );
-    this.budget = new PrivacyBudget(ctx.store.db, toMicro(options.dailyBudget ?? 100));
+  }
+
+  start(): void {
     // Release what ends from now on; what ended before this start was either released or is history.
     this.lastReleased =
-      Math.floor((ctx.clock.now() - this.delayMs - this.releaseMs) / this.releaseMs) * this.releaseMs;
-    ctx.router.on('groups', (msg) => this.handleGroups(msg));
+      Math.floor((this.deps.clock.now() - this.delayMs - this.releaseMs) / this.releaseMs) * this.releaseMs;
+    this.deps.router.on('groups', (msg) => this.handleGroups(msg));
     this.schedule();
   }
 
   get dailyBudgetMicro(): number {
-    return this.budget.dailyMicro;
+    return this.deps.budget.dailyMicro;
   }
 
   groups(dnoId?: string): Group[] {
-    const rows = (
-      dnoId
-        ? this.ctx.store.db
-            .prepare('SELECT dno_id, group_id, members FROM dno_groups WHERE dno_id = ? ORDER BY group_id')
-            .all(dnoId)
-        : this.ctx.store.db
-            .prepare('SELECT dno_id, group_id, members FROM dno_groups ORDER BY dno_id, group_id')
-            .all()
-    ) as { dno_id: string; group_id: string; members: string }[];
-    return rows.map((r) => ({
-      dnoId: r.dno_id,
-      groupId: r.group_id,
-      meters: JSON.parse(r.members) as string[],
-    }));
+    return this.deps.groups.groups(dnoId);
   }
 
   private async handleGroups(msg: InboundMessage): Promise<HandlerResult> {
@@ -107,34 +101,29 @@ export class MonitoringService {
     const refusal = checkGroups(
       groups,
       this.groups(dnoId),
-      this.ctx.registry.metersOfDno(dnoId),
+      this.deps.registry.metersOfDno(dnoId),
       this.minSize,
     );
     if (refusal) return { status: 'refused', requestId, ...refusal };
-    const now = this.ctx.clock.now();
-    await this.ctx.store.commit((db) => {
-      const insert = db.prepare(
-        'INSERT INTO dno_groups (dno_id, group_id, members, defined_at) VALUES (?, ?, ?, ?)',
-      );
-      for (const g of groups) insert.run(dnoId, g.groupId, JSON.stringify(g.meters), now);
-    });
+    const now = this.deps.clock.now();
+    await this.deps.store.commit(() => this.deps.groups.define(dnoId, groups, now));
     return { status: 'accepted', requestId, message: `${groups.length} groups defined` };
   }
 
   private schedule(): void {
     const next = this.lastReleased + this.releaseMs; // start of the next interval to release
     const due = next + this.releaseMs + this.delayMs;
-    this.timer = this.ctx.clock.setTimeout(
+    this.timer = this.deps.clock.setTimeout(
       () => {
         this.releaseDue().then(
           () => this.schedule(),
           (err: Error) => {
-            this.ctx.log.error({ err: err.message }, 'release failed; retrying at the next interval');
+            this.deps.log.error({ err: err.message }, 'release failed; retrying at the next interval');
             this.schedule();
           },
         );
       },
-      Math.max(0, due - this.ctx.clock.now()),
+      Math.max(0, due - this.deps.clock.now()),
     );
   }
 
@@ -142,53 +131,27 @@ export class MonitoringService {
   async releaseDue(): Promise<void> {
     for (;;) {
       const start = this.lastReleased + this.releaseMs;
-      if (start + this.releaseMs + this.delayMs > this.ctx.clock.now()) return;
+      if (start + this.releaseMs + this.delayMs > this.deps.clock.now()) return;
       for (const group of this.groups()) await this.release(group, start);
       this.lastReleased = start;
     }
   }
 
   private async release(group: Group, start: number): Promise<void> {
-    const end = start + this.releaseMs;
+    const { store, groups, budget, readings, registry } = this.deps;
     const minutes = this.releaseMs / 60_000;
     const [p, q] = this.epsilon;
-    const message = await this.ctx.store.commit((db): Aggregate | WithheldAggregate | undefined => {
-      if (
-        db
-          .prepare('SELECT 1 FROM releases WHERE dno_id = ? AND group_id = ? AND interval_start = ?')
-          .get(group.dnoId, group.groupId, start)
-      )
-        return undefined;
-      const rows = db
-        .prepare(
-          `SELECT r.meter_id, sum(CASE WHEN r.status = 'ok' THEN r.effective_wh ELSE 0 END) AS wh,
-                  sum(r.interval_minutes) AS covered, sum(r.status = 'excluded') AS excluded
-           FROM readings r JOIN json_each(?) m ON m.value = r.meter_id
-           WHERE r.interval_start >= ? AND r.interval_start < ? GROUP BY r.meter_id`,
-        )
-        .all(JSON.stringify(group.meters), start, end) as {
-        meter_id: string;
-        wh: number;
-        covered: number;
-        excluded: number;
-      }[];
-      const byMeter = new Map(rows.map((r) => [r.meter_id, r]));
-      let total = 0;
-      let delta = 1;
-      const included: string[] = [];
-      let excluded = 0;
-      for (const meterId of group.meters) {
-        const household = this.ctx.registry.get(meterId);
-        const bound = Math.floor(((household?.capacityW ?? 0) * minutes) / 60);
-        delta = Math.max(delta, bound);
-        const r = byMeter.get(meterId);
-        if (!r) continue;
-        if (r.excluded > 0) excluded++;
-        else if (r.covered >= minutes) {
-          included.push(meterId);
-          total += Math.min(Math.max(r.wh, 0), bound);
-        }
-      }
+    const message = await store.commit((): Aggregate | WithheldAggregate | undefined => {
+      if (groups.released(group, start)) return undefined;
+      const members = group.meters.map((meterId) => ({
+        meterId,
+        boundWh: Math.floor(((registry.get(meterId)?.capacityW ?? 0) * minutes) / 60),
+      }));
+      const counted = contributions(
+        members,
+        readings.windowOf(group.meters, start, start + this.releaseMs),
+        minutes,
+      );
       const base = {
         v: PROTOCOL_VERSION,
         groupId: group.groupId,
@@ -196,45 +159,40 @@ export class MonitoringService {
         intervalMinutes: minutes as 15 | 30,
       };
       let outcome: Aggregate | WithheldAggregate;
-      if (included.length === 0) {
+      if (counted.included.length === 0) {
         outcome = { ...base, withheld: 'NO_READINGS', households: 0 };
       } else {
-        const charge = this.budget.charge(included, utcDay(start), Math.round((p * 1_000_000) / q));
+        const charge = budget.charge(counted.included, utcDay(start), Math.round((p * 1_000_000) / q));
         if (!charge.charged) outcome = { ...base, withheld: 'PRIVACY_BUDGET', households: charge.blocked };
         else {
-          const scale = (delta * q) / p;
+          const noised = aggregate(counted.totalWh, counted.deltaWh, this.epsilon, this.options.random);
           outcome = {
             ...base,
-            noisyTotalWh: total + sampleDiscreteLaplace(delta * q, p, this.options.random),
-            included: included.length,
-            excluded,
-            missing: group.meters.length - included.length - excluded,
+            noisyTotalWh: noised.noisyTotalWh,
+            included: counted.included.length,
+            excluded: counted.excluded,
+            missing: counted.missing,
             epsilon: `${p}/${q}`,
-            noiseScaleWh: scale,
-            bound95Wh: noiseBound(scale, 0.05),
+            noiseScaleWh: noised.noiseScaleWh,
+            bound95Wh: noised.bound95Wh,
           };
         }
       }
-      db.prepare('INSERT INTO releases (dno_id, group_id, interval_start, outcome) VALUES (?, ?, ?, ?)').run(
-        group.dnoId,
-        group.groupId,
-        start,
-        'withheld' in outcome ? outcome.withheld : 'released',
-      );
+      groups.recordRelease(group, start, 'withheld' in outcome ? outcome.withheld : 'released');
       return outcome;
     });
     if (!message) return;
     if ('withheld' in message) this.stats.withheld++;
     else this.stats.released++;
-    await this.ctx.outbound.publish(topics.aggregate(group.dnoId, group.groupId), JSON.stringify(message));
+    await this.deps.outbound.publish(topics.aggregate(group.dnoId, group.groupId), JSON.stringify(message));
   }
 
   /** Fractions of today's budget spent by the given households (dashboard). */
   budgetSpent(meterIds: string[]): number[] {
-    return this.budget.distribution(utcDay(this.ctx.clock.now()), meterIds);
+    return this.deps.budget.distribution(utcDay(this.deps.clock.now()), meterIds);
   }
 
   stop(): void {
-    if (this.timer) this.ctx.clock.clearTimeout(this.timer);
+    if (this.timer) this.deps.clock.clearTimeout(this.timer);
   }
 }

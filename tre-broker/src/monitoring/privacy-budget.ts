@@ -5,7 +5,7 @@
  * whole (all-or-nothing), and the DNO learns only how many households blocked it, never which.
  * Epsilon is kept in integer micro-units (1 = 1,000,000), so sums are exact.
  */
-import type { Db } from '../store/store.js';
+import type { Db, Store } from '../store/store.js';
 
 export const MICRO = 1_000_000;
 
@@ -23,12 +23,18 @@ export class PrivacyBudget {
     readonly dailyMicro: number,
   ) {}
 
-  static schema = `CREATE TABLE privacy_budget (
+  static schema = `CREATE TABLE IF NOT EXISTS privacy_budget (
       meter_id TEXT NOT NULL,
       day TEXT NOT NULL,
       spent_micro INTEGER NOT NULL,
       PRIMARY KEY (meter_id, day)
     ) WITHOUT ROWID;`;
+
+  /** The budget kept in `store`, its table created on first use. */
+  static open(store: Store, dailyMicro: number): PrivacyBudget {
+    store.migrate('privacy-budget-1', PrivacyBudget.schema);
+    return new PrivacyBudget(store.db, dailyMicro);
+  }
 
   spent(meterId: string, day: string): number {
     const row = this.db

@@ -19,6 +19,7 @@ import {
   formatIdentity,
   type Identity,
   isPartyRole,
+  PARTY_ROLES,
   type PartyRole,
   type SignedType,
   signContent,
@@ -205,7 +206,7 @@ export class CertificateAuthority {
     opts: { force?: boolean; validity?: Validity } = {},
   ): Promise<IssuedFiles> {
     if (!isPartyRole(role))
-      throw new PkiError('INVALID_ARGUMENT', `role must be one of meter, dno, supplier, dsm, regulator`);
+      throw new PkiError('INVALID_ARGUMENT', `role must be one of ${PARTY_ROLES.join(', ')}`);
     assertId(id);
     const files = this.paths.client(role, id);
     if (!opts.force && (await exists(files.cert))) {

@@ -16,7 +16,7 @@ import {
   type MessageRouter,
   refusalOf,
 } from '../broker/message-router.js';
-import type { Db, Store } from '../store/store.js';
+import { type Db, Store } from '../store/store.js';
 
 export class RegistryError extends Error {
   override readonly name = 'RegistryError';
@@ -150,4 +150,17 @@ function upsertAll(db: Db, households: Household[]): number {
   );
   for (const h of households) stmt.run(h.meterId, h.supplierId, h.dnoId, h.capacityW, h.account);
   return households.length;
+}
+
+/**
+ * Registers households in a TRE data directory without a running TRE (what `tre registry add`
+ * does; the TRE reads the registry on every lookup, so a running one sees them at once).
+ */
+export async function registerHouseholds(dataDir: string, households: Household[]): Promise<number> {
+  const store = Store.openIn(dataDir);
+  try {
+    return await new HouseholdRegistry(store).upsert(households);
+  } finally {
+    store.close();
+  }
 }

@@ -1,4 +1,4 @@
-/** Test support: a TreContext on a temp-dir store and a manual clock, without any network. */
+/** Test support: the TRE's flows on a temp-dir store and a manual clock, without any network. */
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,12 +6,14 @@ import { join } from 'node:path';
 import { type Identity, ManualClock, type ParsedTopic, parseTopic } from '@tre/protocol';
 import {
   createLogger,
+  type FlowBase,
+  type FlowOptions,
   HouseholdRegistry,
   MessageRouter,
   type PeerIdentity,
-  Store,
-  type TreContext,
+  wireFlows,
 } from '@tre/tre-broker';
+import { Store } from '../../src/store/store.js';
 
 export interface Published {
   topic: string;
@@ -32,7 +34,7 @@ export function flowContext(startMs: number, opts: { durable?: boolean } = {}) {
   const log = createLogger({ level: 'silent' });
   const router = new MessageRouter(outbound, log);
   const tre = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const ctx: TreContext = {
+  const ctx: FlowBase = {
     store,
     registry: new HouseholdRegistry(store),
     router,
@@ -40,11 +42,15 @@ export function flowContext(startMs: number, opts: { durable?: boolean } = {}) {
     clock: new ManualClock(startMs),
     log,
     signingKey: tre.privateKey,
-    treCertificate: '',
-    caCertificate: '',
   };
   return {
     ctx,
+    /** Every flow wired to this context and started, as in a running TRE. */
+    flows(opts: FlowOptions = {}) {
+      const flows = wireFlows(ctx, opts);
+      flows.start();
+      return flows;
+    },
     clock: ctx.clock as ManualClock,
     published,
     trePublicKey: tre.publicKey,

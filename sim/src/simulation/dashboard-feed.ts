@@ -1,0 +1,40 @@
+/** What the dashboard (and `tre-sim run`) reads from the running simulation beside the released totals. */
+import type { RunningTre } from '@tre/tre-broker';
+import type { DrRoundRow } from '../dashboard/snapshot.js';
+import type { Dsm } from '../parties/dsm.js';
+
+const BUDGET_BUCKETS = [
+  '0-10 %',
+  '10-20 %',
+  '20-30 %',
+  '30-40 %',
+  '40-50 %',
+  '50-60 %',
+  '60-70 %',
+  '70-80 %',
+  '80-90 %',
+  '90-100 %',
+];
+
+/** Each DR round: bids released, accepted, the DSM's credit and the compliance verdicts. */
+export function drRounds(dsm: Dsm): DrRoundRow[] {
+  return [...dsm.rounds.values()].map((r) => ({
+    eventId: r.event.eventId,
+    bids: r.bids?.bids.length ?? 0,
+    accepted: r.accepted.length,
+    creditMinor: Math.round(r.creditMicro / 1e6),
+    delivered: r.compliance?.results.filter((x) => x.delivered).length ?? 0,
+    notDelivered: r.compliance?.results.filter((x) => !x.delivered).length ?? 0,
+  }));
+}
+
+/** How many households have spent how much of today's privacy budget, in tenths. */
+export function budgetDistribution(
+  tre: RunningTre,
+  meterIds: string[],
+): { bucket: string; households: number }[] {
+  const spent = tre.monitoring.budgetSpent(meterIds);
+  const counts = BUDGET_BUCKETS.map(() => 0);
+  for (const f of spent) counts[Math.min(9, Math.floor(f * 10))]!++;
+  return BUDGET_BUCKETS.map((bucket, i) => ({ bucket, households: counts[i]! }));
+}

@@ -1,0 +1,230 @@
+/**
+ * Builds the whole simulated system before the clock runs: the TRE, the regulator's configuration
+ * and household registry, N households running the real agent code, and the DNO's feeder groups,
+ * the supplier's tariff and billing period, and the DSM.
+ */
+import { createPrivateKey, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Swtpm } from '@tre/hardware';
+import { examplePolicy, type Policy } from '@tre/hems-policy';
+import { type Household, ManualClock, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
+import type { CertificateAuthority, RunningTre } from '@tre/tre-broker';
+import { type HouseholdProfile, householdProfile } from '../households/load-profile.js';
+import { Dno } from '../parties/dno.js';
+import { Dsm } from '../parties/dsm.js';
+import { PartyClient } from '../parties/party-client.js';
+import { registerHouseholds } from '../parties/regulator.js';
+import { Supplier } from '../parties/supplier.js';
+import { type HouseholdIdentity, SimulatedHousehold } from './simulated-household.js';
+import { householdAttestor, type SimulatedTre, startSimulatedTre } from './simulated-tre.js';
+
+export interface SimulationOptions {
+  households: number;
+  /** Simulated days to run. */
+  days: number;
+  /** Upper bound on simulated time per real time. */
+  speed: number;
+  intervalMinutes?: 15 | 30;
+  /** Start of simulated time (default: now, aligned to an interval boundary). */
+  startMs?: number;
+  /** Working directory (default: a temp dir, removed by stop() unless keep). */
+  dir?: string;
+  keep?: boolean;
+  logLevel?: string;
+  progress?: (line: string) => void;
+  /** Start swtpm and make agents attest the TRE (default); false for development mode. */
+  attestation?: boolean;
+  /** Households up to this many read their meter over a virtual serial port (DSMR telegrams); default 50. */
+  serialHouseholds?: number;
+}
+
+/** Everything the simulation runs, as set up. */
+export interface SimulatedSystem {
+  opts: SimulationOptions & { intervalMinutes: 15 | 30 };
+  dir: string;
+  clock: ManualClock;
+  tre: RunningTre;
+  ca: CertificateAuthority;
+  swtpm: Swtpm | undefined;
+  households: SimulatedHousehold[];
+  /** The regulator first, then the DNO, the supplier and the DSM. */
+  parties: PartyClient[];
+  /** Members of each DNO group, for the ground truth next to the released totals. */
+  groups: Map<string, SimulatedHousehold[]>;
+  /** Each household's billing account, by household index. */
+  accounts: string[];
+  /** Where the agents keep their state. */
+  stateRoot: string;
+  dno: Dno;
+  supplier: Supplier;
+  dsm: Dsm;
+  attestationMode: string;
+}
+
+/** The shipped hems-policy examples, one per kind of household in the load profiles. */
+const POLICIES: Record<HouseholdProfile['policy'], Policy> = {
+  'flat-ev': examplePolicy('flat-ev'),
+  'house-heat-pump': examplePolicy('house-heat-pump'),
+  never: examplePolicy('never'),
+};
+
+/** Sets everything up and waits until every agent trusts the TRE. */
+export async function setUpSimulation(options: SimulationOptions): Promise<SimulatedSystem> {
+  const opts = { intervalMinutes: 15 as const, ...options };
+  const progress = opts.progress ?? (() => {});
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'tre-sim-')));
+  const step = opts.intervalMinutes * 60_000;
+  const clock = new ManualClock(opts.startMs ?? Math.floor(Date.now() / step) * step);
+  const simulated = await startSimulatedTre(dir, clock, opts, progress);
+  const url = `mqtts://127.0.0.1:${simulated.tre.port}`;
+  const { ca } = simulated;
+
+  const regulatorFiles = await ca.issue('regulator', 'reg', { force: true });
+  const regulator = await PartyClient.connect(url, regulatorFiles, 'regulator');
+  const parties = [regulator];
+  // The regulator allows daily billing periods in the simulation (the default minimum is a month).
+  const config = {
+    v: PROTOCOL_VERSION,
+    minBillingPeriod: { unit: 'day' as const, count: 1 },
+    issuedAt: new Date(clock.now()).toISOString(),
+  };
+  const jws = await signContent(
+    'regulatorConfig',
+    config,
+    createPrivateKey(await readFile(regulatorFiles.key)),
+  );
+  await regulator.publish(topics.regulatorConfig('reg'), { v: PROTOCOL_VERSION, requestId: 'config', jws });
+  progress(`regulator: issuing ${opts.households} household certificates`);
+  const caPem = await readFile(join(dir, 'pki', 'ca.crt'));
+  const { identities, households: registry, accounts } = await issueHouseholds(ca, opts.households, caPem);
+  progress('regulator: registering households with the TRE');
+  await registerHouseholds(regulator, 'reg', registry);
+
+  // Agent state on tmpfs where there is one: the journal's fsyncs stay cheap for thousands of agents.
+  const stateRoot = existsSync('/dev/shm') ? await mkdtemp('/dev/shm/tre-sim-agents-') : join(dir, 'agents');
+  progress(`households: starting ${opts.households} agents`);
+  const { attestor, mode: attestationMode } = await householdAttestor(
+    simulated,
+    clock,
+    caPem.toString('utf8'),
+  );
+  const households: SimulatedHousehold[] = [];
+  for (let i = 0; i < identities.length; i++) {
+    const stateDir = join(stateRoot, identities[i]!.meterId);
+    await mkdir(stateDir, { recursive: true });
+    const policy = POLICIES[householdProfile(i).policy];
+    const h = new SimulatedHousehold(identities[i]!, householdProfile(i), {
+      url,
+      clock,
+      stateDir,
+      attestor,
+      intervalMinutes: opts.intervalMinutes,
+      mode: policy.mode === 'never' ? 'never' : 'auto-bid',
+      policy,
+      randomId: () => randomBytes(12).toString('base64url'),
+    });
+    households.push(h);
+    if (i < (opts.serialHouseholds ?? 50)) await h.attachSerialMeter(`/dev/ttySIM${i}`, clock);
+    h.start();
+  }
+  await waitFor(
+    () => households.every((h) => h.link.state === 'trusted'),
+    60_000,
+    'agents did not all connect',
+  );
+
+  const parts = await startGridParties(simulated, url, households, opts.days, clock, progress);
+  parties.push(parts.dno.party, parts.supplier.party, parts.dsm.party);
+  return {
+    opts,
+    dir,
+    clock,
+    ...simulated,
+    households,
+    parties,
+    groups: parts.groups,
+    accounts,
+    stateRoot,
+    dno: parts.dno,
+    supplier: parts.supplier,
+    dsm: parts.dsm,
+    attestationMode,
+  };
+}
+
+/** The regulator issues each household's certificate and registers it with a random account. */
+async function issueHouseholds(
+  ca: CertificateAuthority,
+  count: number,
+  caPem: Buffer,
+): Promise<{ identities: HouseholdIdentity[]; households: Household[]; accounts: string[] }> {
+  const identities: HouseholdIdentity[] = [];
+  const households: Household[] = [];
+  const accounts: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const meterId = `h${String(i).padStart(5, '0')}`;
+    const files = await ca.issue('meter', meterId, { force: true });
+    identities.push({
+      meterId,
+      files: { key: await readFile(files.key), cert: await readFile(files.cert), ca: caPem },
+    });
+    const account = `acct-${randomBytes(4).toString('hex')}`;
+    accounts.push(account);
+    households.push({
+      meterId,
+      supplierId: 'supplier-1',
+      dnoId: 'dno-1',
+      capacityW: householdProfile(i).capacityW,
+      account,
+    });
+  }
+  return { identities, households, accounts };
+}
+
+/** The DNO's feeder groups, the supplier's tariff and daily billing period, and the DSM. */
+async function startGridParties(
+  { ca }: SimulatedTre,
+  url: string,
+  households: SimulatedHousehold[],
+  days: number,
+  clock: ManualClock,
+  progress: (line: string) => void,
+): Promise<{ dno: Dno; supplier: Supplier; dsm: Dsm; groups: Map<string, SimulatedHousehold[]> }> {
+  progress('DNO: defining feeder groups');
+  const dno = new Dno(
+    await PartyClient.connect(url, await ca.issue('dno', 'dno-1', { force: true }), 'dno-1'),
+    'dno-1',
+  );
+  await dno.start();
+  const feederSize = Math.max(2, Math.min(50, Math.floor(households.length / 4)));
+  const groupIds = await dno.defineFeeders(
+    households.map((h) => h.id.meterId),
+    feederSize,
+  );
+  const groups = new Map<string, SimulatedHousehold[]>();
+  groupIds.forEach((g, i) => {
+    groups.set(g, households.slice(i * feederSize, (i + 1) * feederSize));
+  });
+  progress('supplier: tariff and daily billing period');
+  const supplierFiles = await ca.issue('supplier', 'supplier-1', { force: true });
+  const supplier = await Supplier.create(
+    await PartyClient.connect(url, supplierFiles, 'supplier-1'),
+    'supplier-1',
+    supplierFiles,
+  );
+  await supplier.start(Math.ceil(clock.now() / 1_800_000) * 1_800_000, Math.min(200, Math.ceil(days) + 1));
+  const dsmFiles = await ca.issue('dsm', 'dsm-1', { force: true });
+  const dsm = await Dsm.create(await PartyClient.connect(url, dsmFiles, 'dsm-1'), 'dsm-1', dsmFiles);
+  return { dno, supplier, dsm, groups };
+}
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(what);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

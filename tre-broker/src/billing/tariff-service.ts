@@ -1,0 +1,80 @@
+/**
+ * Suppliers' tariffs in the TRE (paper III-B): verified against the connected supplier's
+ * certificate key, checked (tariff-book.ts), stored, re-signed by the TRE and broadcast (retained)
+ * for the households' agents to verify; readings that waited for a price are billed at once.
+ */
+import type { KeyObject } from 'node:crypto';
+import { type Clock, PROTOCOL_VERSION, signContent, tariffSchema, topics } from '@tre/protocol';
+import {
+  type HandlerResult,
+  type InboundMessage,
+  type MessageRouter,
+  type Outbound,
+  refusal,
+} from '../broker/message-router.js';
+import { verifySignedRequest } from '../broker/signed-request.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/store.js';
+import type { EnergyLines } from './energy-lines.js';
+import type { TariffBook } from './tariff-book.js';
+
+export interface TariffDeps {
+  store: Store;
+  tariffs: TariffBook;
+  energyLines: EnergyLines;
+  /** Start of the supplier's open billing period (a tariff may not start before it). */
+  openPeriodStart: (supplierId: string) => number | undefined;
+  router: MessageRouter;
+  outbound: Outbound;
+  clock: Clock;
+  log: Logger;
+  signingKey: KeyObject;
+}
+
+export class TariffService {
+  constructor(private readonly deps: TariffDeps) {}
+
+  start(): void {
+    this.deps.router.on('tariff', (m) => this.handle(m));
+    this.rebroadcast().catch((err: Error) =>
+      this.deps.log.error({ err: err.message }, 'tariff re-broadcast failed'),
+    );
+  }
+
+  private async handle(msg: InboundMessage): Promise<HandlerResult> {
+    const { store, tariffs, energyLines, clock } = this.deps;
+    const signed = await verifySignedRequest(msg, 'tariff', tariffSchema, (t) => t.supplierId);
+    if (!signed.ok) return signed.refusal;
+    const { requestId, content: tariff } = signed;
+    const problem = tariffs.check(tariff, this.deps.openPeriodStart(tariff.supplierId), clock.now());
+    if (problem) return refusal(requestId, problem.reason, problem.message);
+    const treJws = await signContent('tariff', tariff, this.deps.signingKey);
+    const billed = await store.commit((db) => {
+      tariffs.add(tariff, treJws);
+      return energyLines.billWaiting(
+        db,
+        tariff.supplierId,
+        Date.parse(tariff.validFrom),
+        Date.parse(tariff.validTo),
+      );
+    });
+    await this.broadcast(tariff.supplierId, treJws);
+    return {
+      status: 'accepted',
+      requestId,
+      message: billed ? `tariff stored; ${billed} waiting readings billed` : 'tariff stored',
+    };
+  }
+
+  private async rebroadcast(): Promise<void> {
+    for (const t of this.deps.tariffs.latest()) await this.broadcast(t.supplierId, t.treJws);
+  }
+
+  private broadcast(supplierId: string, treJws: string): Promise<void> {
+    return this.deps.outbound.publish(
+      topics.broadcastTariff(supplierId),
+      JSON.stringify({ v: PROTOCOL_VERSION, jws: treJws }),
+      { retain: true },
+    );
+  }
+}

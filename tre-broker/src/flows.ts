@@ -1,0 +1,137 @@
+/**
+ * The TRE's flows wired from their narrow dependencies: every table's owner opened once, every
+ * service given what it uses, nothing started. `startTre` wires them behind the broker; tests and
+ * benchmarks wire them behind an in-memory outbound.
+ */
+import type { KeyObject } from 'node:crypto';
+import type { Clock } from '@tre/protocol';
+import { type BillingOptions, BillingService } from './billing/billing-service.js';
+import { EnergyLines } from './billing/energy-lines.js';
+import { migrateLedger } from './billing/ledger.js';
+import { PeriodBook } from './billing/period-book.js';
+import { StatementBook } from './billing/statement-book.js';
+import { TariffBook } from './billing/tariff-book.js';
+import { TariffService } from './billing/tariff-service.js';
+import type { MessageRouter, Outbound } from './broker/message-router.js';
+import {
+  type DemandResponseOptions,
+  DemandResponseService,
+} from './demand-response/demand-response-service.js';
+import { DrBook } from './demand-response/dr-book.js';
+import { ReadingIngest } from './ingest/reading-ingest.js';
+import { ReadingStore } from './ingest/reading-store.js';
+import type { Logger } from './log.js';
+import { GroupBook } from './monitoring/group-book.js';
+import { type MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
+import { PrivacyBudget, toMicro } from './monitoring/privacy-budget.js';
+import type { HouseholdRegistry } from './registry/household-registry.js';
+import { RegulatorConfig } from './regulator/regulator-config.js';
+import type { Store } from './store/store.js';
+
+/** What every flow is built from. */
+export interface FlowBase {
+  store: Store;
+  registry: HouseholdRegistry;
+  router: MessageRouter;
+  /** Publishes from the TRE (broadcasts, provider topics); inbox replies go through `router.reply`. */
+  outbound: Outbound;
+  clock: Clock;
+  log: Logger;
+  /** The TRE's signing key (its TLS key): signs broadcasts, statements, bills, DR outcomes. */
+  signingKey: KeyObject;
+}
+
+export interface FlowOptions {
+  monitoring?: MonitoringOptions;
+  billing?: BillingOptions;
+  demandResponse?: DemandResponseOptions;
+}
+
+export interface Flows {
+  readings: ReadingStore;
+  ingest: ReadingIngest;
+  monitoring: MonitoringService;
+  regulatorConfig: RegulatorConfig;
+  tariffs: TariffService;
+  billing: BillingService;
+  demandResponse: DemandResponseService;
+  /** The bids and their pseudonyms (benchmarks set up rounds with it). */
+  drBook: DrBook;
+  /** Registers every flow's handlers and timers, in dependency order. */
+  start(): void;
+  stop(): void;
+}
+
+export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
+  const { store, log } = base;
+  const readings = ReadingStore.open(store);
+  migrateLedger(store);
+  const tariffBook = TariffBook.open(store);
+  const regulatorConfig = RegulatorConfig.open(store, opts.billing?.minPeriod);
+  const ingest = new ReadingIngest({ ...base, readings, log: log.child({ module: 'ingest' }) });
+  const monitoring = new MonitoringService(
+    {
+      ...base,
+      groups: GroupBook.open(store),
+      budget: PrivacyBudget.open(store, toMicro(opts.monitoring?.dailyBudget ?? 100)),
+      readings,
+      log: log.child({ module: 'monitoring' }),
+    },
+    opts.monitoring,
+  );
+  const energyLines = new EnergyLines({ registry: base.registry, tariffs: tariffBook, readings });
+  const billing = new BillingService(
+    {
+      ...base,
+      periods: PeriodBook.open(store),
+      statements: StatementBook.open(store),
+      tariffs: tariffBook,
+      energyLines,
+      regulatorConfig,
+      ingest,
+      log: log.child({ module: 'billing' }),
+    },
+    opts.billing,
+  );
+  const tariffs = new TariffService({
+    ...base,
+    tariffs: tariffBook,
+    energyLines,
+    openPeriodStart: (supplierId) => billing.openPeriodStart(supplierId),
+    log: log.child({ module: 'tariffs' }),
+  });
+  const drBook = DrBook.open(store);
+  const demandResponse = new DemandResponseService(
+    {
+      ...base,
+      dr: drBook,
+      readings,
+      groupMembers: (dnoId, groupId) => monitoring.groups(dnoId).find((g) => g.groupId === groupId)?.meters,
+      log: log.child({ module: 'demand-response' }),
+    },
+    opts.demandResponse,
+  );
+  return {
+    readings,
+    ingest,
+    monitoring,
+    regulatorConfig,
+    tariffs,
+    billing,
+    demandResponse,
+    drBook,
+    start() {
+      ingest.start();
+      monitoring.start();
+      regulatorConfig.serve(base.router);
+      tariffs.start();
+      billing.start();
+      demandResponse.start();
+    },
+    stop() {
+      monitoring.stop();
+      billing.stop();
+      demandResponse.stop();
+    },
+  };
+}
