@@ -15,12 +15,12 @@ import {
   type DrOutcome,
   drAnnouncementSchema,
   drOutcomeSchema,
+  type HouseholdStatement,
+  householdStatementSchema,
   PendingTimers,
   PROTOCOL_VERSION,
   parseTopic,
-  type Statement,
   signedEnvelopeSchema,
-  statementSchema,
   type Tariff,
   tariffSchema,
   topics,
@@ -87,7 +87,7 @@ export class HouseholdAgent {
   readonly events = new Map<string, DrAnnouncement>();
   readonly proposals = new Map<string, Proposal>();
   bill: Bill | undefined;
-  readonly statements: Statement[] = [];
+  readonly statements: HouseholdStatement[] = [];
   /** The verified DR outcomes, in arrival order (the most recent AGENT_HISTORY). */
   readonly outcomes: DrOutcome[] = [];
   lastInterval: IntervalRecord | undefined;
@@ -149,7 +149,9 @@ export class HouseholdAgent {
     } else if (topic === topics.inbox(me, 'bill')) {
       this.bill = await this.verified<Bill>('bill', payload, billSchema);
     } else if (topic === topics.inbox(me, 'statement')) {
-      this.statements.push(await this.verified<Statement>('statement', payload, statementSchema));
+      this.statements.push(
+        await this.verified<HouseholdStatement>('householdStatement', payload, householdStatementSchema),
+      );
       keepRecent(this.statements);
     } else if (topic === topics.inbox(me, 'dr-outcome')) {
       this.onOutcome(await this.verified<DrOutcome>('drOutcome', payload, drOutcomeSchema));

@@ -12,6 +12,7 @@ const event = {
   windowStart: '2026-01-14T18:00:00.000Z',
   windowEnd: '2026-01-14T19:00:00.000Z',
   bidDeadline: '2026-01-14T17:00:00.000Z',
+  acceptBy: '2026-01-14T17:30:00.000Z',
   requestedReductionWh: 5_000,
   priceCapPerMWh: 400_000,
 };

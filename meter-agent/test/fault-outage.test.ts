@@ -40,7 +40,8 @@ describe('TRE outage under load', () => {
     let tre = await spawnTre(pki, data, 0, args);
     const url = `mqtts://127.0.0.1:${tre.port}`;
     const Q = 900_000;
-    const start = Math.ceil((clock.now() + Q) / (2 * Q)) * 2 * Q;
+    // At least an hour (4 s real) ahead: the tariff must reach the TRE before it (tariffs are future-only).
+    const start = Math.ceil((clock.now() + 4 * Q) / (2 * Q)) * 2 * Q;
 
     // Regulator and supplier: daily periods allowed, a flat tariff from `start`.
     const reg = await ca.issue('regulator', 'r1');

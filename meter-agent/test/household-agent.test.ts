@@ -74,6 +74,7 @@ const event: DrEvent = {
   windowStart: new Date(T0 + 3_600_000).toISOString(),
   windowEnd: new Date(T0 + 7_200_000).toISOString(),
   bidDeadline: new Date(T0 + 1_800_000).toISOString(),
+  acceptBy: new Date(T0 + 2_700_000).toISOString(),
   requestedReductionWh: 1000,
   priceCapPerMWh: 300_000,
 };

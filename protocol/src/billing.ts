@@ -45,15 +45,12 @@ export const billingPeriodRequestSchema = z.strictObject({
 });
 export type BillingPeriodRequest = z.infer<typeof billingPeriodRequestSchema>;
 
-/** Signed by the regulator (JWS payload) on `regulator/{r}/config`. */
-export const regulatorConfigSchema = z.strictObject({
-  v: version,
-  minBillingPeriod: periodLengthSchema,
-  issuedAt: instant,
-});
-export type RegulatorConfig = z.infer<typeof regulatorConfigSchema>;
-
-/** Signed by the TRE (JWS payload) on `supplier/{s}/statement` and the household's `inbox/statement`. */
+/**
+ * Signed by the TRE (JWS payload) on `supplier/{s}/statement`: only what billing needs, one total
+ * and whether every minute of the period was billed from a reading (`complete`) or not
+ * (`estimated`: some of it had no reading, an out-of-bounds one, or no tariff; the total bills what
+ * was metered). Nothing finer: no counts of intervals.
+ */
 export const statementSchema = z.strictObject({
   v: version,
   statementId: partyId,
@@ -64,10 +61,21 @@ export const statementSchema = z.strictObject({
   currency,
   /** Energy charges minus demand-response credits, rounded half-to-even once, minor units. */
   totalMinor: safeInt,
-  intervalsBilled: count,
-  intervalsMissing: count,
+  basis: z.enum(['complete', 'estimated']),
 });
 export type Statement = z.infer<typeof statementSchema>;
+
+/**
+ * The household's own copy (signed separately, on its `inbox/statement`): the supplier's statement
+ * plus the counts only the household may see.
+ */
+export const householdStatementSchema = statementSchema.extend({
+  /** Readings billed in this statement (of any length). */
+  readingsBilled: count,
+  /** Minutes of the period without a billed reading. */
+  minutesMissing: count,
+});
+export type HouseholdStatement = z.infer<typeof householdStatementSchema>;
 
 /** supplier -> TRE on `supplier/{s}/statement-ack`. */
 export const statementAckSchema = z.strictObject({

@@ -10,6 +10,11 @@ export const drEventSchema = z.strictObject({
   windowStart: instant,
   windowEnd: instant,
   bidDeadline: instant,
+  /**
+   * The DSM's acceptance must arrive before this instant: after bidDeadline, no later than
+   * windowStart (so households learn their outcome before the window). Later ones are refused.
+   */
+  acceptBy: instant,
   requestedReductionWh: z.number().int().min(1).max(1_000_000_000_000),
   priceCapPerMWh: pricePerMWh,
   targetGroup: z.strictObject({ dnoId: partyId, groupId: partyId }).optional(),
@@ -46,11 +51,15 @@ export const pseudoBidsSchema = z.strictObject({
 });
 export type PseudoBids = z.infer<typeof pseudoBidsSchema>;
 
-/** DSM -> TRE on `dsm/{x}/accept/{e}`. */
+/**
+ * Signed by the DSM (JWS payload, typ `tre-dr-acceptance+jws`) inside the signed envelope on
+ * `dsm/{x}/accept/{e}`: names the event (must be the topic's) and the DSM (must be the signer and
+ * the event's owner). One per event, before the event's `acceptBy`.
+ */
 export const acceptanceSchema = z.strictObject({
   v: version,
-  requestId,
   eventId: partyId,
+  dsmId: partyId,
   accepted: z.array(pseudonym).max(1_000_000),
 });
 export type Acceptance = z.infer<typeof acceptanceSchema>;

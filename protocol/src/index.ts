@@ -13,8 +13,9 @@ export {
   type Bill,
   billingPeriodRequestSchema,
   billSchema,
+  type HouseholdStatement,
+  householdStatementSchema,
   type PeriodLength,
-  regulatorConfigSchema,
   type Statement,
   statementAckSchema,
   statementSchema,
@@ -30,6 +31,7 @@ export {
   type TimerHandle,
 } from './clock.js';
 export {
+  type Acceptance,
   acceptanceSchema,
   bidSchema,
   type Compliance,
@@ -78,10 +80,17 @@ export {
   householdSchema,
   type Reading,
   readingSchema,
-  registryRequestSchema,
-  type WithheldAggregate,
 } from './monitoring.js';
 export { AK_CERTIFICATE_EKU, tlsKeyHash, verifyAttestation } from './quote-verifier.js';
+export {
+  DEFAULT_TARIFF_RULES,
+  type RegistryUpdate,
+  type RegulatorConfig,
+  registryUpdateSchema,
+  regulatorConfigSchema,
+  type TariffRules,
+  tariffRulesSchema,
+} from './regulator.js';
 export { SignatureError, type SignedType, signContent, verifyContent } from './signed-content.js';
 export {
   allowedSubscriptions,

@@ -33,19 +33,18 @@ export const groupsRequestSchema = z.strictObject({
 });
 export type GroupsRequest = z.infer<typeof groupsRequestSchema>;
 
-/** TRE -> DNO on `dno/{d}/aggregate/{g}`: one noisy total per group per interval. */
+/**
+ * TRE -> DNO on `dno/{d}/aggregate/{g}`: one noisy total per group per interval, every interval,
+ * always this shape. The total is over the members whose complete, in-bounds reading the TRE could
+ * use (budget left); who that was, and how many, is not released (see the privacy contract).
+ */
 export const aggregateSchema = z.strictObject({
   v: version,
   groupId: partyId,
   intervalStart: instant,
   intervalMinutes,
-  /** True total of the clamped readings plus discrete Laplace noise, Wh. */
+  /** Total of the clamped readings used, plus discrete Laplace noise, Wh. */
   noisyTotalWh: safeInt,
-  included: count,
-  /** Meters whose reading failed the bounds check (count only, never who). */
-  excluded: count,
-  /** Group members with no reading for this interval. */
-  missing: count,
   /** Privacy parameter of this release, e.g. `1/2`. */
   epsilon: z.string().regex(/^\d+\/\d+$/),
   /** Noise scale Delta/epsilon in Wh. */
@@ -54,18 +53,6 @@ export const aggregateSchema = z.strictObject({
   bound95Wh: count,
 });
 export type Aggregate = z.infer<typeof aggregateSchema>;
-
-/** TRE -> DNO on the same topic when a release is withheld; never says which households. */
-export const withheldAggregateSchema = z.strictObject({
-  v: version,
-  groupId: partyId,
-  intervalStart: instant,
-  intervalMinutes,
-  withheld: z.enum(['PRIVACY_BUDGET', 'NO_READINGS']),
-  /** For PRIVACY_BUDGET: how many included households had no budget left. */
-  households: count,
-});
-export type WithheldAggregate = z.infer<typeof withheldAggregateSchema>;
 
 export const householdSchema = z.strictObject({
   meterId: partyId,
@@ -76,11 +63,3 @@ export const householdSchema = z.strictObject({
   account: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
 });
 export type Household = z.infer<typeof householdSchema>;
-
-/** regulator -> TRE on `regulator/{r}/registry`. */
-export const registryRequestSchema = z.strictObject({
-  v: version,
-  requestId,
-  households: z.array(householdSchema).min(1).max(100_000),
-});
-export type RegistryRequest = z.infer<typeof registryRequestSchema>;

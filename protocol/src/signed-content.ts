@@ -9,9 +9,12 @@ import type { z } from 'zod';
 export const SIGNED_TYPES = {
   tariff: 'tre-tariff+jws',
   drEvent: 'tre-dr-event+jws',
+  drAcceptance: 'tre-dr-acceptance+jws',
   drAnnouncement: 'tre-dr-announcement+jws',
   regulatorConfig: 'tre-regulator-config+jws',
   statement: 'tre-statement+jws',
+  householdStatement: 'tre-household-statement+jws',
+  registryUpdate: 'tre-registry-update+jws',
   bill: 'tre-bill+jws',
   drOutcome: 'tre-dr-outcome+jws',
   attestationPolicy: 'tre-attestation-policy+jws',

@@ -67,19 +67,31 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
   const readings = ReadingStore.open(store);
   migrateLedger(store);
   const tariffBook = TariffBook.open(store);
-  const regulatorConfig = RegulatorConfig.open(store, opts.billing?.minPeriod);
-  const ingest = new ReadingIngest({ ...base, readings, log: log.child({ module: 'ingest' }) });
+  const regulatorConfig = RegulatorConfig.open(store, {
+    ...(opts.billing?.minPeriod && { minPeriod: opts.billing.minPeriod }),
+    ...(opts.billing?.tariffRules && { tariffRules: opts.billing.tariffRules }),
+  });
+  const ingest = new ReadingIngest({
+    ...base,
+    readings,
+    regulatorId: () => regulatorConfig.regulatorId(),
+    log: log.child({ module: 'ingest' }),
+  });
   const monitoring = new MonitoringService(
     {
       ...base,
       groups: GroupBook.open(store),
-      budget: PrivacyBudget.open(store, toMicro(opts.monitoring?.dailyBudget ?? 100)),
+      budget: PrivacyBudget.open(store, {
+        dailyMicro: toMicro(opts.monitoring?.dailyBudget ?? 100),
+        rollingMicro: toMicro(opts.monitoring?.rollingBudget ?? 1_500),
+        rollingDays: opts.monitoring?.rollingDays ?? 30,
+      }),
       readings,
       log: log.child({ module: 'monitoring' }),
     },
     opts.monitoring,
   );
-  const energyLines = new EnergyLines({ registry: base.registry, tariffs: tariffBook, readings });
+  const energyLines = new EnergyLines({ registry: base.registry, tariffs: tariffBook });
   const billing = new BillingService(
     {
       ...base,
@@ -96,7 +108,7 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
   const tariffs = new TariffService({
     ...base,
     tariffs: tariffBook,
-    energyLines,
+    regulatorConfig,
     openPeriodStart: (supplierId) => billing.openPeriodStart(supplierId),
     log: log.child({ module: 'tariffs' }),
   });

@@ -11,6 +11,7 @@ const event: DrEvent = {
   eventId: 'e1',
   dsmId: 'x',
   bidDeadline: iso(60_000),
+  acceptBy: iso(1_800_000),
   windowStart: iso(3_600_000),
   windowEnd: iso(7_200_000),
   requestedReductionWh: 1_000,
@@ -25,6 +26,11 @@ describe('event admission', () => {
     expect(admit(eventChecks, { ...ok, event: { ...event, windowStart: iso(0) } })?.message).toBe(
       'the window must start after the bid deadline',
     );
+    for (const acceptBy of [iso(60_000), iso(30_000), iso(3_600_001)])
+      expect(admit(eventChecks, { ...ok, event: { ...event, acceptBy } })?.message).toBe(
+        'acceptBy must fall after the bid deadline and no later than the window start',
+      );
+    expect(admit(eventChecks, { ...ok, event: { ...event, acceptBy: iso(3_600_000) } })).toBeUndefined();
     expect(admit(eventChecks, { ...ok, event: { ...event, windowEnd: iso(3_600_000) } })?.message).toBe(
       'the window must end after it starts',
     );
@@ -104,29 +110,46 @@ describe('acceptance admission', () => {
     status: 'live',
   }));
   const ok = {
-    eventId: 'e1',
+    acceptance: { eventId: 'e1', dsmId: 'x', accepted: ['p1'] },
     topicEventId: 'e1',
-    dsmId: 'x',
-    accepted: ['p1'],
     event: { ...event, stage: 'released' as const },
     live,
+    now: T + 120_000,
   };
-  it('admits released pseudonyms once each; refuses in order', () => {
+  const as = (accepted: string[]) => ({ ...ok, acceptance: { ...ok.acceptance, accepted } });
+  it('admits released pseudonyms once each before acceptBy; refuses in order', () => {
     expect(admit(acceptanceChecks, ok)).toBeUndefined();
+    expect(admit(acceptanceChecks, as([]))).toBeUndefined();
     expect(admit(acceptanceChecks, { ...ok, topicEventId: 'e2' })?.reason).toBe('MALFORMED');
-    expect(admit(acceptanceChecks, { ...ok, dsmId: 'y' })?.reason).toBe('UNKNOWN_EVENT');
+    expect(admit(acceptanceChecks, { ...ok, acceptance: { ...ok.acceptance, dsmId: 'y' } })?.reason).toBe(
+      'UNKNOWN_EVENT',
+    );
     expect(admit(acceptanceChecks, { ...ok, event: undefined })?.reason).toBe('UNKNOWN_EVENT');
     expect(admit(acceptanceChecks, { ...ok, event: { ...ok.event, stage: 'open' as const } })?.reason).toBe(
       'EVENT_INVALID',
     );
-    expect(
-      admit(acceptanceChecks, { ...ok, event: { ...ok.event, stage: 'accepted' as const } })?.reason,
-    ).toBe('REPLAYED');
-    expect(admit(acceptanceChecks, { ...ok, accepted: ['p1', 'p1'] })?.message).toBe(
-      'a pseudonym is listed twice',
+    for (const stage of ['accepted', 'settled'] as const)
+      expect(admit(acceptanceChecks, { ...ok, event: { ...ok.event, stage } })?.reason).toBe('REPLAYED');
+    expect(admit(acceptanceChecks, { ...ok, now: T + 1_800_000 - 1 })).toBeUndefined();
+    expect(admit(acceptanceChecks, { ...ok, now: T + 1_800_000 })).toEqual({
+      reason: 'ACCEPTANCE_DEADLINE_PASSED',
+      message: `the acceptance deadline (acceptBy ${iso(1_800_000)}) has passed; no bid of this event can be accepted`,
+    });
+    expect(admit(acceptanceChecks, { ...ok, now: T + 9_000_000 })?.reason).toBe('ACCEPTANCE_DEADLINE_PASSED');
+    expect(admit(acceptanceChecks, as(['p1', 'p1']))?.message).toBe(
+      'a pseudonym is listed twice; list each accepted pseudonym once',
     );
-    expect(admit(acceptanceChecks, { ...ok, accepted: ['p1', 'p9', 'p8'] })?.message).toBe(
-      '2 pseudonyms were never released for this event',
+    expect(admit(acceptanceChecks, as(['p1', 'p9', 'p8']))?.message).toBe(
+      "pseudonym p9 is not in this event's bids message; accept only pseudonyms released for it",
     );
+  });
+
+  it('refusal texts depend only on what the DSM sent and was sent, not on households', () => {
+    // Same DSM view (event, released pseudonyms, its acceptance), different households behind it.
+    const other = live.map((b, i) => ({ ...b, bid_id: `z${i}`, meter_id: `other-${i}`, quantity_wh: 7 }));
+    for (const accepted of [['p1', 'p1'], ['p1', 'p9'], ['p2']])
+      expect(admit(acceptanceChecks, { ...as(accepted), live: other })).toEqual(
+        admit(acceptanceChecks, as(accepted)),
+      );
   });
 });

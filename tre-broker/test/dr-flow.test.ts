@@ -44,6 +44,13 @@ const bid = (m: string, body: object) =>
     ...body,
   });
 
+/** The DSM's signed acceptance of evt-1 in its envelope. */
+const signedAcceptance = async (requestId: string, accepted: (string | undefined)[]) => ({
+  v: 1,
+  requestId,
+  jws: await signContent('drAcceptance', { v: 1, eventId: 'evt-1', dsmId: 'x1', accepted }, dsmKey),
+});
+
 /** Readings of one meter for [from, from + n x 15 min), `wh` per interval. */
 async function readings(m: string, from: number, n: number, wh: number) {
   for (let i = 0; i < n; i++) {
@@ -91,6 +98,7 @@ const event = {
   windowStart: new Date(WINDOW).toISOString(),
   windowEnd: new Date(WINDOW + 3_600_000).toISOString(),
   bidDeadline: new Date(WINDOW - 2 * 3_600_000).toISOString(),
+  acceptBy: new Date(WINDOW - 3_600_000).toISOString(),
   requestedReductionWh: 1_000,
   priceCapPerMWh: 400_000,
 };
@@ -170,22 +178,17 @@ describe('demand-response round', () => {
     const inbox = 'tre/v1/dsm/x1/inbox/receipt';
     const byQ = Object.fromEntries(released.bids.map((b) => [b.quantityWh, b.pseudonym]));
     expect(
-      await send(dsm, inbox, topics.accept('x1', 'evt-1'), {
-        v: 1,
-        requestId: 'a0',
-        eventId: 'evt-1',
-        accepted: ['A'.repeat(22)],
-      }),
+      await send(dsm, inbox, topics.accept('x1', 'evt-1'), await signedAcceptance('a0', ['A'.repeat(22)])),
     ).toMatchObject({ reason: 'UNKNOWN_PSEUDONYM' });
     const outcome1 = nextMessage(clients.dr1!, 'tre/v1/meter/dr1/inbox/dr-outcome');
     const outcome3 = nextMessage(clients.dr3!, 'tre/v1/meter/dr3/inbox/dr-outcome');
     expect(
-      await send(dsm, inbox, topics.accept('x1', 'evt-1'), {
-        v: 1,
-        requestId: 'a1',
-        eventId: 'evt-1',
-        accepted: [byQ[600], byQ[500]],
-      }),
+      await send(
+        dsm,
+        inbox,
+        topics.accept('x1', 'evt-1'),
+        await signedAcceptance('a1', [byQ[600], byQ[500]]),
+      ),
     ).toMatchObject({ status: 'accepted' });
     const o1 = await verifyContent(
       'drOutcome',
@@ -209,12 +212,7 @@ describe('demand-response round', () => {
       { meter_id: 'dr2', amount_micro: -100_000_000 },
     ]);
     expect(
-      await send(dsm, inbox, topics.accept('x1', 'evt-1'), {
-        v: 1,
-        requestId: 'a2',
-        eventId: 'evt-1',
-        accepted: [byQ[400]],
-      }),
+      await send(dsm, inbox, topics.accept('x1', 'evt-1'), await signedAcceptance('a2', [byQ[400]])),
     ).toMatchObject({ reason: 'REPLAYED' });
   });
 

@@ -43,6 +43,7 @@ async function scenario(
         windowStart: new Date(now + 7_200_000).toISOString(),
         windowEnd: new Date(now + 10_800_000).toISOString(),
         bidDeadline: new Date(now + 60_000).toISOString(),
+        acceptBy: new Date(now + 3_600_000).toISOString(),
         requestedReductionWh: 300,
         priceCapPerMWh: 1_000,
       };

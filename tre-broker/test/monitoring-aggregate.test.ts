@@ -21,7 +21,10 @@ describe('contributions', () => {
       ['d', { wh: 0, coveredMinutes: 30, excluded: 1 }], // excluded
     ]);
     expect(contributions(members, reported, minutes)).toEqual({
-      included: ['a', 'b'],
+      included: [
+        { meterId: 'a', wh: 400 },
+        { meterId: 'b', wh: 1_000 },
+      ],
       excluded: 1,
       missing: 2,
       totalWh: 1_400,
@@ -55,6 +58,7 @@ describe('contributions', () => {
           expect(c.deltaWh).toBe(Math.max(1, ...rows.map((r) => r.boundWh)));
           expect(c.totalWh).toBeGreaterThanOrEqual(0);
           expect(c.totalWh).toBeLessThanOrEqual(rows.reduce((s, r) => s + r.boundWh, 0));
+          expect(c.included.reduce((s, i) => s + i.wh, 0)).toBe(c.totalWh);
         },
       ),
     );

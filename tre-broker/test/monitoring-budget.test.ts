@@ -10,34 +10,53 @@ function budget(daily: number) {
 }
 
 describe('privacy budget', () => {
-  it('is all-or-nothing and counts, not names, the households that block a release', () => {
+  it('charges those who can afford a release; a household without budget leaves it, uncharged', () => {
     const b = budget(1.5);
-    expect(b.charge(['a', 'b'], '2026-01-01', toMicro(1))).toEqual({ charged: true });
-    expect(b.charge(['a', 'c'], '2026-01-01', toMicro(1))).toEqual({ charged: false, blocked: 1 });
-    expect(b.spent('c', '2026-01-01')).toBe(0); // nothing charged when withheld
-    expect(b.charge(['c'], '2026-01-01', toMicro(1))).toEqual({ charged: true });
-    expect(b.charge(['a'], '2026-01-02', toMicro(1))).toEqual({ charged: true }); // a new day
+    expect(b.charge(['a', 'b'], '2026-01-01', toMicro(1))).toEqual(['a', 'b']);
+    expect(b.charge(['a', 'c'], '2026-01-01', toMicro(1))).toEqual(['c']); // a leaves; c is still released
+    expect(b.spent('a', '2026-01-01')).toBe(toMicro(1)); // nothing charged to who left
+    expect(b.charge(['a'], '2026-01-02', toMicro(1))).toEqual(['a']); // a new day
   });
 
-  it('never lets any household exceed its daily budget (property)', () => {
+  it('the rolling budget bounds the loss over consecutive days', () => {
+    const db = new Database(':memory:');
+    db.exec(PrivacyBudget.schema);
+    const b = new PrivacyBudget(db, { dailyMicro: toMicro(2), rollingMicro: toMicro(5), rollingDays: 3 });
+    const days = ['2026-01-01', '2026-01-02', '2026-01-03', '2026-01-04'];
+    expect(b.charge(['a'], days[0]!, toMicro(2))).toEqual(['a']);
+    expect(b.charge(['a'], days[1]!, toMicro(2))).toEqual(['a']);
+    expect(b.charge(['a'], days[2]!, toMicro(2))).toEqual([]); // 6 > 5 over three days
+    expect(b.charge(['a'], days[2]!, toMicro(1))).toEqual(['a']);
+    expect(b.spentRolling('a', days[3]!)).toBe(toMicro(3)); // day 1 has left the window
+    expect(b.charge(['a'], days[3]!, toMicro(2))).toEqual(['a']);
+  });
+
+  it('never lets any household exceed its daily or rolling budget (property)', () => {
     fc.assert(
       fc.property(
         fc.array(
           fc.record({
             households: fc.subarray(['a', 'b', 'c', 'd', 'e'], { minLength: 1 }),
-            day: fc.constantFrom('d1', 'd2'),
+            day: fc.constantFrom('2026-01-01', '2026-01-02', '2026-01-03'),
             eps: fc.integer({ min: 1, max: 900_000 }),
           }),
           { maxLength: 60 },
         ),
         fc.integer({ min: 1, max: 3_000_000 }),
-        (releases, dailyMicro) => {
+        fc.integer({ min: 1, max: 5_000_000 }),
+        (releases, dailyMicro, rollingMicro) => {
           const db = new Database(':memory:');
           db.exec(PrivacyBudget.schema);
-          const b = new PrivacyBudget(db, dailyMicro);
-          for (const r of releases) b.charge(r.households, r.day, r.eps);
+          const b = new PrivacyBudget(db, { dailyMicro, rollingMicro, rollingDays: 2 });
+          for (const r of releases) {
+            const charged = b.charge(r.households, r.day, r.eps);
+            expect(charged.every((h) => r.households.includes(h))).toBe(true);
+          }
           for (const h of ['a', 'b', 'c', 'd', 'e'])
-            for (const d of ['d1', 'd2']) expect(b.spent(h, d)).toBeLessThanOrEqual(dailyMicro);
+            for (const d of ['2026-01-01', '2026-01-02', '2026-01-03']) {
+              expect(b.spent(h, d)).toBeLessThanOrEqual(dailyMicro);
+              expect(b.spentRolling(h, d)).toBeLessThanOrEqual(rollingMicro);
+            }
         },
       ),
       { numRuns: 300 },

@@ -1,9 +1,10 @@
 /**
  * The monitoring flow through real mTLS clients on a simulated clock: meters publish an interval,
  * the DNO receives one noisy total per group within the stated noise bound; small groups and
- * set-difference groups are refused; an out-of-bounds reading is excluded and counted.
+ * set-difference groups are refused; an out-of-bounds reading is excluded (and, like missing
+ * readings, never counted in what the DNO gets: the release carries the noised total only).
  */
-import { type Aggregate, ManualClock, type Receipt, type WithheldAggregate } from '@tre/protocol';
+import { type Aggregate, ManualClock, type Receipt } from '@tre/protocol';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { noiseBound } from '../src/monitoring/discrete-laplace.js';
@@ -14,7 +15,7 @@ const clock = new ManualClock(T0 + 31 * 60_000);
 let fx: TreFixture;
 let dno: MqttClient;
 const meters = Array.from({ length: 60 }, (_, i) => `mf${i}`);
-const received: (Aggregate | WithheldAggregate)[] = [];
+const received: Aggregate[] = [];
 
 beforeAll(async () => {
   fx = await startTreFixture({
@@ -56,7 +57,7 @@ describe('monitoring flow', () => {
     ).toMatchObject({ reason: 'NOT_AUTHORIZED' });
   });
 
-  it('releases one noisy total per group within its bound, with counts; excludes out-of-bounds readings', async () => {
+  it('releases one noisy total per group within its bound, no counts; excludes out-of-bounds readings', async () => {
     let trueTotal = 0;
     const publishes: Promise<unknown>[] = [];
     for (const [i, m] of meters.entries()) {
@@ -92,10 +93,24 @@ describe('monitoring flow', () => {
       groupId: 'g1',
       intervalStart: new Date(T0).toISOString(),
       intervalMinutes: 30,
-      included: 56,
+      epsilon: '1/1',
+    });
+    // The release is the noised total and its noise parameters, nothing else.
+    expect(Object.keys(a).sort()).toEqual([
+      'bound95Wh',
+      'epsilon',
+      'groupId',
+      'intervalMinutes',
+      'intervalStart',
+      'noiseScaleWh',
+      'noisyTotalWh',
+      'v',
+    ]);
+    expect(fx.tre.monitoring.stats).toMatchObject({
+      contributions: 56,
       excluded: 1,
       missing: 3,
-      epsilon: '1/1',
+      outOfBudget: 0,
     });
     expect(a.noiseScaleWh).toBe(4_000); // Delta = 8 kW x 30 min
     const bound = noiseBound(a.noiseScaleWh, 1e-9); // fails with probability 1e-9

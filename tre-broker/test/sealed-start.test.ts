@@ -20,7 +20,13 @@ const run = promisify(execFile);
 let dir = '';
 /** What `tre start` measures with its default options (`tre attest-policy` whitelists the same by default). */
 const TRE_START_DEFAULTS = {
-  monitoring: { minGroupSize: 50, epsilon: [1, 1], dailyBudget: 100, releaseMinutes: 30 },
+  monitoring: {
+    minGroupSize: 50,
+    epsilon: [1, 1],
+    dailyBudget: 100,
+    rollingBudget: 1_500,
+    releaseMinutes: 30,
+  },
 };
 afterAll(async () => rm(dir, { recursive: true, force: true }));
 

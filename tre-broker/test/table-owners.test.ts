@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 const OWNERS: Record<string, string> = {
   migrations: 'tre-broker/src/store/store.ts',
   households: 'tre-broker/src/registry/household-registry.ts',
+  registry_updates: 'tre-broker/src/registry/household-registry.ts',
   readings: 'tre-broker/src/ingest/reading-store.ts',
   alerts: 'tre-broker/src/ingest/reading-store.ts',
   dno_groups: 'tre-broker/src/monitoring/group-book.ts',
@@ -19,6 +20,7 @@ const OWNERS: Record<string, string> = {
   ledger: 'tre-broker/src/billing/ledger.ts',
   tariffs: 'tre-broker/src/billing/tariff-book.ts',
   billing_periods: 'tre-broker/src/billing/period-book.ts',
+  billing_calendar: 'tre-broker/src/billing/period-book.ts',
   statements: 'tre-broker/src/billing/statement-book.ts',
   regulator_config: 'tre-broker/src/regulator/regulator-config.ts',
   dr_events: 'tre-broker/src/demand-response/dr-book.ts',

@@ -18,9 +18,6 @@ export function buildSnapshot(sim: Simulation, speed: number): DashboardSnapshot
       t: Date.parse(r.intervalStart),
       noisyWh: r.noisyTotalWh,
       trueWh: trueGroupTotalWh(members, r, sim.opts.intervalMinutes),
-      included: r.included,
-      missing: r.missing,
-      excluded: r.excluded,
     }));
     aggregates.push({ groupId, points });
   }

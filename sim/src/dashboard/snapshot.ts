@@ -26,9 +26,6 @@ export interface DashboardSnapshot {
       t: number;
       noisyWh: number;
       trueWh: number;
-      included: number;
-      missing: number;
-      excluded: number;
     }[];
   }[];
   billing: { points: { t: number; runningTotalMinor: number }[]; statements: number; currency: string };

@@ -1,10 +1,12 @@
 /**
  * The reference DSM: raises signed demand-response events, clears the released pseudo-bids in
- * merit order, and records the compliance reports. Everything it learns is in `rounds`.
+ * merit order and signs its acceptance (before the event's acceptBy), and records the compliance
+ * reports. Everything it learns is in `rounds`.
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import {
+  type Acceptance,
   type Compliance,
   complianceSchema,
   type DrEvent,
@@ -55,7 +57,7 @@ export class Dsm {
     return dsm;
   }
 
-  /** Raises an event: bids until `deadline`, delivery in [windowStart, windowEnd). */
+  /** Raises an event: bids until `bidDeadline`, acceptance until `acceptBy`, delivery in [windowStart, windowEnd). */
   async raise(event: Omit<DrEvent, 'v' | 'dsmId'>): Promise<void> {
     const full: DrEvent = { v: PROTOCOL_VERSION, dsmId: this.dsmId, ...event };
     this.rounds.set(full.eventId, { event: full, accepted: [], acceptedWh: 0, creditMicro: 0 });
@@ -74,11 +76,16 @@ export class Dsm {
     round.accepted = chosen.map((b) => b.pseudonym);
     round.acceptedWh = chosen.reduce((a, b) => a + b.quantityWh, 0);
     round.creditMicro = chosen.reduce((a, b) => a + b.quantityWh * b.pricePerMWh, 0);
+    const acceptance: Acceptance = {
+      v: PROTOCOL_VERSION,
+      eventId: bids.eventId,
+      dsmId: this.dsmId,
+      accepted: round.accepted,
+    };
     await this.party.publish(topics.accept(this.dsmId, bids.eventId), {
       v: PROTOCOL_VERSION,
       requestId: `accept-${bids.eventId}`,
-      eventId: bids.eventId,
-      accepted: round.accepted,
+      jws: await signContent('drAcceptance', acceptance, this.key),
     });
   }
 }

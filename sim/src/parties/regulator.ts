@@ -1,11 +1,17 @@
-/** The regulator: runs the PKI (outside MQTT) and registers the households with the TRE (over MQTT). */
-import { type Household, PROTOCOL_VERSION, topics } from '@tre/protocol';
+/**
+ * The regulator: runs the PKI (outside MQTT) and registers the households with the TRE (over MQTT),
+ * as signed registry updates, each with a later `issuedAt` than the one before.
+ */
+import type { KeyObject } from 'node:crypto';
+import { type Household, PROTOCOL_VERSION, type RegistryUpdate, signContent, topics } from '@tre/protocol';
 import type { PartyClient } from './party-client.js';
 
 export async function registerHouseholds(
   regulator: PartyClient,
   regulatorId: string,
   households: Household[],
+  key: KeyObject,
+  issuedAt: number,
 ): Promise<void> {
   const receipts = topics.inbox({ role: 'regulator', id: regulatorId }, 'receipt');
   await regulator.subscribe([receipts]);
@@ -22,10 +28,15 @@ export async function registerHouseholds(
       };
       regulator.client.on('message', onMessage);
     });
+    const update: RegistryUpdate = {
+      v: PROTOCOL_VERSION,
+      households: households.slice(i, i + 10_000),
+      issuedAt: new Date(issuedAt + i / 10_000).toISOString(), // one millisecond later per update
+    };
     await regulator.publish(topics.registry(regulatorId), {
       v: PROTOCOL_VERSION,
       requestId,
-      households: households.slice(i, i + 10_000),
+      jws: await signContent('registryUpdate', update, key),
     });
     await done;
   }

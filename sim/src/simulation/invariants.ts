@@ -78,7 +78,7 @@ export function billingInvariant(sys: SimulatedSystem): Invariant {
       if (!firstWrong) {
         let n = 0;
         for (const start of h.sent.keys()) if (start >= from && start < to) n++;
-        firstWrong = `; e.g. ${st.periodStart}: statement ${st.totalMinor} (${st.intervalsBilled} intervals), recomputed ${expected} (${n} intervals)`;
+        firstWrong = `; e.g. ${st.periodStart}: statement ${st.totalMinor} (${st.basis}), recomputed ${expected} (${n} intervals)`;
       }
     }
   }

@@ -91,17 +91,14 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
     minBillingPeriod: { unit: 'day' as const, count: 1 },
     issuedAt: new Date(clock.now()).toISOString(),
   };
-  const jws = await signContent(
-    'regulatorConfig',
-    config,
-    createPrivateKey(await readFile(regulatorFiles.key)),
-  );
+  const regulatorKey = createPrivateKey(await readFile(regulatorFiles.key));
+  const jws = await signContent('regulatorConfig', config, regulatorKey);
   await regulator.publish(topics.regulatorConfig('reg'), { v: PROTOCOL_VERSION, requestId: 'config', jws });
   progress(`regulator: issuing ${opts.households} household certificates`);
   const caPem = await readFile(join(dir, 'pki', 'ca.crt'));
   const { identities, households: registry, accounts } = await issueHouseholds(ca, opts.households, caPem);
   progress('regulator: registering households with the TRE');
-  await registerHouseholds(regulator, 'reg', registry);
+  await registerHouseholds(regulator, 'reg', registry, regulatorKey, clock.now());
 
   // Agent state on tmpfs where there is one: the journal's fsyncs stay cheap for thousands of agents.
   const stateRoot = existsSync('/dev/shm') ? await mkdtemp('/dev/shm/tre-sim-agents-') : join(dir, 'agents');

@@ -3,10 +3,12 @@
  * per billing period and nothing finer:
  *  - ledger: every stored in-bounds reading is billed in its own transaction (energy-lines.ts);
  *    tariffs come through the tariff service (tariff-service.ts);
- *  - periods: the supplier's period, never shorter than the regulator's signed minimum
- *    (period-calendar.ts); after each period end (plus a grace hour for the period's last
- *    readings) one TRE-signed statement per household goes to the supplier and to the household,
- *    durably stored first (statement-book.ts) and re-sent until the supplier acknowledges it;
+ *  - periods: the supplier's calendar, never shorter than the regulator's signed minimum, changed
+ *    only from a boundary after the open period (period-calendar.ts); after each period end (plus
+ *    a grace hour for the period's last readings) one TRE-signed statement per household goes to
+ *    the supplier (the total and complete/estimated, nothing finer) and a separately signed copy
+ *    with the household's own counts to the household, durably stored first (statement-book.ts)
+ *    and re-sent to the supplier until it acknowledges it;
  *  - households get their running bill, TRE-signed, on their inbox (at most every `billEveryMs`).
  */
 
@@ -17,12 +19,14 @@ import {
   billingPeriodRequestSchema,
   type Clock,
   decodePayload,
+  type HouseholdStatement,
   PendingTimers,
   type PeriodLength,
   PROTOCOL_VERSION,
   type Statement,
   signContent,
   statementAckSchema,
+  type TariffRules,
   topics,
 } from '@tre/protocol';
 import {
@@ -40,14 +44,16 @@ import type { RegulatorConfig } from '../regulator/regulator-config.js';
 import type { Store } from '../store/store.js';
 import type { EnergyLines } from './energy-lines.js';
 import { closeLines, openTotal, roundHalfEven } from './ledger.js';
-import type { PeriodBook, SupplierPeriod } from './period-book.js';
-import { atLeast, currentPeriod, expectedIntervals, periodsBetween } from './period-calendar.js';
+import type { PeriodBook } from './period-book.js';
+import { changeCalendar, minutesOf, openPeriod, periodsBetween } from './period-calendar.js';
 import type { StatementBook } from './statement-book.js';
 import type { TariffBook } from './tariff-book.js';
 
 export interface BillingOptions {
   /** The minimum billing period until the regulator signs another (default one month). */
   minPeriod?: PeriodLength;
+  /** The tariff-shape rules until the regulator signs others (default DEFAULT_TARIFF_RULES). */
+  tariffRules?: TariffRules;
   /** Unacknowledged statements are re-sent this often (default 10 minutes). */
   resendMs?: number;
   /** Households get their running bill at most this often (default 1 hour). */
@@ -91,11 +97,12 @@ export class BillingService {
   start(): void {
     const { router, ingest, energyLines } = this.deps;
     ingest.onCommitted((db, r) => {
-      if (energyLines.bill(db, r.meterId, r.intervalStart, r.effectiveWh)) this.dirty.add(r.meterId);
+      if (energyLines.bill(db, r.meterId, r.intervalStart, r.intervalMinutes, r.effectiveWh))
+        this.dirty.add(r.meterId);
     });
     router.on('billing-period', (m) => this.handlePeriod(m));
     router.on('statement-ack', (m) => this.handleAck(m));
-    for (const p of this.deps.periods.all()) this.schedule(p);
+    for (const supplierId of this.deps.periods.suppliers()) this.schedule(supplierId);
     this.every(this.options.resendMs ?? 10 * 60_000, 'statement re-send', () => this.resendUnacked());
     this.every(this.options.billEveryMs ?? 60 * 60_000, 'running bills', () => this.sendBills());
     void this.background(this.deliverPending(), 'statement delivery');
@@ -107,32 +114,33 @@ export class BillingService {
 
   /** Start of the supplier's open billing period, if it has a calendar. */
   openPeriodStart(supplierId: string): number | undefined {
-    const p = this.deps.periods.of(supplierId);
-    return p ? this.currentPeriod(p).start : undefined;
+    const calendar = this.deps.periods.of(supplierId);
+    return calendar ? openPeriod(calendar, this.grace, this.deps.clock.now()).start : undefined;
   }
 
-  private currentPeriod(p: SupplierPeriod): { start: number; end: number } {
-    return currentPeriod(p.startsAt, p.length, this.grace, this.deps.clock.now());
-  }
-
+  /** A calendar change takes effect at a boundary after the open period (period-calendar.ts). */
   private async handlePeriod(msg: InboundMessage): Promise<HandlerResult> {
     const decoded = decodePayload(msg.payload, billingPeriodRequestSchema);
     if (!decoded.ok) return refusalOf(decoded);
     const { requestId, startsAt, length } = decoded.value;
-    const min = this.deps.regulatorConfig.minPeriod();
-    if (!atLeast(length, min))
-      return refusal(
-        requestId,
-        'PERIOD_TOO_SHORT',
-        `the regulator's minimum billing period is ${min.count} ${min.unit}(s)`,
+    const { store, periods, regulatorConfig, clock } = this.deps;
+    const supplierId = msg.from.id;
+    const change = await store.commit(() => {
+      const c = changeCalendar(
+        periods.of(supplierId),
+        { startsAt: Date.parse(startsAt), length },
+        regulatorConfig.minPeriod(),
+        clock.now(),
       );
-    const period: SupplierPeriod = { supplierId: msg.from.id, startsAt: Date.parse(startsAt), length };
-    await this.deps.store.commit(() => this.deps.periods.put(period));
-    this.schedule(period);
+      if (c.ok) periods.put(supplierId, c.calendar);
+      return c;
+    });
+    if (!change.ok) return refusal(requestId, change.reason, change.message);
+    this.schedule(supplierId);
     return {
       status: 'accepted',
       requestId,
-      message: `billing period ${length.count} ${length.unit}(s) from ${startsAt}`,
+      message: `billing periods of ${length.count} ${length.unit}(s) from ${new Date(change.effectiveFrom).toISOString()}`,
     };
   }
 
@@ -149,22 +157,24 @@ export class BillingService {
     };
   }
 
-  private schedule(p: SupplierPeriod): void {
-    this.periodTimers.get(p.supplierId)?.();
-    const { start, end } = this.currentPeriod(p);
+  private schedule(supplierId: string): void {
+    this.periodTimers.get(supplierId)?.();
+    const calendar = this.deps.periods.of(supplierId);
+    if (!calendar) return;
+    const { start, end } = openPeriod(calendar, this.grace, this.deps.clock.now());
     // Periods that ended while the TRE was down (after the last one stated) are stated now.
-    const last = this.deps.statements.lastStated(p.supplierId);
+    const last = this.deps.statements.lastStated(supplierId);
     if (last !== undefined)
-      for (const missed of periodsBetween(last, p.length, start))
-        void this.background(this.closePeriod(p.supplierId, missed.start, missed.end), 'late statements');
+      for (const missed of periodsBetween(calendar, last, start))
+        void this.background(this.closePeriod(supplierId, missed.start, missed.end), 'late statements');
     this.periodTimers.set(
-      p.supplierId,
+      supplierId,
       this.timers.after(Math.max(0, end + this.grace - this.deps.clock.now()), () => {
-        this.closePeriod(p.supplierId, start, end).then(
-          () => this.schedule(p),
+        this.closePeriod(supplierId, start, end).then(
+          () => this.schedule(supplierId),
           (err: Error) => {
-            this.deps.log.error({ err: err.message, supplier: p.supplierId }, 'statements failed; retrying');
-            this.schedule(p);
+            this.deps.log.error({ err: err.message, supplier: supplierId }, 'statements failed; retrying');
+            this.schedule(supplierId);
           },
         );
       }),
@@ -179,12 +189,13 @@ export class BillingService {
   async closePeriod(supplierId: string, start: number, end: number): Promise<number> {
     const { registry, tariffs, statements, store } = this.deps;
     const households = registry.metersOfSupplier(supplierId);
-    const expected = expectedIntervals(start, end);
+    const periodMinutes = minutesOf({ start, end });
     await store.commit((db) => {
       const currency =
         (tariffs.priceAt(supplierId, start) ?? tariffs.priceAt(supplierId, end - 1))?.currency ?? 'GBP';
       for (const h of households) {
-        const { micro, energyIntervals } = openTotal(db, h.meterId, end);
+        const { micro, readings, minutes } = openTotal(db, h.meterId, end, start);
+        const minutesMissing = Math.max(0, periodMinutes - minutes);
         const statement: Statement = {
           v: PROTOCOL_VERSION,
           statementId: randomBytes(12).toString('hex'),
@@ -194,18 +205,18 @@ export class BillingService {
           periodEnd: new Date(end).toISOString(),
           currency,
           totalMinor: Number(roundHalfEven(micro)),
-          intervalsBilled: energyIntervals,
-          intervalsMissing: Math.max(0, expected - energyIntervals),
+          basis: minutesMissing === 0 ? 'complete' : 'estimated',
         };
+        const own: HouseholdStatement = { ...statement, readingsBilled: readings, minutesMissing };
         // Not issued before a restart: its lines are closed with it.
-        if (statements.add(h.meterId, start, statement))
+        if (statements.add(h.meterId, start, statement, own))
           closeLines(db, h.meterId, end, statement.statementId);
       }
     });
     return this.deliverPending();
   }
 
-  /** Signs stored statements that have no signature yet and delivers them (one run at a time). */
+  /** Signs stored statements (both copies) that have no signature yet and delivers them (one run at a time). */
   deliverPending(): Promise<number> {
     this.delivering = this.delivering.catch(() => 0).then(() => this.signAndDeliver());
     return this.delivering;
@@ -214,17 +225,24 @@ export class BillingService {
   private async signAndDeliver(): Promise<number> {
     const { statements, store, outbound, router, signingKey } = this.deps;
     const signed = await Promise.all(
-      statements
-        .unsigned()
-        .map(async (s) => ({ ...s, jws: await signContent('statement', s.statement, signingKey) })),
+      statements.unsigned().map(async (s) => ({
+        ...s,
+        jws: await signContent('statement', s.statement, signingKey),
+        householdJws: await signContent('householdStatement', s.household, signingKey),
+      })),
     );
     await store.commit(() => {
-      for (const s of signed) statements.setSignature(s.statementId, s.jws);
+      for (const s of signed) statements.setSignature(s.statementId, s.jws, s.householdJws);
     });
     for (const s of signed) {
-      const body = { v: PROTOCOL_VERSION, jws: s.jws };
-      await outbound.publish(topics.statement(s.supplierId), JSON.stringify(body));
-      await router.reply({ role: 'meter', id: s.meterId }, 'statement', body);
+      await outbound.publish(
+        topics.statement(s.supplierId),
+        JSON.stringify({ v: PROTOCOL_VERSION, jws: s.jws }),
+      );
+      await router.reply({ role: 'meter', id: s.meterId }, 'statement', {
+        v: PROTOCOL_VERSION,
+        jws: s.householdJws,
+      });
     }
     this.stats.statements += signed.length;
     return signed.length;
@@ -258,14 +276,14 @@ export class BillingService {
       const h = registry.get(meterId);
       if (!h) continue;
       const start = this.openPeriodStart(h.supplierId) ?? 0;
-      const { micro, energyIntervals } = openTotal(store.db, meterId, Number.MAX_SAFE_INTEGER);
+      const { micro, readings } = openTotal(store.db, meterId, Number.MAX_SAFE_INTEGER);
       const bill: Bill = {
         v: PROTOCOL_VERSION,
         meterId,
         periodStart: new Date(start).toISOString(),
         currency: tariffs.priceAt(h.supplierId, clock.now())?.currency ?? 'GBP',
         runningTotalMinor: Number(roundHalfEven(micro)),
-        intervalsBilled: energyIntervals,
+        intervalsBilled: readings,
         asOf: new Date(clock.now()).toISOString(),
       };
       await router.reply({ role: 'meter', id: meterId }, 'bill', {

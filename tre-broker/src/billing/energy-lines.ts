@@ -1,34 +1,29 @@
 /**
- * The energy lines of the ledger: a stored in-bounds reading's Wh x its supplier's price for that
- * interval, written when the reading is committed, or, for readings that arrived before a tariff
- * covered them, when that tariff is stored.
+ * The energy lines of the ledger: a stored in-bounds reading billed by reading-charge.ts at its
+ * supplier's prices, written in the reading's own transaction. Tariffs apply to future intervals
+ * only, so a reading without a price when it arrives stays unbilled (its statement says
+ * `estimated`); no later tariff ever reprices a reading already received.
  */
-import type { ReadingStore } from '../ingest/reading-store.js';
 import type { HouseholdRegistry } from '../registry/household-registry.js';
 import type { Db } from '../store/store.js';
-import { postLine } from './ledger.js';
+import { postEnergy } from './ledger.js';
+import { readingCharge } from './reading-charge.js';
 import type { TariffBook } from './tariff-book.js';
 
 export class EnergyLines {
-  constructor(
-    private readonly deps: { registry: HouseholdRegistry; tariffs: TariffBook; readings: ReadingStore },
-  ) {}
+  constructor(private readonly deps: { registry: HouseholdRegistry; tariffs: TariffBook }) {}
 
-  /** Writes a reading's energy line if its price is known; true if written. Inside a commit. */
-  bill(db: Db, meterId: string, intervalStart: number, wh: number): boolean {
+  /** Writes a reading's energy line if every part of it has a price; true if written. Inside a commit. */
+  bill(db: Db, meterId: string, intervalStart: number, minutes: number, wh: number): boolean {
     const household = this.deps.registry.get(meterId);
     if (!household) return false;
-    const price = this.deps.tariffs.priceAt(household.supplierId, intervalStart);
-    if (!price) return false; // billed when the tariff arrives
-    return postLine(db, meterId, 'energy', '', intervalStart, wh * price.price);
-  }
-
-  /** Bills the supplier's stored readings in [from, to) that were waiting for a price. Inside a commit. */
-  billWaiting(db: Db, supplierId: string, from: number, to: number): number {
-    const meters = this.deps.registry.metersOfSupplier(supplierId).map((h) => h.meterId);
-    let n = 0;
-    for (const r of this.deps.readings.inBoundsOf(meters, from, to))
-      if (this.bill(db, r.meterId, r.intervalStart, r.effectiveWh)) n++;
-    return n;
+    const micro = readingCharge(
+      intervalStart,
+      minutes,
+      wh,
+      (t) => this.deps.tariffs.priceAt(household.supplierId, t)?.price,
+    );
+    if (micro === undefined) return false;
+    return postEnergy(db, meterId, intervalStart, minutes, micro);
   }
 }

@@ -5,7 +5,8 @@
  * (`dr-reversal`). The primary key makes every line idempotent: a resent reading or a repeated
  * credit can never be billed twice. A line belongs to the first statement issued after it was
  * written (its `statement_id` is set then), so a late reading is billed in the next statement
- * instead of being lost; each statement rounds its sum half-to-even to minor units, once.
+ * instead of being lost; each statement rounds its sum half-to-even to minor units, once. Energy
+ * lines carry the reading's length in minutes (what the household's copy counts as billed time).
  */
 import type { Db, Store } from '../store/store.js';
 
@@ -25,6 +26,11 @@ const LEDGER_SCHEMA = `CREATE TABLE IF NOT EXISTS ledger (
 /** Creates the ledger once (at TRE start); both billing and demand response post to it. */
 export function migrateLedger(store: Store): void {
   store.migrate('ledger-1', LEDGER_SCHEMA);
+  // Energy lines written before readings had a length in the ledger were 15-minute readings.
+  store.migrate(
+    'ledger-2',
+    `ALTER TABLE ledger ADD COLUMN minutes INTEGER; UPDATE ledger SET minutes = 15 WHERE kind = 'energy';`,
+  );
 }
 
 /** Writes a line unless it exists; returns true if written. Call inside the caller's transaction. */
@@ -44,6 +50,21 @@ export function postLine(
     )
     .run(meterId, kind, ref, intervalStart, amountMicro);
   return r.changes === 1;
+}
+
+/** A reading's energy line (reading-charge.ts): `minutes` is the reading's length. */
+export function postEnergy(
+  db: Db,
+  meterId: string,
+  intervalStart: number,
+  minutes: number,
+  amountMicro: number,
+): boolean {
+  if (!postLine(db, meterId, 'energy', '', intervalStart, amountMicro)) return false;
+  db.prepare(
+    "UPDATE ledger SET minutes = ? WHERE meter_id = ? AND kind = 'energy' AND ref = '' AND interval_start = ?",
+  ).run(minutes, meterId, intervalStart);
+  return true;
 }
 
 /** A DR credit: q (Wh) x p (minor per MWh), as a negative line. */
@@ -80,20 +101,25 @@ export function roundHalfEven(micro: bigint): bigint {
   return q % 2n === 0n ? q : away;
 }
 
-/** Sum of a household's open (not yet stated) lines up to `before`, in micro units. */
+/**
+ * Sum of a household's open (not yet stated) lines up to `before`, in micro units, with how many
+ * readings were billed and the minutes they cover from `from` on (the household's own counts).
+ */
 export function openTotal(
   db: Db,
   meterId: string,
   before: number,
-): { micro: bigint; energyIntervals: number } {
+  from = Number.MIN_SAFE_INTEGER,
+): { micro: bigint; readings: number; minutes: number } {
   const row = db
     .prepare(
-      `SELECT coalesce(sum(amount_micro), 0) AS micro, coalesce(sum(kind = 'energy'), 0) AS n
+      `SELECT coalesce(sum(amount_micro), 0) AS micro, coalesce(sum(kind = 'energy'), 0) AS n,
+         coalesce(sum(CASE WHEN kind = 'energy' AND interval_start >= ? THEN minutes ELSE 0 END), 0) AS minutes
        FROM ledger WHERE meter_id = ? AND statement_id IS NULL AND interval_start < ?`,
     )
     .safeIntegers(true)
-    .get(meterId, before) as { micro: bigint; n: bigint };
-  return { micro: row.micro, energyIntervals: Number(row.n) };
+    .get(from, meterId, before) as { micro: bigint; n: bigint; minutes: bigint };
+  return { micro: row.micro, readings: Number(row.n), minutes: Number(row.minutes) };
 }
 
 /** Assigns the open lines to a statement. */

@@ -1,8 +1,24 @@
 /**
- * The billing period calendar, pure: a supplier's period is anchored at a start and repeats by a
- * length (days, or calendar months in UTC); it is never shorter than the regulator's minimum.
+ * A supplier's billing period calendar, as pure arithmetic. The calendar is a list of segments:
+ * from its `from` on, periods of `length` follow one another (days, or calendar months in UTC); each
+ * later segment starts at a boundary of the one before it. A supplier's change therefore never
+ * moves a boundary that is already set: it becomes a new segment from a boundary after the period
+ * open now (`changeCalendar`), so every statement spans whole periods of a length that was at least
+ * the regulator's minimum, and statements tile time without overlap or gap.
  */
 import type { PeriodLength } from '@tre/protocol';
+
+export interface Segment {
+  from: number;
+  length: PeriodLength;
+}
+/** Sorted by `from`, never empty. */
+export type Calendar = readonly Segment[];
+
+export interface Period {
+  start: number;
+  end: number;
+}
 
 /** Adds `n` periods of `length` to `t` (calendar months in UTC). */
 export function addPeriods(t: number, length: PeriodLength, n: number): number {
@@ -27,39 +43,77 @@ export function atLeast(period: PeriodLength, min: PeriodLength): boolean {
   return days(period, 28) >= days(min, 31);
 }
 
-/** The period open at `now`: a period stays open until `grace` after its end (its last readings). */
-export function currentPeriod(
-  anchor: number,
-  length: PeriodLength,
-  grace: number,
-  now: number,
-): { start: number; end: number } {
-  let start = anchor;
-  let end = addPeriods(start, length, 1);
-  while (end + grace <= now) {
+/** The period containing `t`; before the calendar's first boundary, its first period. */
+export function periodAt(calendar: Calendar, t: number): Period {
+  let i = 0;
+  while (i + 1 < calendar.length && calendar[i + 1]!.from <= t) i++;
+  const seg = calendar[i]!;
+  let start = seg.from;
+  let end = addPeriods(start, seg.length, 1);
+  while (end <= t) {
     start = end;
-    end = addPeriods(start, length, 1);
+    end = addPeriods(start, seg.length, 1);
   }
   return { start, end };
 }
 
+/** The period open at `now`: a period stays open until `grace` after its end (its last readings). */
+export function openPeriod(calendar: Calendar, grace: number, now: number): Period {
+  return periodAt(calendar, now - grace);
+}
+
 /** The periods after the one starting at `lastStated` that ended by `openStart` (missed while down). */
-export function periodsBetween(
-  lastStated: number,
-  length: PeriodLength,
-  openStart: number,
-): { start: number; end: number }[] {
-  const out: { start: number; end: number }[] = [];
-  for (
-    let s = addPeriods(lastStated, length, 1);
-    addPeriods(s, length, 1) <= openStart;
-    s = addPeriods(s, length, 1)
-  )
-    out.push({ start: s, end: addPeriods(s, length, 1) });
+export function periodsBetween(calendar: Calendar, lastStated: number, openStart: number): Period[] {
+  const out: Period[] = [];
+  let p = periodAt(calendar, periodAt(calendar, lastStated).end);
+  while (p.end <= openStart) {
+    out.push(p);
+    p = periodAt(calendar, p.end);
+  }
   return out;
 }
 
-/** Interval readings a period should have (15-minute intervals). */
-export function expectedIntervals(start: number, end: number): number {
-  return Math.round((end - start) / (15 * 60_000));
+export type CalendarChange =
+  | { ok: true; calendar: Calendar; effectiveFrom: number }
+  | { ok: false; reason: 'PERIOD_TOO_SHORT'; message: string };
+
+/**
+ * A supplier's request for periods of `length` from `startsAt`. Without a calendar it starts one at
+ * `startsAt`. With one, the change takes effect at the first boundary that is after the period
+ * containing `now` ends and not before `startsAt`; segments after that boundary (a pending change)
+ * are replaced. Boundaries already set never move, so the open period keeps its span.
+ */
+export function changeCalendar(
+  calendar: Calendar | undefined,
+  request: { startsAt: number; length: PeriodLength },
+  min: PeriodLength,
+  now: number,
+): CalendarChange {
+  if (!atLeast(request.length, min))
+    return {
+      ok: false,
+      reason: 'PERIOD_TOO_SHORT',
+      message: `the regulator's minimum billing period is ${min.count} ${min.unit}(s); ask for at least that`,
+    };
+  if (!calendar || calendar.length === 0)
+    return {
+      ok: true,
+      calendar: [{ from: request.startsAt, length: request.length }],
+      effectiveFrom: request.startsAt,
+    };
+  let boundary = periodAt(calendar, now).end;
+  while (boundary < request.startsAt) boundary = periodAt(calendar, boundary).end;
+  const kept = calendar.filter((s) => s.from < boundary);
+  const last = kept[kept.length - 1]!.length;
+  const same = last.unit === request.length.unit && last.count === request.length.count;
+  return {
+    ok: true,
+    calendar: same ? kept : [...kept, { from: boundary, length: request.length }],
+    effectiveFrom: boundary,
+  };
+}
+
+/** Minutes of [start, end). */
+export function minutesOf(period: Period): number {
+  return Math.round((period.end - period.start) / 60_000);
 }

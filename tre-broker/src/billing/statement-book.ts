@@ -1,8 +1,9 @@
 /**
- * Issued statements (`statements`): stored before they are signed and sent, so a crash in between
- * is finished at the next start; re-sent until the supplier acknowledges them.
+ * Issued statements (`statements`): the supplier's statement and the household's own copy (with its
+ * counts), stored before they are signed and sent, so a crash in between is finished at the next
+ * start; re-sent to the supplier until it acknowledges them.
  */
-import type { Statement } from '@tre/protocol';
+import type { HouseholdStatement, Statement } from '@tre/protocol';
 import type { Store } from '../store/store.js';
 
 const SCHEMA = `CREATE TABLE IF NOT EXISTS statements (statement_id TEXT PRIMARY KEY, supplier_id TEXT NOT NULL, meter_id TEXT NOT NULL,
@@ -15,6 +16,29 @@ export interface UnsignedStatement {
   supplierId: string;
   meterId: string;
   statement: Statement;
+  household: HouseholdStatement;
+}
+
+/** Statements stored before the household copy existed carried its counts in the supplier's body. */
+function split(
+  body: string,
+  householdBody: string | null,
+): { statement: Statement; household: HouseholdStatement } {
+  if (householdBody)
+    return { statement: JSON.parse(body) as Statement, household: JSON.parse(householdBody) };
+  const {
+    intervalsBilled = 0,
+    intervalsMissing = 0,
+    ...rest
+  } = JSON.parse(body) as Statement & {
+    intervalsBilled?: number;
+    intervalsMissing?: number;
+  };
+  const statement: Statement = { ...rest, basis: intervalsMissing === 0 ? 'complete' : 'estimated' };
+  return {
+    statement,
+    household: { ...statement, readingsBilled: intervalsBilled, minutesMissing: intervalsMissing * 15 },
+  };
 }
 
 export class StatementBook {
@@ -22,6 +46,10 @@ export class StatementBook {
 
   static open(store: Store): StatementBook {
     store.migrate('statements-1', SCHEMA);
+    store.migrate(
+      'statements-2',
+      'ALTER TABLE statements ADD COLUMN household_body TEXT; ALTER TABLE statements ADD COLUMN household_jws TEXT;',
+    );
     return new StatementBook(store);
   }
 
@@ -33,32 +61,43 @@ export class StatementBook {
     return row.s ?? undefined;
   }
 
-  /** Stores a statement unless that household's period was stated before; true if stored. Inside a commit. */
-  add(meterId: string, periodStart: number, s: Statement): boolean {
+  /** Stores a statement and its household copy unless that household's period was stated before; true if stored. Inside a commit. */
+  add(meterId: string, periodStart: number, s: Statement, household: HouseholdStatement): boolean {
     return (
       this.store
         .statement(
-          'INSERT INTO statements (statement_id, supplier_id, meter_id, period_start, body) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+          'INSERT INTO statements (statement_id, supplier_id, meter_id, period_start, body, household_body) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
         )
-        .run(s.statementId, s.supplierId, meterId, periodStart, JSON.stringify(s)).changes === 1
+        .run(s.statementId, s.supplierId, meterId, periodStart, JSON.stringify(s), JSON.stringify(household))
+        .changes === 1
     );
   }
 
   unsigned(): UnsignedStatement[] {
     const rows = this.store
-      .statement('SELECT statement_id, supplier_id, meter_id, body FROM statements WHERE jws IS NULL')
-      .all() as { statement_id: string; supplier_id: string; meter_id: string; body: string }[];
+      .statement(
+        'SELECT statement_id, supplier_id, meter_id, body, household_body FROM statements WHERE jws IS NULL',
+      )
+      .all() as {
+      statement_id: string;
+      supplier_id: string;
+      meter_id: string;
+      body: string;
+      household_body: string | null;
+    }[];
     return rows.map((r) => ({
       statementId: r.statement_id,
       supplierId: r.supplier_id,
       meterId: r.meter_id,
-      statement: JSON.parse(r.body) as Statement,
+      ...split(r.body, r.household_body),
     }));
   }
 
-  /** Inside a commit. */
-  setSignature(statementId: string, jws: string): void {
-    this.store.statement('UPDATE statements SET jws = ? WHERE statement_id = ?').run(jws, statementId);
+  /** Both copies' signatures. Inside a commit. */
+  setSignature(statementId: string, jws: string, householdJws: string): void {
+    this.store
+      .statement('UPDATE statements SET jws = ?, household_jws = ? WHERE statement_id = ?')
+      .run(jws, householdJws, statementId);
   }
 
   /** Marks these statements of the supplier acknowledged; returns how many were. Inside a commit. */

@@ -1,11 +1,13 @@
 /**
  * Suppliers' tariffs as the TRE keeps them: verified (supplier signature, signer = supplier of the
- * topic), not overlapping the supplier's other tariffs, not retroactive (a tariff may not start
- * before the supplier's open billing period: consumption already on a statement is never
- * repriced). Prices are looked up per interval: the price of the tariff interval that contains it.
+ * topic), shaped by the regulator's rules (tariff-rules.ts), not overlapping the supplier's other
+ * tariffs, and for future intervals only (a tariff may start neither before now nor before the
+ * supplier's open billing period: a reading already received is never priced or repriced). Prices
+ * are looked up per instant: the price of the tariff interval that contains it.
  */
 import type { Tariff } from '@tre/protocol';
 import type { Store } from '../store/store.js';
+import type { PriceSpan } from './tariff-rules.js';
 
 const SCHEMA = `CREATE TABLE IF NOT EXISTS tariffs (
     supplier_id TEXT NOT NULL,
@@ -31,7 +33,7 @@ export class TariffBook {
     return new TariffBook(store);
   }
 
-  /** Why `t` cannot be stored, if it cannot: shape, retroactivity (before the open period), overlap. */
+  /** Why `t` cannot be stored, if it cannot: shape, retroactivity (before now or the open period), overlap. */
   check(t: Tariff, openPeriodStart: number | undefined, now: number): TariffProblem | undefined {
     const from = Date.parse(t.validFrom);
     const to = Date.parse(t.validTo);
@@ -48,11 +50,11 @@ export class TariffBook {
         message: `expected ${(to - from) / step} prices (one per interval), got ${t.pricesPerMWh.length}`,
       };
     }
-    const earliest = openPeriodStart ?? now;
+    const earliest = Math.max(now, openPeriodStart ?? now);
     if (from < earliest)
       return {
         reason: 'TARIFF_RETROACTIVE',
-        message: `validFrom is before ${new Date(earliest).toISOString()} (already billed or past)`,
+        message: `validFrom is before ${new Date(earliest).toISOString()}: tariffs apply to future intervals only; start it at or after that`,
       };
     const clash = this.store
       .statement(
@@ -96,6 +98,24 @@ export class TariffBook {
     const index = Math.floor((t - Date.parse(tariff.validFrom)) / (tariff.intervalMinutes * 60_000));
     const price = tariff.pricesPerMWh[index];
     return price === undefined ? undefined : { price, currency: tariff.currency };
+  }
+
+  /** The supplier's stored prices in [from - windowMs, from), as spans (the tariff rules' reference window). */
+  pricesBefore(supplierId: string, from: number, windowMs: number): PriceSpan[] {
+    const rows = this.store
+      .statement('SELECT body FROM tariffs WHERE supplier_id = ? AND valid_from < ? AND valid_to > ?')
+      .all(supplierId, from, from - windowMs) as { body: string }[];
+    const spans: PriceSpan[] = [];
+    for (const row of rows) {
+      const t = JSON.parse(row.body) as Tariff;
+      const step = t.intervalMinutes * 60_000;
+      t.pricesPerMWh.forEach((p, i) => {
+        const start = Math.max(Date.parse(t.validFrom) + i * step, from - windowMs);
+        const end = Math.min(Date.parse(t.validFrom) + (i + 1) * step, from);
+        if (end > start) spans.push({ minutes: (end - start) / 60_000, pricePerMWh: p });
+      });
+    }
+    return spans;
   }
 
   /** Each supplier's latest tariff as the TRE signed it (re-broadcast at start). */

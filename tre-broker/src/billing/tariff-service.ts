@@ -1,7 +1,9 @@
 /**
  * Suppliers' tariffs in the TRE (paper III-B): verified against the connected supplier's
- * certificate key, checked (tariff-book.ts), stored, re-signed by the TRE and broadcast (retained)
- * for the households' agents to verify; readings that waited for a price are billed at once.
+ * certificate key, checked against the regulator's shape rules (tariff-rules.ts) and the book
+ * (tariff-book.ts: future intervals only, no overlap), stored, re-signed by the TRE and broadcast
+ * (retained) for the households' agents to verify. The receipt says accepted or why not, nothing
+ * about any household.
  */
 import type { KeyObject } from 'node:crypto';
 import { type Clock, PROTOCOL_VERSION, signContent, tariffSchema, topics } from '@tre/protocol';
@@ -14,14 +16,15 @@ import {
 } from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
 import type { Logger } from '../log.js';
+import type { RegulatorConfig } from '../regulator/regulator-config.js';
 import type { Store } from '../store/store.js';
-import type { EnergyLines } from './energy-lines.js';
 import type { TariffBook } from './tariff-book.js';
+import { checkTariffShape, RATIO_WINDOW_MS } from './tariff-rules.js';
 
 export interface TariffDeps {
   store: Store;
   tariffs: TariffBook;
-  energyLines: EnergyLines;
+  regulatorConfig: Pick<RegulatorConfig, 'tariffRules'>;
   /** Start of the supplier's open billing period (a tariff may not start before it). */
   openPeriodStart: (supplierId: string) => number | undefined;
   router: MessageRouter;
@@ -42,28 +45,22 @@ export class TariffService {
   }
 
   private async handle(msg: InboundMessage): Promise<HandlerResult> {
-    const { store, tariffs, energyLines, clock } = this.deps;
+    const { store, tariffs, regulatorConfig, clock } = this.deps;
     const signed = await verifySignedRequest(msg, 'tariff', tariffSchema, (t) => t.supplierId);
     if (!signed.ok) return signed.refusal;
     const { requestId, content: tariff } = signed;
-    const problem = tariffs.check(tariff, this.deps.openPeriodStart(tariff.supplierId), clock.now());
+    const problem =
+      tariffs.check(tariff, this.deps.openPeriodStart(tariff.supplierId), clock.now()) ??
+      checkTariffShape(
+        tariff,
+        regulatorConfig.tariffRules(),
+        tariffs.pricesBefore(tariff.supplierId, Date.parse(tariff.validFrom), RATIO_WINDOW_MS),
+      );
     if (problem) return refusal(requestId, problem.reason, problem.message);
     const treJws = await signContent('tariff', tariff, this.deps.signingKey);
-    const billed = await store.commit((db) => {
-      tariffs.add(tariff, treJws);
-      return energyLines.billWaiting(
-        db,
-        tariff.supplierId,
-        Date.parse(tariff.validFrom),
-        Date.parse(tariff.validTo),
-      );
-    });
+    await store.commit(() => tariffs.add(tariff, treJws));
     await this.broadcast(tariff.supplierId, treJws);
-    return {
-      status: 'accepted',
-      requestId,
-      message: billed ? `tariff stored; ${billed} waiting readings billed` : 'tariff stored',
-    };
+    return { status: 'accepted', requestId, message: 'tariff stored' };
   }
 
   private async rebroadcast(): Promise<void> {

@@ -6,6 +6,7 @@ export interface MonitoringFlags {
   minGroupSize: number;
   epsilon: string;
   dailyBudget: number;
+  rollingBudget: number;
   releaseMinutes: number;
 }
 
@@ -19,6 +20,12 @@ export function withMonitoringOptions(command: Command): Command {
     )
     .option('--epsilon <p/q>', 'privacy parameter of one aggregate release, as a fraction', '1/1')
     .option('--daily-budget <epsilon>', 'privacy budget per household per UTC day', Number, 100)
+    .option(
+      '--rolling-budget <epsilon>',
+      'privacy budget per household over any 30 consecutive UTC days',
+      Number,
+      1_500,
+    )
     .option(
       '--release-minutes <m>',
       'aggregate release interval: 15 or 30',
@@ -37,6 +44,7 @@ export function monitoringFrom(o: MonitoringFlags): MonitoringOptions {
     minGroupSize: o.minGroupSize,
     epsilon: [Number(eps[1]), Number(eps[2])],
     dailyBudget: o.dailyBudget,
+    rollingBudget: o.rollingBudget,
     releaseMinutes: o.releaseMinutes,
   };
 }

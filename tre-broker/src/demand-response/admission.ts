@@ -47,6 +47,17 @@ export const eventChecks: readonly Check<EventRequest>[] = [
         : undefined,
   },
   {
+    name: 'acceptance deadline between the bid deadline and the window',
+    check: ({ event }) =>
+      Date.parse(event.acceptBy) <= Date.parse(event.bidDeadline) ||
+      Date.parse(event.acceptBy) > Date.parse(event.windowStart)
+        ? reject(
+            'EVENT_INVALID',
+            'acceptBy must fall after the bid deadline and no later than the window start',
+          )
+        : undefined,
+  },
+  {
     name: 'window ends after it starts',
     check: ({ event }) =>
       Date.parse(event.windowEnd) <= Date.parse(event.windowStart)
@@ -115,29 +126,42 @@ export const bidChecks: readonly Check<BidRequest>[] = [
 ];
 
 export interface AcceptanceRequest {
-  eventId: string;
+  /** What the DSM signed. */
+  acceptance: { eventId: string; dsmId: string; accepted: readonly string[] };
   topicEventId: string | undefined;
-  dsmId: string;
-  accepted: readonly string[];
   event: (DrEvent & { stage: EventStage }) | undefined;
   live: readonly BidRow[];
+  now: number;
 }
 
+/**
+ * Every message text depends only on what the DSM sent and what it was sent (its event, the
+ * released pseudo-bids, the time), never on households.
+ */
 export const acceptanceChecks: readonly Check<AcceptanceRequest>[] = [
   {
     name: 'event named by the topic',
-    check: ({ eventId, topicEventId }) =>
-      topicEventId !== eventId ? reject('MALFORMED', 'eventId differs from the topic') : undefined,
+    check: ({ acceptance, topicEventId }) =>
+      topicEventId !== acceptance.eventId
+        ? reject(
+            'MALFORMED',
+            'the signed acceptance names another event than its topic; publish it on accept/{its eventId}',
+          )
+        : undefined,
   },
   {
     name: "the DSM's own event",
-    check: ({ event, dsmId }) =>
-      !event || event.dsmId !== dsmId ? reject('UNKNOWN_EVENT', 'no such event of this DSM') : undefined,
+    check: ({ event, acceptance }) =>
+      !event || event.dsmId !== acceptance.dsmId
+        ? reject('UNKNOWN_EVENT', 'no such event of this DSM')
+        : undefined,
   },
   {
     name: 'bids released',
     check: ({ event }) =>
-      event!.stage === 'open' ? reject('EVENT_INVALID', 'the bids have not been released yet') : undefined,
+      event!.stage === 'open'
+        ? reject('EVENT_INVALID', 'the bids have not been released yet; accept after the bids message')
+        : undefined,
   },
   {
     name: 'not accepted before',
@@ -147,19 +171,32 @@ export const acceptanceChecks: readonly Check<AcceptanceRequest>[] = [
         : undefined,
   },
   {
+    name: 'before the acceptance deadline',
+    check: ({ event, now }) =>
+      now >= Date.parse(event!.acceptBy)
+        ? reject(
+            'ACCEPTANCE_DEADLINE_PASSED',
+            `the acceptance deadline (acceptBy ${event!.acceptBy}) has passed; no bid of this event can be accepted`,
+          )
+        : undefined,
+  },
+  {
     name: 'each pseudonym once',
-    check: ({ accepted }) =>
-      new Set(accepted).size !== accepted.length
-        ? reject('UNKNOWN_PSEUDONYM', 'a pseudonym is listed twice')
+    check: ({ acceptance }) =>
+      new Set(acceptance.accepted).size !== acceptance.accepted.length
+        ? reject('UNKNOWN_PSEUDONYM', 'a pseudonym is listed twice; list each accepted pseudonym once')
         : undefined,
   },
   {
     name: 'only released pseudonyms',
-    check: ({ accepted, live }) => {
+    check: ({ acceptance, live }) => {
       const released = new Set(live.map((b) => b.pseudonym));
-      const unknown = accepted.filter((p) => !released.has(p)).length;
-      return unknown > 0
-        ? reject('UNKNOWN_PSEUDONYM', `${unknown} pseudonyms were never released for this event`)
+      const unknown = acceptance.accepted.find((p) => !released.has(p));
+      return unknown !== undefined
+        ? reject(
+            'UNKNOWN_PSEUDONYM',
+            `pseudonym ${unknown} is not in this event's bids message; accept only pseudonyms released for it`,
+          )
         : undefined;
     },
   },

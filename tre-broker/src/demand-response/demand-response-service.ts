@@ -7,9 +7,11 @@
  *    128-bit pseudonym; a new bid from the same household for the same event supersedes the old one;
  *  - release: at the deadline and not before, all live pseudo-bids in one message in random order,
  *    with nothing but pseudonym, quantity and price;
- *  - acceptance: all-or-nothing per bid; unknown or repeated pseudonyms refuse the whole message;
- *    accepted bids are credited q x p to the ledger in the same transaction; every household is told
- *    its outcome; the pseudonyms die (no second acceptance);
+ *  - acceptance: signed by the DSM (JWS naming the event and the DSM), once per event, after the
+ *    release and before the event's acceptBy; all-or-nothing per bid; unknown or repeated
+ *    pseudonyms refuse the whole message; accepted bids are credited q x p to the ledger in the same
+ *    transaction that records the signed acceptance (a concurrent second acceptance is REPLAYED,
+ *    an identical resend a duplicate); every household is told its outcome; the pseudonyms die;
  *  - compliance: after the window (+ grace), measured vs baseline (see baseline.ts), per pseudonym
  *    delivered / not delivered to the DSM (never readings); a shortfall reverses the credit pro rata.
  * Sheddable bound: a bid may not exceed the household's baseline energy in the window, or, without
@@ -54,8 +56,11 @@ import { settle } from './settlement.js';
 export interface DemandResponseOptions {
   /** Readings for the window are awaited this long after it ends before compliance (default 1 h). */
   complianceGraceMs?: number;
-  /** A bid counts as delivered when the reduction reaches this share of its quantity (default 0.9). */
-  deliveryThreshold?: number;
+  /**
+   * A bid counts as delivered when the reduction reaches this share of its quantity, an integer
+   * per mille in [1, 1000] (default 900, i.e. 90 %).
+   */
+  deliveryThresholdMilli?: number;
 }
 
 export interface DemandResponseDeps {
@@ -230,30 +235,44 @@ export class DemandResponseService {
 
   private async handleAcceptance(msg: InboundMessage): Promise<HandlerResult> {
     const { dr, store } = this.deps;
-    const decoded = decodePayload(msg.payload, acceptanceSchema, MAX_BULK_PAYLOAD_BYTES);
-    if (!decoded.ok) return refusalOf(decoded);
-    const { requestId, eventId, accepted } = decoded.value;
+    const signed = await verifySignedRequest(
+      msg,
+      'drAcceptance',
+      acceptanceSchema,
+      (a) => a.dsmId,
+      MAX_BULK_PAYLOAD_BYTES,
+    );
+    if (!signed.ok) return signed.refusal;
+    const { requestId, content: acceptance, jws } = signed;
+    const { eventId, accepted } = acceptance;
     const event = msg.topic.param === eventId ? dr.event(eventId) : undefined;
+    if (event?.dsmId === acceptance.dsmId && dr.acceptanceOf(eventId) === jws)
+      return { status: 'accepted', requestId, duplicate: true };
     const live = event?.stage === 'released' ? dr.bidsOf(eventId, 'live') : [];
     const rejected = admit(acceptanceChecks, {
-      eventId,
+      acceptance,
       topicEventId: msg.topic.param,
-      dsmId: msg.from.id,
-      accepted,
       event,
       live,
+      now: this.deps.clock.now(),
     });
     if (rejected || !event) return refusal(requestId, rejected!.reason, rejected!.message);
     const chosen = new Set(accepted);
     const windowStart = Date.parse(event.windowStart);
-    await store.commit((db) => {
+    const recorded = await store.commit((db) => {
+      // Checked again inside the transaction: another acceptance may have been committed meanwhile.
+      if (!dr.accept(eventId, jws)) return false;
       for (const b of live) {
         const ok = chosen.has(b.pseudonym);
         dr.markBid(b.bid_id, ok ? 'accepted' : 'rejected');
         if (ok) postCredit(db, b.meter_id, eventId, windowStart, b.quantity_wh, b.price);
       }
-      dr.setStage(eventId, 'accepted');
+      return true;
     });
+    if (!recorded) {
+      if (dr.acceptanceOf(eventId) === jws) return { status: 'accepted', requestId, duplicate: true };
+      return refusal(requestId, 'REPLAYED', 'this event was already accepted; its pseudonyms are dead');
+    }
     for (const b of live) {
       const ok = chosen.has(b.pseudonym);
       await this.notify(b.meter_id, {
@@ -265,7 +284,8 @@ export class DemandResponseService {
       });
     }
     this.at(Date.parse(event.windowEnd) + this.grace, () => this.settle(eventId));
-    return { status: 'accepted', requestId, message: `${accepted.length} of ${live.length} bids accepted` };
+    // The same text for every acceptance: nothing in it depends on the bids or the households.
+    return { status: 'accepted', requestId, message: 'acceptance recorded' };
   }
 
   private async notify(meterId: string, outcome: DrOutcome): Promise<void> {
@@ -281,14 +301,14 @@ export class DemandResponseService {
     const event = dr.event(eventId);
     if (event?.stage !== 'accepted') return;
     const [start, end] = [Date.parse(event.windowStart), Date.parse(event.windowEnd)];
-    const threshold = this.options.deliveryThreshold ?? 0.9;
+    const thresholdMilli = this.options.deliveryThresholdMilli ?? 900;
     const results = await store.commit((db) => {
       const out = dr.bidsOf(eventId, 'accepted').map((b) => {
         const settled = settle(
           { quantityWh: b.quantity_wh, pricePerMWh: b.price },
           baselineWh(this.energyIn, b.meter_id, start, end),
           measuredWh(this.energyIn, b.meter_id, start, end),
-          threshold,
+          thresholdMilli,
         );
         if (settled.keepMilli < 1000) postReversal(db, b.meter_id, eventId, start, settled.reversalMicro);
         return { bid: b, delivered: settled.delivered, reversal: settled.reversalMicro };

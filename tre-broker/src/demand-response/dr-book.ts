@@ -24,12 +24,15 @@ const SCHEMA = `CREATE TABLE dr_events (event_id TEXT PRIMARY KEY, dsm_id TEXT N
   CREATE TABLE dr_bids (bid_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, meter_id TEXT NOT NULL, quantity_wh INTEGER NOT NULL,
     price INTEGER NOT NULL, pseudonym TEXT NOT NULL UNIQUE, status TEXT NOT NULL);
   CREATE INDEX dr_bids_event ON dr_bids (event_id, status);`;
+/** The DSM's signed acceptance (compact JWS), kept as evidence of what it accepted. */
+const ACCEPTANCE = 'ALTER TABLE dr_events ADD COLUMN acceptance_jws TEXT;';
 
 export class DrBook {
   private constructor(private readonly store: Store) {}
 
   static open(store: Store): DrBook {
     store.migrate('dr-1', SCHEMA);
+    store.migrate('dr-2-acceptance', ACCEPTANCE);
     return new DrBook(store);
   }
 
@@ -37,7 +40,29 @@ export class DrBook {
     const row = this.store.statement('SELECT body, stage FROM dr_events WHERE event_id = ?').get(eventId) as
       | { body: string; stage: EventStage }
       | undefined;
-    return row && { ...(JSON.parse(row.body) as DrEvent), stage: row.stage };
+    if (!row) return undefined;
+    const body = JSON.parse(row.body) as DrEvent;
+    // Events stored before acceptBy existed may be accepted until their window starts.
+    return { ...body, acceptBy: body.acceptBy ?? body.windowStart, stage: row.stage };
+  }
+
+  /** The DSM's signed acceptance of an event, if it was accepted. */
+  acceptanceOf(eventId: string): string | undefined {
+    const row = this.store
+      .statement('SELECT acceptance_jws FROM dr_events WHERE event_id = ?')
+      .get(eventId) as { acceptance_jws: string | null } | undefined;
+    return row?.acceptance_jws ?? undefined;
+  }
+
+  /** Marks a released event accepted with the DSM's signed acceptance; false if it was not released. Inside a commit. */
+  accept(eventId: string, jws: string): boolean {
+    return (
+      this.store
+        .statement(
+          "UPDATE dr_events SET stage = 'accepted', acceptance_jws = ? WHERE event_id = ? AND stage = 'released'",
+        )
+        .run(jws, eventId).changes === 1
+    );
   }
 
   /** Events not yet settled, with the times their next step is due. */

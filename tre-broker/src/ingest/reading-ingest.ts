@@ -63,6 +63,8 @@ export interface ReadingIngestDeps {
   router: MessageRouter;
   clock: Clock;
   log: Logger;
+  /** The regulator that gets a copy of each alert, if one has configured this TRE. */
+  regulatorId: () => string | undefined;
 }
 
 export class ReadingIngest {
@@ -204,6 +206,9 @@ export class ReadingIngest {
     };
     this.deps.log.warn({ kind }, 'reading alert');
     await this.deps.router.reply({ role: 'meter', id: meterId }, 'alert', alert);
+    const regulator = this.deps.regulatorId();
+    if (regulator)
+      await this.deps.router.reply({ role: 'regulator', id: regulator }, 'alert', { ...alert, meterId });
   }
 }
 

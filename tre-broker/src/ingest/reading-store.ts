@@ -126,25 +126,6 @@ export class ReadingStore {
     );
   }
 
-  /** In-bounds readings of these meters with an interval starting in [from, to). */
-  inBoundsOf(
-    meterIds: readonly string[],
-    from: number,
-    to: number,
-  ): { meterId: string; intervalStart: number; effectiveWh: number }[] {
-    return this.store
-      .statement(
-        `SELECT r.meter_id AS meterId, r.interval_start AS intervalStart, r.effective_wh AS effectiveWh
-         FROM readings r JOIN json_each(?) m ON m.value = r.meter_id
-         WHERE r.status = 'ok' AND r.interval_start >= ? AND r.interval_start < ?`,
-      )
-      .all(JSON.stringify(meterIds), from, to) as {
-      meterId: string;
-      intervalStart: number;
-      effectiveWh: number;
-    }[];
-  }
-
   /** One meter's in-bounds energy in [from, to) and the minutes its readings cover. */
   energyIn(meterId: string, from: number, to: number): { wh: number; minutes: number } {
     return this.store

@@ -1,11 +1,12 @@
 /**
- * The arithmetic of one release, pure (paper III-A): which households of a group contribute to an
- * interval, the clamped exact total and its sensitivity, and the noised total.
+ * The arithmetic of one release, pure (paper III-A): which households of a group can contribute to
+ * an interval, the clamped exact total of those that do and its sensitivity, and the noised total.
  *
- * A household contributes when its in-bounds readings cover the whole interval; with any reading
- * excluded by the bounds check it counts as excluded, otherwise as missing. Each contribution is
- * clamped to [0, bound], bound = capacity x interval; the sensitivity Delta is the largest bound
- * in the group (at least 1 Wh), and the total gets discrete Laplace noise of scale Delta/epsilon.
+ * A household can contribute when its in-bounds readings cover the whole interval; with any reading
+ * excluded by the bounds check it counts as excluded, otherwise as missing (these counts stay in the
+ * TRE). Each contribution is clamped to [0, bound], bound = capacity x interval; the sensitivity
+ * Delta is the largest bound of any member of the group (at least 1 Wh), whoever contributes, and
+ * the total gets discrete Laplace noise of scale Delta/epsilon.
  */
 import type { WindowReadings } from '../ingest/reading-store.js';
 import { noiseBound, type RandomSource, sampleDiscreteLaplace } from './discrete-laplace.js';
@@ -17,7 +18,8 @@ export interface Member {
 }
 
 export interface Contributions {
-  included: string[];
+  /** Members whose reading can be used, with their clamped contribution. */
+  included: { meterId: string; wh: number }[];
   excluded: number;
   missing: number;
   totalWh: number;
@@ -32,7 +34,7 @@ export function contributions(
 ): Contributions {
   let totalWh = 0;
   let deltaWh = 1;
-  const included: string[] = [];
+  const included: { meterId: string; wh: number }[] = [];
   let excluded = 0;
   for (const { meterId, boundWh } of members) {
     deltaWh = Math.max(deltaWh, boundWh);
@@ -40,8 +42,9 @@ export function contributions(
     if (!r) continue;
     if (r.excluded > 0) excluded++;
     else if (r.coveredMinutes >= intervalMinutes) {
-      included.push(meterId);
-      totalWh += Math.min(Math.max(r.wh, 0), boundWh);
+      const wh = Math.min(Math.max(r.wh, 0), boundWh);
+      included.push({ meterId, wh });
+      totalWh += wh;
     }
   }
   return { included, excluded, missing: members.length - included.length - excluded, totalWh, deltaWh };

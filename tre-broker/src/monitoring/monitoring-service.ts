@@ -3,9 +3,12 @@
  * interval one noisy total to the DNO, charged to each included household's daily budget.
  *
  * Release: each `releaseMinutes` interval (default 30) is released `releaseDelayMs` (default 5 min)
- * after it ends; the arithmetic is `contributions` and `aggregate` (aggregate.ts), the group rules
- * `checkGroups` (group-rules.ts), the budget `PrivacyBudget`. Each (group, interval) is released at
- * most once, recorded durably, so a restart never releases twice.
+ * after it ends, for every group, always in the same shape (a noised total and its noise
+ * parameters): the arithmetic is `contributions` and `aggregate` (aggregate.ts), the group rules
+ * `checkGroups` (group-rules.ts), the budget `PrivacyBudget` (a household without budget left
+ * leaves the release, uncharged). Counts of included, excluded, missing or budget-exhausted
+ * households never leave the TRE (they are kept as totals in `stats`). Each (group, interval) is
+ * released at most once, recorded durably, so a restart never releases twice.
  */
 import {
   type Aggregate,
@@ -16,7 +19,6 @@ import {
   PROTOCOL_VERSION,
   type TimerHandle,
   topics,
-  type WithheldAggregate,
 } from '@tre/protocol';
 import {
   type HandlerResult,
@@ -41,6 +43,9 @@ export interface MonitoringOptions {
   epsilon?: [number, number];
   /** Per household per UTC day (default 100). */
   dailyBudget?: number;
+  /** Per household over any `rollingDays` consecutive UTC days (default 1,500 over 30 days). */
+  rollingBudget?: number;
+  rollingDays?: number;
   releaseMinutes?: 15 | 30;
   releaseDelayMs?: number;
   random?: RandomSource;
@@ -65,7 +70,8 @@ export class MonitoringService {
   private readonly delayMs: number;
   private timer: TimerHandle | undefined;
   private lastReleased = 0;
-  readonly stats = { released: 0, withheld: 0 };
+  /** Totals over all releases (operator statistics; never sent to a DNO). */
+  readonly stats = { released: 0, contributions: 0, excluded: 0, missing: 0, outOfBudget: 0 };
 
   constructor(
     private readonly deps: MonitoringDeps,
@@ -141,7 +147,7 @@ export class MonitoringService {
     const { store, groups, budget, readings, registry } = this.deps;
     const minutes = this.releaseMs / 60_000;
     const [p, q] = this.epsilon;
-    const message = await store.commit((): Aggregate | WithheldAggregate | undefined => {
+    const message = await store.commit((): Aggregate | undefined => {
       if (groups.released(group, start)) return undefined;
       const members = group.meters.map((meterId) => ({
         meterId,
@@ -152,38 +158,33 @@ export class MonitoringService {
         readings.windowOf(group.meters, start, start + this.releaseMs),
         minutes,
       );
-      const base = {
+      const charged = new Set(
+        budget.charge(
+          counted.included.map((c) => c.meterId),
+          utcDay(start),
+          Math.round((p * 1_000_000) / q),
+        ),
+      );
+      const totalWh = counted.included.reduce((sum, c) => (charged.has(c.meterId) ? sum + c.wh : sum), 0);
+      const noised = aggregate(totalWh, counted.deltaWh, this.epsilon, this.options.random);
+      groups.recordRelease(group, start, 'released');
+      this.stats.contributions += charged.size;
+      this.stats.excluded += counted.excluded;
+      this.stats.missing += counted.missing;
+      this.stats.outOfBudget += counted.included.length - charged.size;
+      return {
         v: PROTOCOL_VERSION,
         groupId: group.groupId,
         intervalStart: new Date(start).toISOString(),
         intervalMinutes: minutes as 15 | 30,
+        noisyTotalWh: noised.noisyTotalWh,
+        epsilon: `${p}/${q}`,
+        noiseScaleWh: noised.noiseScaleWh,
+        bound95Wh: noised.bound95Wh,
       };
-      let outcome: Aggregate | WithheldAggregate;
-      if (counted.included.length === 0) {
-        outcome = { ...base, withheld: 'NO_READINGS', households: 0 };
-      } else {
-        const charge = budget.charge(counted.included, utcDay(start), Math.round((p * 1_000_000) / q));
-        if (!charge.charged) outcome = { ...base, withheld: 'PRIVACY_BUDGET', households: charge.blocked };
-        else {
-          const noised = aggregate(counted.totalWh, counted.deltaWh, this.epsilon, this.options.random);
-          outcome = {
-            ...base,
-            noisyTotalWh: noised.noisyTotalWh,
-            included: counted.included.length,
-            excluded: counted.excluded,
-            missing: counted.missing,
-            epsilon: `${p}/${q}`,
-            noiseScaleWh: noised.noiseScaleWh,
-            bound95Wh: noised.bound95Wh,
-          };
-        }
-      }
-      groups.recordRelease(group, start, 'withheld' in outcome ? outcome.withheld : 'released');
-      return outcome;
     });
     if (!message) return;
-    if ('withheld' in message) this.stats.withheld++;
-    else this.stats.released++;
+    this.stats.released++;
     await this.deps.outbound.publish(topics.aggregate(group.dnoId, group.groupId), JSON.stringify(message));
   }
 

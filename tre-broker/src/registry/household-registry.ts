@@ -1,21 +1,18 @@
 /**
  * The household registry: which meters exist, their supplier, DNO, installed capacity and billing
- * account. Written by the regulator (signed-in over MQTT, or `tre registry` on the TRE box).
- * Lookups go to SQLite every time (microseconds), so changes made by the CLI apply at once.
+ * account. Written by the regulator: over MQTT as a regulator-signed update (JWS, `registryUpdate`),
+ * accepted only when its `issuedAt` is newer than the last one accepted (`registry_updates`), so an
+ * older update can never be replayed over a newer one; or offline with `tre registry` on the TRE
+ * box. Lookups go to SQLite every time (microseconds), so changes made by the CLI apply at once.
  */
-import {
-  decodePayload,
-  type Household,
-  householdSchema,
-  MAX_BULK_PAYLOAD_BYTES,
-  registryRequestSchema,
-} from '@tre/protocol';
+import { type Household, householdSchema, MAX_BULK_PAYLOAD_BYTES, registryUpdateSchema } from '@tre/protocol';
 import {
   type HandlerResult,
   type InboundMessage,
   type MessageRouter,
-  refusalOf,
+  refusal,
 } from '../broker/message-router.js';
+import { verifySignedRequest } from '../broker/signed-request.js';
 import { type Db, Store } from '../store/store.js';
 
 export class RegistryError extends Error {
@@ -44,6 +41,10 @@ export class HouseholdRegistry {
        CREATE INDEX households_dno ON households (dno_id);
        CREATE INDEX households_supplier ON households (supplier_id);`,
     );
+    store.migrate(
+      'registry-2',
+      'CREATE TABLE registry_updates (id INTEGER PRIMARY KEY CHECK (id = 1), issued_at TEXT NOT NULL);',
+    );
   }
 
   /** Serves the regulator's `registry` topic. */
@@ -52,10 +53,36 @@ export class HouseholdRegistry {
   }
 
   private async handle(msg: InboundMessage): Promise<HandlerResult> {
-    const decoded = decodePayload(msg.payload, registryRequestSchema, MAX_BULK_PAYLOAD_BYTES);
-    if (!decoded.ok) return refusalOf(decoded);
-    const n = await this.upsert(decoded.value.households);
-    return { status: 'accepted', requestId: decoded.value.requestId, message: `${n} households registered` };
+    const signed = await verifySignedRequest(
+      msg,
+      'registryUpdate',
+      registryUpdateSchema,
+      undefined,
+      MAX_BULK_PAYLOAD_BYTES,
+    );
+    if (!signed.ok) return signed.refusal;
+    const { households, issuedAt } = signed.content;
+    const outcome = await this.store.commit((db) => {
+      const last = db.prepare('SELECT issued_at FROM registry_updates WHERE id = 1').get() as
+        | { issued_at: string }
+        | undefined;
+      if (last && Date.parse(issuedAt) <= Date.parse(last.issued_at)) return { stale: last.issued_at };
+      db.prepare(
+        'INSERT INTO registry_updates (id, issued_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET issued_at = excluded.issued_at',
+      ).run(issuedAt);
+      return { registered: upsertAll(db, households) };
+    });
+    if ('stale' in outcome)
+      return refusal(
+        signed.requestId,
+        'REPLAYED',
+        `a registry update issued at ${outcome.stale} was accepted; sign this one with a later issuedAt`,
+      );
+    return {
+      status: 'accepted',
+      requestId: signed.requestId,
+      message: `${outcome.registered} households registered`,
+    };
   }
 
   get(meterId: string): Household | undefined {

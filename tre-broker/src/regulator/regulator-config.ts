@@ -1,25 +1,56 @@
 /**
- * The regulator's signed configuration (`regulator/{r}/config`): today the minimum billing period.
- * Kept in `regulator_config`; read by billing through `minPeriod()`.
+ * The regulator's signed configuration (`regulator/{r}/config`): the minimum billing period and the
+ * tariff-shape rules (defaults when it signs none). Kept in `regulator_config`; a configuration is
+ * accepted only when its `issuedAt` is newer than the one in force, so an older signed one can
+ * never be replayed over it. Read by billing through `minPeriod()` and `tariffRules()`.
  */
-import { type PeriodLength, regulatorConfigSchema } from '@tre/protocol';
-import type { HandlerResult, InboundMessage, MessageRouter } from '../broker/message-router.js';
+import {
+  DEFAULT_TARIFF_RULES,
+  type PeriodLength,
+  regulatorConfigSchema,
+  type TariffRules,
+  tariffRulesSchema,
+} from '@tre/protocol';
+import {
+  type HandlerResult,
+  type InboundMessage,
+  type MessageRouter,
+  refusal,
+} from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
 import type { Store } from '../store/store.js';
 
 const SCHEMA = `CREATE TABLE IF NOT EXISTS regulator_config (id INTEGER PRIMARY KEY CHECK (id = 1), min_unit TEXT NOT NULL,
   min_count INTEGER NOT NULL, issued_at TEXT NOT NULL);`;
 
+export interface RegulatorDefaults {
+  /** Until the regulator signs another (default one month). */
+  minPeriod?: PeriodLength;
+  /** Until the regulator signs others (default DEFAULT_TARIFF_RULES). */
+  tariffRules?: TariffRules;
+}
+
+interface Row {
+  min_unit: PeriodLength['unit'];
+  min_count: number;
+  issued_at: string;
+  tariff_rules: string | null;
+}
+
 export class RegulatorConfig {
   private constructor(
     private readonly store: Store,
-    private readonly defaultMinPeriod: PeriodLength,
+    private readonly defaults: Required<RegulatorDefaults>,
   ) {}
 
-  /** `defaultMinPeriod` holds until the regulator signs another (default one month). */
-  static open(store: Store, defaultMinPeriod: PeriodLength = { unit: 'month', count: 1 }): RegulatorConfig {
+  static open(store: Store, defaults: RegulatorDefaults = {}): RegulatorConfig {
     store.migrate('regulator-config-1', SCHEMA);
-    return new RegulatorConfig(store, defaultMinPeriod);
+    store.migrate('regulator-config-2', 'ALTER TABLE regulator_config ADD COLUMN tariff_rules TEXT;');
+    store.migrate('regulator-config-3', 'ALTER TABLE regulator_config ADD COLUMN issued_by TEXT;');
+    return new RegulatorConfig(store, {
+      minPeriod: defaults.minPeriod ?? { unit: 'month', count: 1 },
+      tariffRules: defaults.tariffRules ?? DEFAULT_TARIFF_RULES,
+    });
   }
 
   /** Serves the regulator's `config` topic. */
@@ -27,24 +58,58 @@ export class RegulatorConfig {
     router.on('config', (m) => this.handle(m));
   }
 
+  private row(): Row | undefined {
+    return this.store
+      .statement('SELECT min_unit, min_count, issued_at, tariff_rules FROM regulator_config WHERE id = 1')
+      .get() as Row | undefined;
+  }
+
   minPeriod(): PeriodLength {
-    const row = this.store.statement('SELECT min_unit, min_count FROM regulator_config WHERE id = 1').get() as
-      | { min_unit: 'day' | 'month'; min_count: number }
+    const row = this.row();
+    return row ? { unit: row.min_unit, count: row.min_count } : this.defaults.minPeriod;
+  }
+
+  /** The regulator whose configuration is in force (it gets the TRE's bounds-check alerts). */
+  regulatorId(): string | undefined {
+    const row = this.store.statement('SELECT issued_by FROM regulator_config WHERE id = 1').get() as
+      | { issued_by: string | null }
       | undefined;
-    return row ? { unit: row.min_unit, count: row.min_count } : this.defaultMinPeriod;
+    return row?.issued_by ?? undefined;
+  }
+
+  tariffRules(): TariffRules {
+    const rules = this.row()?.tariff_rules;
+    return rules ? tariffRulesSchema.parse(JSON.parse(rules)) : this.defaults.tariffRules;
   }
 
   private async handle(msg: InboundMessage): Promise<HandlerResult> {
     const signed = await verifySignedRequest(msg, 'regulatorConfig', regulatorConfigSchema);
     if (!signed.ok) return signed.refusal;
-    const { unit, count } = signed.content.minBillingPeriod;
-    await this.store.commit(() =>
+    const { minBillingPeriod, tariffRules, issuedAt } = signed.content;
+    const stored = await this.store.commit(() => {
+      const inForce = this.row()?.issued_at;
+      if (inForce !== undefined && Date.parse(issuedAt) <= Date.parse(inForce)) return inForce;
       this.store
         .statement(
-          'INSERT INTO regulator_config (id, min_unit, min_count, issued_at) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET min_unit = excluded.min_unit, min_count = excluded.min_count, issued_at = excluded.issued_at',
+          `INSERT INTO regulator_config (id, min_unit, min_count, issued_at, tariff_rules, issued_by) VALUES (1, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET min_unit = excluded.min_unit, min_count = excluded.min_count,
+             issued_at = excluded.issued_at, tariff_rules = excluded.tariff_rules, issued_by = excluded.issued_by`,
         )
-        .run(unit, count, signed.content.issuedAt),
-    );
+        .run(
+          minBillingPeriod.unit,
+          minBillingPeriod.count,
+          issuedAt,
+          tariffRules ? JSON.stringify(tariffRules) : null,
+          msg.from.id,
+        );
+      return undefined;
+    });
+    if (stored !== undefined)
+      return refusal(
+        signed.requestId,
+        'REPLAYED',
+        `a configuration issued at ${stored} is in force; sign one with a later issuedAt`,
+      );
     return { status: 'accepted', requestId: signed.requestId };
   }
 }

@@ -19,6 +19,8 @@ export interface Published {
   topic: string;
   payload: string;
   retain: boolean;
+  /** The TRE clock when it was published. */
+  at: number;
 }
 
 /** `durable`: a real SQLite file in a temp dir; otherwise in memory (fast, for property tests). */
@@ -28,7 +30,7 @@ export function flowContext(startMs: number, opts: { durable?: boolean } = {}) {
   const published: Published[] = [];
   const outbound = {
     async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}) {
-      published.push({ topic, payload: payload.toString(), retain: !!opts.retain });
+      published.push({ topic, payload: payload.toString(), retain: !!opts.retain, at: ctx.clock.now() });
     },
   };
   const log = createLogger({ level: 'silent' });
