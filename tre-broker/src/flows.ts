@@ -3,8 +3,6 @@
  * service given what it uses, nothing started. `startTre` wires them behind the broker; tests and
  * benchmarks wire them behind an in-memory outbound.
  */
-import type { KeyObject } from 'node:crypto';
-import type { Clock } from '@tre/protocol';
 import { type BillingOptions, BillingService } from './billing/billing-service.js';
 import { EnergyLines } from './billing/energy-lines.js';
 import { migrateLedger } from './billing/ledger.js';
@@ -12,34 +10,20 @@ import { PeriodBook } from './billing/period-book.js';
 import { StatementBook } from './billing/statement-book.js';
 import { TariffBook } from './billing/tariff-book.js';
 import { TariffService } from './billing/tariff-service.js';
-import type { MessageRouter, Outbound } from './broker/message-router.js';
 import {
   type DemandResponseOptions,
   DemandResponseService,
 } from './demand-response/demand-response-service.js';
 import { DrBook } from './demand-response/dr-book.js';
+import type { FlowBase } from './flow-base.js';
 import { ReadingIngest } from './ingest/reading-ingest.js';
 import { ReadingStore } from './ingest/reading-store.js';
-import type { Logger } from './log.js';
 import { GroupBook } from './monitoring/group-book.js';
 import { type MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
 import { PrivacyBudget, toMicro } from './monitoring/privacy-budget.js';
-import type { HouseholdRegistry } from './registry/household-registry.js';
 import { RegulatorConfig } from './regulator/regulator-config.js';
-import type { Store } from './store/store.js';
 
-/** What every flow is built from. */
-export interface FlowBase {
-  store: Store;
-  registry: HouseholdRegistry;
-  router: MessageRouter;
-  /** Publishes from the TRE (broadcasts, provider topics); inbox replies go through `router.reply`. */
-  outbound: Outbound;
-  clock: Clock;
-  log: Logger;
-  /** The TRE's signing key (its TLS key): signs broadcasts, statements, bills, DR outcomes. */
-  signingKey: KeyObject;
-}
+export type { FlowBase };
 
 export interface FlowOptions {
   monitoring?: MonitoringOptions;

@@ -12,12 +12,10 @@
  *  - households get their running bill, TRE-signed, on their inbox (at most every `billEveryMs`).
  */
 
-import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import {
   type Bill,
   billingPeriodRequestSchema,
-  type Clock,
   decodePayload,
   type HouseholdStatement,
   PendingTimers,
@@ -29,19 +27,10 @@ import {
   type TariffRules,
   topics,
 } from '@tre/protocol';
-import {
-  type HandlerResult,
-  type InboundMessage,
-  type MessageRouter,
-  type Outbound,
-  refusal,
-  refusalOf,
-} from '../broker/message-router.js';
+import { type HandlerResult, type InboundMessage, refusal, refusalOf } from '../broker/message-router.js';
+import type { FlowBase } from '../flow-base.js';
 import type { ReadingIngest } from '../ingest/reading-ingest.js';
-import type { Logger } from '../log.js';
-import type { HouseholdRegistry } from '../registry/household-registry.js';
 import type { RegulatorConfig } from '../regulator/regulator-config.js';
-import type { Store } from '../store/store.js';
 import type { EnergyLines } from './energy-lines.js';
 import { closeLines, openTotal, roundHalfEven } from './ledger.js';
 import type { PeriodBook } from './period-book.js';
@@ -62,20 +51,14 @@ export interface BillingOptions {
   statementGraceMs?: number;
 }
 
-export interface BillingDeps {
-  store: Store;
+export interface BillingDeps
+  extends Pick<FlowBase, 'store' | 'registry' | 'router' | 'outbound' | 'clock' | 'log' | 'signingKey'> {
   periods: PeriodBook;
   statements: StatementBook;
   tariffs: TariffBook;
   energyLines: EnergyLines;
   regulatorConfig: RegulatorConfig;
   ingest: ReadingIngest;
-  registry: HouseholdRegistry;
-  router: MessageRouter;
-  outbound: Outbound;
-  clock: Clock;
-  log: Logger;
-  signingKey: KeyObject;
 }
 
 export class BillingService {

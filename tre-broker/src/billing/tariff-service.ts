@@ -5,33 +5,20 @@
  * (retained) for the households' agents to verify. The receipt says accepted or why not, nothing
  * about any household.
  */
-import type { KeyObject } from 'node:crypto';
-import { type Clock, PROTOCOL_VERSION, signContent, tariffSchema, topics } from '@tre/protocol';
-import {
-  type HandlerResult,
-  type InboundMessage,
-  type MessageRouter,
-  type Outbound,
-  refusal,
-} from '../broker/message-router.js';
+import { PROTOCOL_VERSION, signContent, tariffSchema, topics } from '@tre/protocol';
+import { type HandlerResult, type InboundMessage, refusal } from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
-import type { Logger } from '../log.js';
+import type { FlowBase } from '../flow-base.js';
 import type { RegulatorConfig } from '../regulator/regulator-config.js';
-import type { Store } from '../store/store.js';
 import type { TariffBook } from './tariff-book.js';
 import { checkTariffShape, RATIO_WINDOW_MS } from './tariff-rules.js';
 
-export interface TariffDeps {
-  store: Store;
+export interface TariffDeps
+  extends Pick<FlowBase, 'store' | 'router' | 'outbound' | 'clock' | 'log' | 'signingKey'> {
   tariffs: TariffBook;
   regulatorConfig: Pick<RegulatorConfig, 'tariffRules'>;
   /** Start of the supplier's open billing period (a tariff may not start before it). */
   openPeriodStart: (supplierId: string) => number | undefined;
-  router: MessageRouter;
-  outbound: Outbound;
-  clock: Clock;
-  log: Logger;
-  signingKey: KeyObject;
 }
 
 export class TariffService {

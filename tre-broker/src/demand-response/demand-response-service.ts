@@ -18,11 +18,9 @@
  * any history, its installed capacity x window length.
  * The rules are pure: admission.ts (named checks), settlement.ts, baseline.ts; the rows dr-book.ts.
  */
-import type { KeyObject } from 'node:crypto';
 import {
   acceptanceSchema,
   bidSchema,
-  type Clock,
   type DrAnnouncement,
   type DrOutcome,
   decodePayload,
@@ -34,19 +32,10 @@ import {
   topics,
 } from '@tre/protocol';
 import { postCredit, postReversal } from '../billing/ledger.js';
-import {
-  type HandlerResult,
-  type InboundMessage,
-  type MessageRouter,
-  type Outbound,
-  refusal,
-  refusalOf,
-} from '../broker/message-router.js';
+import { type HandlerResult, type InboundMessage, refusal, refusalOf } from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
+import type { FlowBase } from '../flow-base.js';
 import type { ReadingStore } from '../ingest/reading-store.js';
-import type { Logger } from '../log.js';
-import type { HouseholdRegistry } from '../registry/household-registry.js';
-import type { Store } from '../store/store.js';
 import { acceptanceChecks, admit, bidChecks, eventChecks } from './admission.js';
 import { baselineWh, type EnergyIn, measuredWh } from './baseline.js';
 import type { DrBook } from './dr-book.js';
@@ -63,18 +52,12 @@ export interface DemandResponseOptions {
   deliveryThresholdMilli?: number;
 }
 
-export interface DemandResponseDeps {
-  store: Store;
+export interface DemandResponseDeps
+  extends Pick<FlowBase, 'store' | 'registry' | 'router' | 'outbound' | 'clock' | 'log' | 'signingKey'> {
   dr: DrBook;
   readings: ReadingStore;
-  registry: HouseholdRegistry;
   /** The members of a DNO group, for targeted events (from the monitoring flow). */
   groupMembers: (dnoId: string, groupId: string) => string[] | undefined;
-  router: MessageRouter;
-  outbound: Outbound;
-  clock: Clock;
-  log: Logger;
-  signingKey: KeyObject;
 }
 
 export class DemandResponseService {
@@ -256,7 +239,8 @@ export class DemandResponseService {
       live,
       now: this.deps.clock.now(),
     });
-    if (rejected || !event) return refusal(requestId, rejected!.reason, rejected!.message);
+    if (rejected) return refusal(requestId, rejected.reason, rejected.message);
+    if (!event) throw new Error('acceptance admitted without its event'); // the checks require it
     const chosen = new Set(accepted);
     const windowStart = Date.parse(event.windowStart);
     const recorded = await store.commit((db) => {

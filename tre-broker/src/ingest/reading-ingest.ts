@@ -17,24 +17,10 @@
  * `judgeReading` (reading-rules.ts); the rows live in the reading store (reading-store.ts).
  */
 import { createHash } from 'node:crypto';
-import {
-  type Alert,
-  type Clock,
-  decodePayload,
-  PROTOCOL_VERSION,
-  type Reading,
-  readingSchema,
-} from '@tre/protocol';
-import {
-  type HandlerResult,
-  type InboundMessage,
-  type MessageRouter,
-  refusal,
-  refusalOf,
-} from '../broker/message-router.js';
-import type { Logger } from '../log.js';
-import type { HouseholdRegistry } from '../registry/household-registry.js';
-import { type Db, type Store, StoreError } from '../store/store.js';
+import { type Alert, decodePayload, PROTOCOL_VERSION, type Reading, readingSchema } from '@tre/protocol';
+import { type HandlerResult, type InboundMessage, refusal, refusalOf } from '../broker/message-router.js';
+import type { FlowBase } from '../flow-base.js';
+import { type Db, StoreError } from '../store/store.js';
 import { judgeReading } from './reading-rules.js';
 import type { ReadingStore } from './reading-store.js';
 
@@ -56,13 +42,8 @@ type Outcome =
   | { kind: 'conflict' }
   | { kind: 'excluded'; why: string; alert: Alert['kind'] };
 
-export interface ReadingIngestDeps {
-  store: Store;
+export interface ReadingIngestDeps extends Pick<FlowBase, 'store' | 'registry' | 'router' | 'clock' | 'log'> {
   readings: ReadingStore;
-  registry: HouseholdRegistry;
-  router: MessageRouter;
-  clock: Clock;
-  log: Logger;
   /** The regulator that gets a copy of each alert, if one has configured this TRE. */
   regulatorId: () => string | undefined;
 }

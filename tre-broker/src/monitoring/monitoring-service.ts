@@ -12,7 +12,6 @@
  */
 import {
   type Aggregate,
-  type Clock,
   decodePayload,
   groupsRequestSchema,
   MAX_BULK_PAYLOAD_BYTES,
@@ -20,17 +19,9 @@ import {
   type TimerHandle,
   topics,
 } from '@tre/protocol';
-import {
-  type HandlerResult,
-  type InboundMessage,
-  type MessageRouter,
-  type Outbound,
-  refusalOf,
-} from '../broker/message-router.js';
+import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
+import type { FlowBase } from '../flow-base.js';
 import type { ReadingStore } from '../ingest/reading-store.js';
-import type { Logger } from '../log.js';
-import type { HouseholdRegistry } from '../registry/household-registry.js';
-import type { Store } from '../store/store.js';
 import { aggregate, contributions } from './aggregate.js';
 import type { RandomSource } from './discrete-laplace.js';
 import type { Group, GroupBook } from './group-book.js';
@@ -51,16 +42,11 @@ export interface MonitoringOptions {
   random?: RandomSource;
 }
 
-export interface MonitoringDeps {
-  store: Store;
+export interface MonitoringDeps
+  extends Pick<FlowBase, 'store' | 'registry' | 'router' | 'outbound' | 'clock' | 'log'> {
   groups: GroupBook;
   budget: PrivacyBudget;
   readings: ReadingStore;
-  registry: HouseholdRegistry;
-  router: MessageRouter;
-  outbound: Outbound;
-  clock: Clock;
-  log: Logger;
 }
 
 export class MonitoringService {

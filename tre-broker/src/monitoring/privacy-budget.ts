@@ -94,9 +94,11 @@ export class PrivacyBudget {
     const spentOn = new Map(rows.map((r) => [r.day, r.spent_micro]));
     const at = (k: number) => spentOn.get(utcDay(t + k * DAY)) ?? 0;
     if (at(0) + micro > this.dailyMicro) return false;
+    // The n windows ending at day 0 .. n-1, slid one day at a time.
+    let window = micro;
+    for (let k = -n + 1; k <= 0; k++) window += at(k);
     for (let end = 0; end < n; end++) {
-      let window = micro;
-      for (let k = end - n + 1; k <= end; k++) window += at(k);
+      if (end > 0) window += at(end) - at(end - n);
       if (window > this.rollingMicro) return false;
     }
     return true;
