@@ -80,8 +80,14 @@ describe('IEC 62056-21 mode C', () => {
         // would wait a whole pollMs for the next exchange.
         timeouts: { identificationMs: 15_000, blockMs: 15_000 },
       });
-      const readout = new Promise<{ importWh: number; exportWh: number; meterId?: string }>((resolve) =>
-        reader.once('readout', resolve),
+      // A rejected first exchange fails at once with its reason (the retry would be a poll away).
+      const readout = new Promise<{ importWh: number; exportWh: number; meterId?: string }>(
+        (resolve, reject) => {
+          reader.once('readout', resolve);
+          reader.once('rejected', (reason, detail) =>
+            reject(new Error(`first exchange rejected: ${reason} ${detail ?? ''}`)),
+          );
+        },
       );
       reader.start();
       expect(await readout).toMatchObject({ importWh: 1_234_567, exportWh: 10_000, meterId: '12345678' });

@@ -21,6 +21,8 @@ while True:
         os.write(master, b'/ISK5ME382-1000\r\n')
     elif pending.startswith(b'\x06') and b'\r\n' in pending:
         pending = b''
-        time.sleep(0.05)  # the meter switches to 9600 baud
+        # The meter switches to 9600 baud and answers after its reaction time (IEC 62056-21:
+        # 200 ms to 1.5 s), so the reader has switched too: its baud change may discard input.
+        time.sleep(0.3)
         os.write(master, blocks[min(served, len(blocks) - 1)])
         served += 1
