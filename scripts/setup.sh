@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 purpose="${1:-test}"
 # Runtime of the TRE and the agents: tpm2-tss for the TPM, swtpm as the laptop/CI TPM,
-# a C++ toolchain because better-sqlite3 compiles from source when no prebuilt binary can be fetched.
+# a C++ toolchain because better-sqlite3-multiple-ciphers (the encrypted store) compiles from source when no prebuilt binary can be fetched.
 packages=(libtss2-dev swtpm swtpm-tools tpm2-tools build-essential python3)
 case "$purpose" in
   demo) ;;

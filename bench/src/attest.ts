@@ -16,8 +16,7 @@ import {
   attestationPolicyFor,
   CertificateAuthority,
   endorseAk,
-  measuredContent,
-  measureTre,
+  Measurement,
 } from '@tre/tre-broker';
 import type { BenchResult } from './report.js';
 import { percentile } from './report.js';
@@ -29,16 +28,15 @@ export async function runAttest(
   const dir = await mkdtemp(join(tmpdir(), 'bench-attest-'));
   const swtpm = await startSwtpm();
   try {
-    const { ca } = await CertificateAuthority.init(join(dir, 'pki'));
+    const { ca } = await CertificateAuthority.initForDevelopment(join(dir, 'pki'));
     const root = new X509Certificate(await readFile(join(dir, 'pki', 'ca.crt')));
     const treCert = new X509Certificate(await readFile(join(dir, 'pki', 'tre.crt')));
     const tpm = Tpm.open({ tcti: swtpm.tcti, keystoreDir: join(dir, 'tpm') });
-    for (const m of measuredContent({ bench: true }))
-      tpm.pcrExtend(APPLICATION_PCR, Buffer.from(m.contentDigest, 'hex'), m.description);
+    const { events } = Measurement.take(tpm, { bench: true });
     const akCertificate = await endorseAk(tpm, ca, 'tre', { allowUncertifiedEk: true });
-    const events = measureTre({ bench: true });
     const policy = attestationPolicyFor({ bench: true }, { policyId: 'bench' });
     const keyHash = tlsKeyHash(treCert);
+    const regulatorCrl = await readFile(ca.paths.crl, 'utf8');
 
     progress('quote latency');
     const latencies: number[] = [];
@@ -77,6 +75,7 @@ export async function runAttest(
             nonce,
             evidence,
             regulatorRoot: root,
+            regulatorCrl,
             treCertificate: treCert,
             policy,
             now: new Date(),

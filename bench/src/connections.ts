@@ -115,7 +115,7 @@ export async function runConnections(
   const dir = await mkdtemp(join(tmpdir(), 'bench-conn-'));
   try {
     const pki = join(dir, 'pki');
-    const { tre } = await CertificateAuthority.init(pki);
+    const { tre } = await CertificateAuthority.initForDevelopment(pki);
     progress(`issuing ${opts.sessions} meter certificates`);
     const { keyPem, certs } = await meterCertificates(pki, opts.sessions);
     await registerHouseholds(

@@ -7,7 +7,7 @@
  * implementation pays, i.e. reading the same bids and serialising them (release), and marking the
  * accepted bids in one transaction (acceptance), without anonymity, credits or signatures.
  */
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +31,7 @@ export async function runDrRound(
     const dir = await mkdtemp(join(tmpdir(), 'bench-dr-'));
     try {
       const t0 = Date.UTC(2026, 6, 1, 8);
-      const store = Store.openIn(dir);
+      const store = Store.openIn(dir, { dataKey: randomBytes(32) }); // encrypted at rest, as in the TRE
       let published = 0;
       let lastPayloadBytes = 0;
       let lastReceipt = '';

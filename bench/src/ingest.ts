@@ -4,11 +4,17 @@
  * relaying the same stream to one subscriber (in memory, no persistence). The TRE commits every
  * reading to SQLite (WAL, synchronous=FULL, group commit) before its PUBACK.
  */
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { topics } from '@tre/protocol';
-import { CertificateAuthority, ReadingStore, registerHouseholds, Store } from '@tre/tre-broker';
+import {
+  CertificateAuthority,
+  developmentDataKeyFile,
+  ReadingStore,
+  registerHouseholds,
+  Store,
+} from '@tre/tre-broker';
 import type { MqttClient } from 'mqtt';
 import { summariseProfile } from './cpu-profile.js';
 import { connect, freePort, type LoadResult, runLoad, spawnTre } from './load.js';
@@ -39,7 +45,7 @@ export async function runIngest(
   const dir = await mkdtemp(join(tmpdir(), 'bench-ingest-'));
   try {
     const pki = join(dir, 'pki');
-    const { ca, tre } = await CertificateAuthority.init(pki);
+    const { ca, tre } = await CertificateAuthority.initForDevelopment(pki);
     const files = [];
     progress(`issuing ${opts.meters} meter certificates`);
     for (let m = 0; m < opts.meters; m++) files.push(await ca.issue('meter', `b${m}`));
@@ -71,7 +77,9 @@ export async function runIngest(
     await treProcess.stop();
     const profileFile = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
     const profile = profileFile ? summariseProfile(join(profileDir, profileFile)) : [];
-    const check = Store.openIn(join(dir, 'data'));
+    // The TRE's store is encrypted; a development TRE (no TPM) keeps its key in the data directory.
+    const dataKey = await readFile(developmentDataKeyFile(join(dir, 'data')));
+    const check = Store.openIn(join(dir, 'data'), { dataKey });
     const committed = ReadingStore.open(check).countInBounds();
     check.close();
 

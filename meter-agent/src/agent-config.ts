@@ -7,6 +7,7 @@ import { dirname, resolve } from 'node:path';
 import { ID_PATTERN } from '@tre/protocol';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { crlBeside } from './tre-attestor.js';
 
 /** Where the installed agent's configuration lives (the CLI's `--config` default). */
 export const DEFAULT_CONFIG_PATH = '/etc/meter-agent/agent.yaml';
@@ -22,6 +23,8 @@ export const agentConfigSchema = z.strictObject({
       .array(z.string().regex(/^mqtts:\/\/[^/]+:\d+$/, 'an endpoint looks like mqtts://host:port'))
       .min(1),
     ca: z.string().min(1),
+    /** The regulator's CRL (PEM), re-read on every attestation; default `crl.pem` next to `ca`. */
+    crl: z.string().min(1).optional(),
     cert: z.string().min(1),
     key: z.string().min(1),
     /** The regulator-signed attestation whitelist (JWS). Attestation is mandatory. */
@@ -131,6 +134,7 @@ export function loadAgentConfig(path: string): AgentConfig {
     tre: {
       ...config.tre,
       ca: abs(config.tre.ca),
+      crl: config.tre.crl ? abs(config.tre.crl) : crlBeside(abs(config.tre.ca)),
       cert: abs(config.tre.cert),
       key: abs(config.tre.key),
       attestationPolicy: abs(config.tre.attestationPolicy),

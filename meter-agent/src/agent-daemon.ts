@@ -15,7 +15,7 @@ import { serveControl } from './control-socket.js';
 import { HouseholdAgent } from './household-agent.js';
 import { meterPortOf, openMeterReading } from './meter-reading.js';
 import { Outbox } from './outbox.js';
-import { loadAttestationPolicy, tpmQuoteAttestor } from './tre-attestor.js';
+import { crlBeside, loadAttestationPolicy, readRegulatorCrl, tpmQuoteAttestor } from './tre-attestor.js';
 import { TreLink } from './tre-link.js';
 
 export async function runAgent(
@@ -30,6 +30,9 @@ export async function runAgent(
     readFileSync(config.tre.attestationPolicy, 'utf8'),
     ca,
   );
+  // The regulator's CRL must be there at start; it is re-read on every attestation (updates apply).
+  const crlPath = config.tre.crl ?? crlBeside(config.tre.ca);
+  await readRegulatorCrl(crlPath);
   const policy: Policy | undefined = config.policy
     ? parsePolicy(readFileSync(config.policy, 'utf8'), config.policy)
     : undefined;
@@ -40,7 +43,12 @@ export async function runAgent(
     tls: { key: readFileSync(config.tre.key), cert: readFileSync(config.tre.cert), ca },
     outbox,
     clock,
-    attestor: tpmQuoteAttestor({ regulatorRootPem: ca, policy: attestationPolicy, clock }),
+    attestor: tpmQuoteAttestor({
+      regulatorRootPem: ca,
+      regulatorCrlPem: () => readRegulatorCrl(crlPath),
+      policy: attestationPolicy,
+      clock,
+    }),
     attestEveryMs: config.tre.attestEveryMinutes * 60_000,
   });
   const loads =

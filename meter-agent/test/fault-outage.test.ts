@@ -8,8 +8,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AcceleratedClock, signContent, topics } from '@tre/protocol';
-import { CertificateAuthority, registerHouseholds, Store } from '@tre/tre-broker';
+import { CertificateAuthority, registerHouseholds } from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
+import { developmentStore } from '../../tre-broker/test/support/flow-context.js';
 import { connectWith } from '../../tre-broker/test/support/tre-fixture.js';
 import { spawnTre } from '../../tre-broker/test/support/tre-process.js';
 import { Outbox } from '../src/outbox.js';
@@ -26,7 +27,7 @@ describe('TRE outage under load', () => {
     dir = await mkdtemp(join(tmpdir(), 'tre-outage-'));
     const pki = join(dir, 'pki');
     const data = join(dir, 'data');
-    const { ca } = await CertificateAuthority.init(pki);
+    const { ca } = await CertificateAuthority.initForDevelopment(pki);
     const meters = Array.from({ length: AGENTS }, (_, i) => `o${i}`);
     const files = await Promise.all(meters.map((m) => ca.issue('meter', m)));
     await registerHouseholds(
@@ -150,7 +151,7 @@ describe('TRE outage under load', () => {
     await Promise.all(links.map((l) => l.stop()));
     expect(await tre.stop()).toBe(0);
 
-    const after = Store.openIn(data);
+    const after = await developmentStore(data);
     const rows = after.db.prepare('SELECT meter_id, interval_start, effective_wh FROM readings').all() as {
       meter_id: string;
       interval_start: number;

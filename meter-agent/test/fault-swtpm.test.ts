@@ -67,7 +67,13 @@ describe('TPM killed', () => {
       tls: { key: await readFile(files.key), cert: await readFile(files.cert), ca },
       outbox: new Outbox(join(await mkdtemp(join(tmpdir(), 'holder-')), 'outbox.jsonl')),
       clock: systemClock,
-      attestor: tpmQuoteAttestor({ regulatorRootPem: ca, policy, clock: systemClock, timeoutMs: 5_000 }),
+      attestor: tpmQuoteAttestor({
+        regulatorRootPem: ca,
+        regulatorCrlPem: await readFile(join(fx.pkiDir, 'crl.pem'), 'utf8'),
+        policy,
+        clock: systemClock,
+        timeoutMs: 5_000,
+      }),
       backoff: { baseMs: 300, maxMs: 600 },
     });
     const states: string[] = [];

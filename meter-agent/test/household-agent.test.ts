@@ -19,7 +19,7 @@ const T0 = Date.UTC(2026, 3, 1, 12);
 
 async function setup() {
   const dir = await mkdtemp(join(tmpdir(), 'agent-'));
-  await CertificateAuthority.init(join(dir, 'pki'));
+  await CertificateAuthority.initForDevelopment(join(dir, 'pki'));
   const treKey = createPrivateKey(await readFile(join(dir, 'pki', 'tre.key')));
   const treCertificate = new X509Certificate(await readFile(join(dir, 'pki', 'tre.crt')));
   const sent: { key: string; topic: string; body: Record<string, unknown> }[] = [];
@@ -106,7 +106,7 @@ describe('household agent', () => {
 
   it('ignores content not signed by its TRE', async () => {
     const { agent, sent, deliver, dir } = await setup();
-    const other = await CertificateAuthority.init(join(dir, 'other'));
+    const other = await CertificateAuthority.initForDevelopment(join(dir, 'other'));
     const forgedKey = createPrivateKey(await readFile(join(dir, 'other', 'tre.key')));
     expect(other).toBeTruthy();
     await deliver(

@@ -6,8 +6,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock, systemClock, topics } from '@tre/protocol';
-import { CertificateAuthority, registerHouseholds, Store } from '@tre/tre-broker';
+import { CertificateAuthority, registerHouseholds } from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
+import { developmentStore } from '../../tre-broker/test/support/flow-context.js';
 import { spawnTre } from '../../tre-broker/test/support/tre-process.js';
 import { Outbox } from '../src/outbox.js';
 import { TreLink, trustWithoutAttestation } from '../src/tre-link.js';
@@ -50,7 +51,7 @@ describe('store and forward', () => {
     dirs.push(dir);
     const pki = join(dir, 'pki');
     const data = join(dir, 'data');
-    const { ca } = await CertificateAuthority.init(pki);
+    const { ca } = await CertificateAuthority.initForDevelopment(pki);
     const files = await ca.issue('meter', 'h1');
     await registerHouseholds(data, [
       { meterId: 'h1', supplierId: 's1', dnoId: 'd1', capacityW: 10_000, account: 'a1' },
@@ -99,7 +100,7 @@ describe('store and forward', () => {
     await link.stop();
     await tre.stop();
 
-    const after = Store.openIn(data);
+    const after = await developmentStore(data);
     const rows = after.db
       .prepare(
         "SELECT interval_start, effective_wh FROM readings WHERE meter_id = 'h1' ORDER BY interval_start",

@@ -51,7 +51,9 @@ async function agentWith(meterId: string, ca: Buffer, attestor: TreAttestor) {
 
 describe('trust before sending', () => {
   it('refuses a TRE whose certificate is not from the regulator root', async () => {
-    const rogue = await CertificateAuthority.init(join(await mkdtemp(join(tmpdir(), 'other-root-')), 'pki'));
+    const rogue = await CertificateAuthority.initForDevelopment(
+      join(await mkdtemp(join(tmpdir(), 'other-root-')), 'pki'),
+    );
     const otherRoot = await readFile(rogue.ca.paths.caCert);
     const attested: string[] = [];
     const r = await agentWith('t1', otherRoot, async () => {

@@ -1,8 +1,9 @@
 /**
  * Verifies a TRE's attestation evidence in pure TypeScript (runs on the meter agent; no TPM).
  * Checks run in this order and the verdict names the first that fails:
- *   ak-certificate  AK certificate chains to the regulator root, is valid now, is an AK
- *                   certificate (EKU tcg-kp-AIKCertificate) for the same TRE as the TLS certificate
+ *   ak-certificate  AK certificate chains to the regulator root, is not on the regulator's CRL
+ *                   (itself signed by the root), is valid now, is an AK certificate (EKU
+ *                   tcg-kp-AIKCertificate) for the same TRE as the TLS certificate
  *   signature       ECDSA P-256 / SHA-256 signature of TPMS_ATTEST with the AK
  *   attest          TPMS_ATTEST parses, magic TPM_GENERATED_VALUE, type TPM_ST_ATTEST_QUOTE
  *   quote-data      extraData = SHA-256(batch root || TLS key hash)
@@ -10,10 +11,13 @@
  *   tls-binding     the TLS key hash is that of the certificate of the connection we are on
  *   pcr-digest      the reported PCR values hash to the quoted PCR digest (SHA-256 bank)
  *   event-log       replaying the measurement log gives the quoted PCR values
- *   whitelist       required PCRs quoted, PCR values and every event digest on the regulator's list
+ *   whitelist       required PCRs quoted, PCR values and every event digest on the regulator's list;
+ *                   the refusal names every component that differs (`whitelistDifferences`)
  */
-import { createHash, verify, X509Certificate } from 'node:crypto';
-import type { AttestationPolicy, Evidence } from './attestation.js';
+import { createHash, verify, webcrypto, X509Certificate } from 'node:crypto';
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import type { AttestationPolicy, Evidence, MeasurementEvent } from './attestation.js';
 import { merkleRootFromProof, qualifyingData } from './merkle.js';
 import { parseQuoteAttest, TPM_ALG_SHA256, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE } from './tpms-attest.js';
 
@@ -41,6 +45,8 @@ export interface VerifyAttestationInput {
   nonce: Buffer;
   evidence: Evidence;
   regulatorRoot: X509Certificate;
+  /** The regulator's CRL (PEM, `pki/crl.pem`), signed by the regulator root. */
+  regulatorCrl: string;
   /** The TRE certificate presented on the connection the evidence arrived on. */
   treCertificate: X509Certificate;
   policy: AttestationPolicy;
@@ -77,6 +83,7 @@ async function runChecks({
   nonce,
   evidence,
   regulatorRoot,
+  regulatorCrl,
   treCertificate,
   policy,
   now,
@@ -93,6 +100,11 @@ async function runChecks({
   }
   if (!ak.verify(regulatorRoot.publicKey) || ak.issuer !== regulatorRoot.subject)
     fail('ak-certificate', 'the AK certificate is not issued by the regulator root');
+  const revoked = await revokedSerials(regulatorCrl, regulatorRoot);
+  if (typeof revoked === 'string') return fail('ak-certificate', revoked);
+  const serial = normaliseSerial(ak.serialNumber);
+  if (revoked.has(serial))
+    fail('ak-certificate', `the AK certificate is revoked by the regulator (serial ${serial})`);
   if (now < new Date(ak.validFrom) || now > new Date(ak.validTo))
     fail('ak-certificate', 'the AK certificate is not valid now');
   if (!(ak.keyUsage ?? []).includes(AK_CERTIFICATE_EKU))
@@ -159,14 +171,133 @@ async function runChecks({
   // whitelist
   for (const index of policy.requiredPcrs)
     if (pcrs[index] === undefined) fail('whitelist', `PCR ${index} is required but not quoted`);
+  const components = whitelistDifferences(policy, evidence.eventLog);
+  const logged = new Set(evidence.eventLog.map((e) => e.pcr));
+  const pcrDifferences: string[] = [];
   for (const [index, allowed] of Object.entries(policy.pcrValues)) {
     const value = pcrs[Number(index)];
-    if (value !== undefined && !allowed.includes(value))
-      fail('whitelist', `PCR ${index} has a value not on the regulator's whitelist`);
+    // A PCR the log replays is explained by the components that differ, when some do.
+    if (
+      value !== undefined &&
+      !allowed.includes(value) &&
+      !(components.length > 0 && logged.has(Number(index)))
+    )
+      pcrDifferences.push(`PCR ${index} has a value not on the regulator's whitelist`);
   }
-  const golden = new Set(policy.eventDigests.map((e) => e.digest));
-  for (const e of evidence.eventLog)
-    if (!golden.has(e.digest))
-      fail('whitelist', `measurement "${e.description}" is not on the regulator's whitelist`);
+  const differences = [...pcrDifferences, ...components];
+  if (differences.length > 0) fail('whitelist', listDifferences(differences));
   return pcrs;
+}
+
+/** Lower-case hex without leading zeros, as both X.509 libraries may print a serial differently. */
+function normaliseSerial(serial: string): string {
+  return serial.toLowerCase().replace(/^0+(?=.)/, '');
+}
+
+/** The last CRL checked: agents verify the same CRL on every attestation, and a batch many times. */
+let lastCrl: { key: string; result: Set<string> | string } | undefined;
+
+/**
+ * The serials on the regulator's CRL, or why the CRL cannot be used (it does not parse, is not
+ * issued or not signed by the regulator root).
+ */
+async function revokedSerials(pem: string, root: X509Certificate): Promise<Set<string> | string> {
+  const key = `${root.fingerprint256}\n${pem}`;
+  if (lastCrl?.key === key) return lastCrl.result;
+  const result = await checkCrl(pem, root);
+  lastCrl = { key, result };
+  return result;
+}
+
+async function checkCrl(pem: string, root: X509Certificate): Promise<Set<string> | string> {
+  if (typeof pem !== 'string' || pem.trim() === '')
+    return "no regulator's CRL was given to check the AK against";
+  let crl: x509.X509Crl;
+  try {
+    crl = new x509.X509Crl(pem);
+  } catch {
+    return "the regulator's CRL does not parse";
+  }
+  const issuer = new x509.X509Certificate(root.raw);
+  if (crl.issuer !== issuer.subject) return "the regulator's CRL is not issued by the regulator root";
+  const signed = await crl.verify({ publicKey: issuer }, webcrypto as unknown as Crypto).catch(() => false);
+  if (!signed) return "the regulator's CRL is not signed by the regulator root";
+  return new Set(crl.entries.map((e) => normaliseSerial(e.serialNumber)));
+}
+
+/**
+ * A component's kind and name without its version or value, to pair a logged component with the
+ * one the regulator whitelists: `config clockSpeed` (before `=`), `npm aedes` (before `@version`),
+ * `shared object libc.so` (file name without directory and `.so` version), `node binary`.
+ */
+function componentKey(description: string): string {
+  if (description.startsWith('config ')) {
+    const eq = description.indexOf('=');
+    return eq > 0 ? description.slice(0, eq) : description;
+  }
+  const npm = /^npm (@?[^@\s]+)@\S+/.exec(description);
+  if (npm) return `npm ${npm[1]}`;
+  const so = /^shared object (?:.*\/)?([^/]+?\.so)(?:\.[0-9][0-9.]*)?$/.exec(description);
+  if (so) return `shared object ${so[1]}`;
+  if (description.startsWith('node binary')) return 'node binary';
+  return description;
+}
+
+/**
+ * What differs between the TRE's measurement log and the regulator's whitelist, one readable line
+ * per component, in log order and then whitelist order; empty when every logged digest is
+ * whitelisted and every whitelisted component is in the log.
+ *   - a logged component whose digest is not whitelisted:
+ *       whitelisted under the same description     "<d> differs from the whitelisted release (changed file)"
+ *       whitelisted under the same kind and name   "<d> is not whitelisted (the regulator whitelists <w>)"
+ *       otherwise                                  "<d> is not on the regulator's whitelist (an extra component ...)"
+ *   - a whitelisted component the log has neither by digest, description, nor kind and name:
+ *                                                  "<w> is missing from the TRE's measurement"
+ */
+export function whitelistDifferences(
+  policy: Pick<AttestationPolicy, 'eventDigests'>,
+  eventLog: readonly Pick<MeasurementEvent, 'digest' | 'description'>[],
+): string[] {
+  const golden = new Set(policy.eventDigests.map((e) => e.digest));
+  const whitelisted = new Set(policy.eventDigests.map((e) => e.description));
+  const logDigests = new Set(eventLog.map((e) => e.digest));
+  const logDescriptions = new Set(eventLog.map((e) => e.description));
+  const logKeys = new Set(eventLog.map((e) => componentKey(e.description)));
+  const differences: string[] = [];
+  for (const e of eventLog) {
+    if (golden.has(e.digest)) continue;
+    if (whitelisted.has(e.description)) {
+      differences.push(`${e.description} differs from the whitelisted release (changed file)`);
+      continue;
+    }
+    const key = componentKey(e.description);
+    const instead = [
+      ...new Set(
+        policy.eventDigests
+          .filter((w) => componentKey(w.description) === key && !logDescriptions.has(w.description))
+          .map((w) => w.description),
+      ),
+    ];
+    differences.push(
+      instead.length > 0
+        ? `${e.description} is not whitelisted (the regulator whitelists ${instead.slice(0, 3).join(' or ')})`
+        : `${e.description} is not on the regulator's whitelist (an extra component, e.g. a preloaded library)`,
+    );
+  }
+  const missing = new Set<string>();
+  for (const w of policy.eventDigests)
+    if (
+      !logDigests.has(w.digest) &&
+      !logDescriptions.has(w.description) &&
+      !logKeys.has(componentKey(w.description))
+    )
+      missing.add(w.description);
+  for (const d of missing) differences.push(`${d} is missing from the TRE's measurement`);
+  return differences;
+}
+
+/** Differences joined with "; ", the first `max` of them and then how many more. */
+export function listDifferences(differences: readonly string[], max = 10): string {
+  const shown = differences.slice(0, max).join('; ');
+  return differences.length > max ? `${shown}; and ${differences.length - max} more` : shown;
 }

@@ -40,7 +40,7 @@ export function buildProgram(): Command {
       console.log(`
 TRE demo running: ${o.households} households at ${o.speed}x real time.
   dashboard:  ${dashboard.url}
-  TRE:        ${sim.url} (MQTT 3.1.1, mutual TLS; PKI in ${join(sim.dir, 'pki')})
+  TRE:        ${sim.url} (MQTT 3.1.1, mutual TLS; regulator PKI in ${join(sim.dir, 'pki')}, the TRE's certificate in ${join(sim.dir, 'tre-pki')})
 Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the temporary state'}.`);
       const stop = () => sim.stopRunning();
       process.once('SIGINT', stop);

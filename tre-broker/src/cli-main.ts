@@ -26,9 +26,12 @@ export function buildProgram(): Command {
       'after',
       `
 Examples:
-  tre pki init --dir ./pki                      create the regulator CA and the TRE certificate
-  tre pki issue --dir ./pki --role meter --id m1  issue a meter's client certificate
-  tre start --pki ./pki --data ./data --port 8883 run the broker`,
+  regulator:   tre pki init --dir ./regulator
+               tre pki issue --dir ./regulator --role meter --id m1
+  TRE machine: tre enroll tls --pki ./tre-pki --csr tre.csr [--tpm T]   (key made and sealed here)
+  regulator:   tre pki sign-csr --dir ./regulator --role tre --id tre --csr tre.csr --out tre.crt
+  TRE machine: tre start --pki ./tre-pki --data ./tre-data [--tpm T]     (tre-pki: ca.crt crl.pem tre.crt)
+  tre <command> --help                                                  every option of a command`,
     );
   addPkiCommands(program);
   addRegistryCommands(program);

@@ -22,6 +22,7 @@ import { GroupBook } from './monitoring/group-book.js';
 import { type MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
 import { PrivacyBudget, toMicro } from './monitoring/privacy-budget.js';
 import { RegulatorConfig } from './regulator/regulator-config.js';
+import { type RetentionOptions, RetentionService } from './retention/retention-service.js';
 
 export type { FlowBase };
 
@@ -29,6 +30,7 @@ export interface FlowOptions {
   monitoring?: MonitoringOptions;
   billing?: BillingOptions;
   demandResponse?: DemandResponseOptions;
+  retention?: RetentionOptions;
 }
 
 export interface Flows {
@@ -41,6 +43,8 @@ export interface Flows {
   demandResponse: DemandResponseService;
   /** The bids and their pseudonyms (benchmarks set up rounds with it). */
   drBook: DrBook;
+  /** Deletes readings, alerts and pseudonym maps no longer needed (retention/retention-rule.ts). */
+  retention: RetentionService;
   /** Registers every flow's handlers and timers, in dependency order. */
   start(): void;
   stop(): void;
@@ -61,10 +65,11 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
     regulatorId: () => regulatorConfig.regulatorId(),
     log: log.child({ module: 'ingest' }),
   });
+  const groups = GroupBook.open(store);
   const monitoring = new MonitoringService(
     {
       ...base,
-      groups: GroupBook.open(store),
+      groups,
       budget: PrivacyBudget.open(store, {
         dailyMicro: toMicro(opts.monitoring?.dailyBudget ?? 100),
         rollingMicro: toMicro(opts.monitoring?.rollingBudget ?? 1_500),
@@ -76,11 +81,13 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
     opts.monitoring,
   );
   const energyLines = new EnergyLines({ registry: base.registry, tariffs: tariffBook });
+  const periods = PeriodBook.open(store);
+  const statements = StatementBook.open(store);
   const billing = new BillingService(
     {
       ...base,
-      periods: PeriodBook.open(store),
-      statements: StatementBook.open(store),
+      periods,
+      statements,
       tariffs: tariffBook,
       energyLines,
       regulatorConfig,
@@ -107,6 +114,23 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
     },
     opts.demandResponse,
   );
+  const retention = new RetentionService(
+    {
+      ...base,
+      readings,
+      periods,
+      statements,
+      groups,
+      dr: drBook,
+      // The monitoring service's release schedule (its defaults: 30-minute intervals, 5 minutes after their end).
+      release: {
+        intervalMs: (opts.monitoring?.releaseMinutes ?? 30) * 60_000,
+        delayMs: opts.monitoring?.releaseDelayMs ?? 5 * 60_000,
+      },
+      log: log.child({ module: 'retention' }),
+    },
+    opts.retention,
+  );
   return {
     readings,
     ingest,
@@ -116,6 +140,7 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
     billing,
     demandResponse,
     drBook,
+    retention,
     start() {
       ingest.start();
       monitoring.start();
@@ -123,8 +148,10 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
       tariffs.start();
       billing.start();
       demandResponse.start();
+      retention.start();
     },
     stop() {
+      retention.stop();
       monitoring.stop();
       billing.stop();
       demandResponse.stop();

@@ -5,13 +5,23 @@
  */
 export type { IdentityLimitOptions } from './access/identity-limits.js';
 export { loggableIdentity, type PeerIdentity } from './access/peer-identity.js';
+export { Measurement } from './attestation/measured-start.js';
 export {
   APPLICATION_PCR,
   attestationPolicyFor,
   bootPcrsOf,
-  measuredContent,
-  measureTre,
+  eventOf,
+  measuredComponents,
+  productionPackages,
+  replayPcr,
 } from './attestation/measurement.js';
+export { sealedFiles } from './attestation/sealed-secrets.js';
+export {
+  developmentDataKeyFile,
+  enrollTls,
+  provisionTre,
+  resealForRelease,
+} from './attestation/tre-enrollment.js';
 export type { BillingOptions, BillingService } from './billing/billing-service.js';
 export { MessageRouter, type Outbound } from './broker/message-router.js';
 export type {

@@ -9,8 +9,9 @@ import type { Tpm } from '@tre/hardware';
 import { type Clock, systemClock } from '@tre/protocol';
 import type { IdentityLimitOptions } from './access/identity-limits.js';
 import { AttestationService } from './attestation/attestation-service.js';
-import { measuredStart } from './attestation/measured-start.js';
-import { APPLICATION_PCR, bootPcrsOf, measureTre } from './attestation/measurement.js';
+import { type Measurement, measuredStart } from './attestation/measured-start.js';
+import { APPLICATION_PCR, bootPcrsOf } from './attestation/measurement.js';
+import { developmentDataKey, developmentDataKeyFile } from './attestation/tre-enrollment.js';
 import type { BillingOptions, BillingService } from './billing/billing-service.js';
 import { MessageRouter } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
@@ -77,45 +78,53 @@ async function readPem(path: string, what: string): Promise<string> {
     return await readFile(path, 'utf8');
   } catch {
     throw new TreConfigError(
-      `cannot read the ${what} at ${path}; create the PKI with \`tre pki init --dir <dir>\``,
+      `cannot read the ${what} at ${path}: the TRE's directory holds the regulator's ca.crt and crl.pem and its own tre.crt (make the key and request with \`tre enroll tls\`, the regulator signs it with \`tre pki sign-csr --role tre\`)`,
     );
   }
 }
 
 export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const paths = pkiPaths(opts.pkiDir);
-  // With a TPM the TLS key is sealed after the first start, and tre.key should leave the machine.
-  const plainKey = await readFile(paths.treKey, 'utf8').catch(() => undefined);
   const tls = {
-    key: plainKey ?? '',
+    key: '',
     cert: await readPem(paths.treCert, 'TRE certificate'),
     ca: await readPem(paths.caCert, 'regulator CA certificate'),
   };
   await readPem(paths.crl, 'certificate revocation list');
+  const plainKey = await readFile(paths.treKey, 'utf8').catch(() => undefined);
   let tpm: Tpm | undefined;
+  let measurement: Measurement | undefined;
+  let dataKey: Buffer;
   const bootPcrs = bootPcrsOf(opts.tpm?.bootPcrs);
   if (opts.tpm) {
-    const measured = measuredStart(
-      opts.tpm.tcti,
-      opts.dataDir,
-      opts.measuredConfig ?? {},
-      { pem: plainKey, path: paths.treKey },
-      bootPcrs,
-    );
-    tpm = measured.tpm;
-    tls.key = measured.tlsKey;
-    if (measured.sealedNow)
-      opts.log.warn(
-        { sealedIn: join(opts.dataDir, 'tpm', 'tls-key.enc') },
-        `TLS key sealed to this measurement; remove ${paths.treKey} from this machine (keep it offline to re-seal after an approved update)`,
+    if (plainKey)
+      throw new TreConfigError(
+        `${paths.treKey} is a plaintext TRE key: with a TPM the TRE's keys exist only sealed (\`tre enroll tls\`); delete it from this machine`,
       );
-  } else if (!plainKey) {
-    await readPem(paths.treKey, 'TRE private key'); // throws the usual message
+    const measured = measuredStart(opts.tpm.tcti, opts.dataDir, opts.measuredConfig ?? {});
+    ({ tpm, measurement } = measured);
+    tls.key = measured.secrets.tlsKey;
+    dataKey = measured.secrets.dataKey;
+  } else {
+    tls.key = await readPem(paths.treKey, 'TRE private key (development, no TPM)');
+    const development = await developmentDataKey(opts.dataDir);
+    dataKey = development.key;
+    if (development.created)
+      opts.log.warn(
+        { file: developmentDataKeyFile(opts.dataDir) },
+        'development mode (no TPM): the store is encrypted with an unsealed key file',
+      );
+  }
+  if (!new X509Certificate(tls.cert).checkPrivateKey(createPrivateKey(tls.key))) {
+    tpm?.close();
+    throw new TreConfigError(
+      `${paths.treCert} is not the certificate of this TRE's key: have the regulator sign the request \`tre enroll tls\` wrote (\`tre pki sign-csr --role tre\`) and put the certificate there`,
+    );
   }
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const revocations = await RevocationList.load(paths.crl, tls.ca);
   const clock = opts.clock ?? systemClock;
-  const store = Store.openIn(opts.dataDir);
+  const store = Store.openIn(opts.dataDir, { dataKey });
   const registry = new HouseholdRegistry(store);
   const broker = await TlsMqttBroker.start({
     admit: (who) => (who.role === 'meter' && !registry.get(who.id) ? 'meter not registered' : undefined),
@@ -164,8 +173,16 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
       router,
       log: opts.log.child({ module: 'attestation' }),
       treCertificate: tls.cert,
-      source: { quote: async (qd: Buffer) => tpm.quote(quoted, qd) },
-      eventLog: measureTre(opts.measuredConfig ?? {}),
+      source: {
+        quote: async (qd: Buffer) => {
+          // A library mapped since start is measured before the TPM quotes (a verifier refuses it).
+          const added = measurement!.remeasure();
+          if (added.length)
+            opts.log.warn({ added: added.map((e) => e.description) }, 'code mapped after start measured');
+          return tpm.quote(quoted, qd);
+        },
+      },
+      eventLog: () => measurement!.events,
       akCertificate,
     });
     service.start();

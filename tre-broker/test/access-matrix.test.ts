@@ -22,6 +22,7 @@ const FAMILIES = [
   'config',
   'inbox/receipt',
   'inbox/bill',
+  'inbox/attestation',
   'aggregate/g1',
   'statement',
   'bids/e1',
@@ -35,12 +36,14 @@ const MAY_PUBLISH_OWN: Record<PartyRole, string[]> = {
   dsm: ['event', 'accept/e1', 'attest'],
   regulator: ['registry', 'config', 'attest'],
 };
+// Every party attests the TRE before sending anything: each publishes its own `attest` and
+// receives the evidence on its own `inbox/attestation`.
 const MAY_SUBSCRIBE_OWN: Record<PartyRole, string[]> = {
-  meter: ['inbox/receipt', 'inbox/bill'],
-  dno: ['inbox/receipt', 'inbox/bill', 'aggregate/g1'],
-  supplier: ['inbox/receipt', 'inbox/bill', 'statement'],
-  dsm: ['inbox/receipt', 'inbox/bill', 'bids/e1', 'compliance/e1'],
-  regulator: ['inbox/receipt', 'inbox/bill'],
+  meter: ['inbox/receipt', 'inbox/bill', 'inbox/attestation'],
+  dno: ['inbox/receipt', 'inbox/bill', 'inbox/attestation', 'aggregate/g1'],
+  supplier: ['inbox/receipt', 'inbox/bill', 'inbox/attestation', 'statement'],
+  dsm: ['inbox/receipt', 'inbox/bill', 'inbox/attestation', 'bids/e1', 'compliance/e1'],
+  regulator: ['inbox/receipt', 'inbox/bill', 'inbox/attestation'],
 };
 const WILDCARD_SUBSCRIBE_OWN: Record<PartyRole, string[]> = {
   meter: ['inbox/+'],

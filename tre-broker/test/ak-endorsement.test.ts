@@ -69,7 +69,7 @@ const ekCertificate = (issuer: CertificateMaker, publicKey: CryptoKey) =>
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ak-enroll-'));
   [swtpm, other] = await Promise.all([startSwtpm(), startSwtpm()]);
-  ({ ca } = await CertificateAuthority.init(join(dir, 'pki')));
+  ({ ca } = await CertificateAuthority.initForDevelopment(join(dir, 'pki')));
 });
 afterAll(async () => {
   tpm?.close();

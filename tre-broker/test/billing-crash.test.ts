@@ -15,10 +15,11 @@ import {
   signedEnvelopeSchema,
   topics,
 } from '@tre/protocol';
-import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
+import { CertificateAuthority, HouseholdRegistry } from '@tre/tre-broker';
 import { decodeJwt } from 'jose';
 import type { MqttClient } from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
+import { developmentStore } from './support/flow-context.js';
 import { connectWith } from './support/tre-fixture.js';
 import { spawnTre, type TreProcess } from './support/tre-process.js';
 
@@ -35,14 +36,14 @@ describe('billing crash test', () => {
     dir = await mkdtemp(join(tmpdir(), 'tre-billing-crash-'));
     const pki = join(dir, 'pki');
     const data = join(dir, 'data');
-    const { ca } = await CertificateAuthority.init(pki);
+    const { ca } = await CertificateAuthority.initForDevelopment(pki);
     const meters = ['c1', 'c2', 'c3', 'c4'];
     const files = Object.fromEntries(
       await Promise.all(meters.map(async (m) => [m, await ca.issue('meter', m)] as const)),
     );
     const supplierFiles = await ca.issue('supplier', 's1');
     const regulatorFiles = await ca.issue('regulator', 'r1');
-    const store = Store.openIn(data);
+    const store = await developmentStore(data);
     await new HouseholdRegistry(store).upsert(
       meters.map((m) => ({
         meterId: m,

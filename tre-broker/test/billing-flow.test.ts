@@ -46,7 +46,7 @@ beforeAll(async () => {
   fx = await startTreFixture({ clock });
   const files = await fx.issue('supplier', 's1');
   supplierKey = createPrivateKey(await readFile(files.key));
-  treCert = new X509Certificate(await readFile(`${fx.pkiDir}/tre.crt`));
+  treCert = new X509Certificate(await readFile(`${fx.treDir}/tre.crt`));
   for (const m of ['b1', 'b2', 'b3']) await fx.issue('meter', m, undefined, { supplierId: 's1' });
   supplier = await fx.connect('supplier', 's1');
   supplier.on('message', (topic, payload) => supplierGot.push({ topic, payload: payload.toString() }));

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 describe('certificate authority index', () => {
   it('concurrent issues and a revocation: every certificate recorded once, index.json stays valid JSON', async () => {
     const dir = join(await mkdtemp(join(tmpdir(), 'ca-index-')), 'pki');
-    const { ca } = await CertificateAuthority.init(dir);
+    const { ca } = await CertificateAuthority.initForDevelopment(dir);
     await Promise.all(Array.from({ length: 40 }, (_, i) => ca.issue('meter', `m${i}`)));
     const [revoked] = await Promise.all([ca.revoke('meter', 'm7'), ca.issue('dno', 'd1')]);
     const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as {
@@ -28,7 +28,9 @@ describe('certificate authority index', () => {
 
 describe('certificate authority roles', () => {
   it('issues certificates only for party roles, and says which they are', async () => {
-    const { ca } = await CertificateAuthority.init(join(await mkdtemp(join(tmpdir(), 'ca-roles-')), 'pki'));
+    const { ca } = await CertificateAuthority.initForDevelopment(
+      join(await mkdtemp(join(tmpdir(), 'ca-roles-')), 'pki'),
+    );
     await expect(ca.issue('tre' as PartyRole, 'x')).rejects.toThrow(
       `role must be one of ${PARTY_ROLES.join(', ')}`,
     );

@@ -1,6 +1,6 @@
 /** The `tre` command line as a user runs it: the built CLI in a child process. */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,35 +11,73 @@ import { tre, treCli } from './support/run-cli.js';
 const run = promisify(execFile);
 
 describe('tre pki', () => {
-  it('init and issue print file paths as JSON, write keys 0600 and never overwrite without --force', async () => {
-    const dir = join(await mkdtemp(join(tmpdir(), 'tre-cli-')), 'pki');
-    const init = await tre('pki', 'init', '--dir', dir, '--host', 'tre.example.org', '--json');
+  it('init makes the CA only; the TRE makes its key and the regulator signs its request; keys 0600, never overwritten without --force', async () => {
+    const top = await mkdtemp(join(tmpdir(), 'tre-cli-'));
+    const dir = join(top, 'pki');
+    const init = await tre('pki', 'init', '--dir', dir);
     expect(init.code).toBe(0);
-    const files = JSON.parse(init.stdout) as { key: string; cert: string; ca: string };
-    expect((await stat(files.key)).mode & 0o777).toBe(0o600);
     expect((await stat(join(dir, 'ca.key'))).mode & 0o777).toBe(0o600);
+    expect(await readFile(join(dir, 'crl.pem'), 'utf8')).toMatch(/BEGIN X509 CRL/);
     const again = await tre('pki', 'init', '--dir', dir);
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/already exists.*--force/);
+
+    // The TRE's side (development, no TPM): its own directory, its key made there.
+    const trePki = join(top, 'tre-pki');
+    const csr = join(top, 'tre.csr');
+    const enrolled = await tre(
+      'enroll',
+      'tls',
+      '--pki',
+      trePki,
+      '--data',
+      join(top, 'data'),
+      '--host',
+      'tre.example.org',
+      '--csr',
+      csr,
+    );
+    expect(enrolled.code, enrolled.stderr).toBe(0);
+    expect(enrolled.stdout).toMatch(/development/);
+    expect((await stat(join(trePki, 'tre.key'))).mode & 0o777).toBe(0o600);
+    const signed = await tre(
+      'pki',
+      'sign-csr',
+      '--dir',
+      dir,
+      '--role',
+      'tre',
+      '--id',
+      'tre',
+      '--csr',
+      csr,
+      '--out',
+      join(trePki, 'tre.crt'),
+    );
+    expect(signed.code, signed.stderr).toBe(0);
+    const { stdout: server } = await run('openssl', [
+      'x509',
+      '-in',
+      join(trePki, 'tre.crt'),
+      '-noout',
+      '-ext',
+      'subjectAltName,extendedKeyUsage',
+    ]);
+    expect(server).toMatch(
+      /DNS:localhost.*IP Address:127\.0\.0\.1.*URI:urn:tre:tre:tre.*DNS:tre\.example\.org/s,
+    );
+    expect(server).toMatch(/TLS Web Server Authentication/);
+    expect(
+      (await tre('enroll', 'tls', '--pki', trePki, '--data', join(top, 'data'), '--csr', csr)).stderr,
+    ).toMatch(/exists.*--force/);
 
     const issued = await tre('pki', 'issue', '--dir', dir, '--role', 'meter', '--id', 'm1', '--json');
     expect(issued.code).toBe(0);
     const meter = JSON.parse(issued.stdout) as { key: string; cert: string; ca: string };
     expect((await stat(meter.key)).mode & 0o777).toBe(0o600);
-    expect(meter.ca).toBe(files.ca);
+    expect(meter.ca).toBe(join(dir, 'ca.crt'));
     const { stdout } = await run('openssl', ['x509', '-in', meter.cert, '-noout', '-ext', 'subjectAltName']);
     expect(stdout).toContain('URI:urn:tre:meter:m1');
-    const { stdout: server } = await run('openssl', [
-      'x509',
-      '-in',
-      files.cert,
-      '-noout',
-      '-ext',
-      'subjectAltName',
-    ]);
-    expect(server).toMatch(
-      /DNS:localhost.*IP Address:127\.0\.0\.1.*URI:urn:tre:tre:tre.*DNS:tre\.example\.org/s,
-    );
     expect((await tre('pki', 'issue', '--dir', dir, '--role', 'meter', '--id', 'm1')).code).toBe(1);
     expect((await tre('pki', 'issue', '--dir', dir, '--role', 'meter', '--id', 'm1', '--force')).code).toBe(
       0,
@@ -75,11 +113,28 @@ describe('tre start', () => {
   it('logs host and port on listen and exits 0 on SIGTERM', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
     await tre('pki', 'init', '--dir', join(dir, 'pki'));
+    const csr = join(dir, 'tre.csr');
+    await tre('enroll', 'tls', '--pki', join(dir, 'tre-pki'), '--data', join(dir, 'data'), '--csr', csr);
+    await tre(
+      'pki',
+      'sign-csr',
+      '--dir',
+      join(dir, 'pki'),
+      '--role',
+      'tre',
+      '--id',
+      'tre',
+      '--csr',
+      csr,
+      '--out',
+      join(dir, 'tre-pki', 'tre.crt'),
+    );
+    for (const f of ['ca.crt', 'crl.pem']) await copyFile(join(dir, 'pki', f), join(dir, 'tre-pki', f));
     const child = spawn(process.execPath, [
       treCli,
       'start',
       '--pki',
-      join(dir, 'pki'),
+      join(dir, 'tre-pki'),
       '--data',
       join(dir, 'data'),
       '--port',
@@ -102,7 +157,6 @@ describe('tre start', () => {
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code).toBe(0);
     expect(log).toMatch(/TRE stopped/);
-    expect(await readFile(join(dir, 'pki', 'crl.pem'), 'utf8')).toMatch(/BEGIN X509 CRL/);
   });
 
   it('refuses boot PCRs outside 0-15 as a usage error, saying which and why', async () => {
@@ -118,7 +172,7 @@ describe('tre start', () => {
     const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
     const r = await tre('start', '--pki', join(dir, 'none'), '--port', '0');
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/tre pki init/);
+    expect(r.stderr).toMatch(/tre enroll tls/);
   });
 });
 

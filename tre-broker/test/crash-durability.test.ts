@@ -5,9 +5,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
+import { CertificateAuthority, HouseholdRegistry } from '@tre/tre-broker';
 import type { MqttClient } from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
+import { developmentStore } from './support/flow-context.js';
 import { connectWith } from './support/tre-fixture.js';
 import { spawnTre } from './support/tre-process.js';
 
@@ -23,9 +24,9 @@ describe('crash durability', () => {
     dirs.push(dir);
     const pki = join(dir, 'pki');
     const data = join(dir, 'data');
-    const { ca } = await CertificateAuthority.init(pki);
+    const { ca } = await CertificateAuthority.initForDevelopment(pki);
     const files = [];
-    const store = Store.openIn(data);
+    const store = await developmentStore(data);
     const registry = new HouseholdRegistry(store);
     for (let m = 0; m < METERS; m++) {
       files.push(await ca.issue('meter', `k${m}`));
@@ -67,7 +68,7 @@ describe('crash durability', () => {
     for (const c of clients) c.end(true);
     await Promise.allSettled(publishers);
 
-    const after = Store.openIn(data);
+    const after = await developmentStore(data);
     const has = after.db.prepare('SELECT 1 FROM readings WHERE meter_id = ? AND interval_start = ?');
     const lost = acked.slice(0, ackedAtKill).filter((a) => !has.get(a.meter, a.start));
     const total = (after.db.prepare('SELECT count(*) AS n FROM readings').get() as { n: number }).n;

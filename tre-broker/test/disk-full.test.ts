@@ -7,8 +7,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CertificateAuthority, HouseholdRegistry, Store } from '@tre/tre-broker';
+import { CertificateAuthority, HouseholdRegistry } from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
+import { developmentStore } from './support/flow-context.js';
 import { connectWith } from './support/tre-fixture.js';
 import { spawnTre } from './support/tre-process.js';
 
@@ -29,9 +30,9 @@ describe.skipIf(!isRoot)('disk full (needs root to mount a tmpfs; CI runs as roo
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', data]);
     mounted = data;
     const pki = join(dir, 'pki');
-    const { ca } = await CertificateAuthority.init(pki);
+    const { ca } = await CertificateAuthority.initForDevelopment(pki);
     const files = await ca.issue('meter', 'f1');
-    const store = Store.openIn(data);
+    const store = await developmentStore(data);
     await new HouseholdRegistry(store).upsert([
       { meterId: 'f1', supplierId: 's1', dnoId: 'd1', capacityW: 10_000, account: 'a1' },
     ]);
@@ -83,7 +84,7 @@ describe.skipIf(!isRoot)('disk full (needs root to mount a tmpfs; CI runs as roo
     expect(tre.child.exitCode).toBeNull(); // still up
     await tre.stop();
     execFileSync('rm', ['-f', join(data, 'filler')]);
-    const after = Store.openIn(data);
+    const after = await developmentStore(data);
     const has = after.db.prepare("SELECT 1 FROM readings WHERE meter_id = 'f1' AND interval_start = ?");
     const lost = acked.filter((t) => !has.get(t));
     after.close();

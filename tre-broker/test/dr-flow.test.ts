@@ -72,7 +72,7 @@ async function readings(m: string, from: number, n: number, wh: number) {
 
 beforeAll(async () => {
   fx = await startTreFixture({ clock, demandResponse: { complianceGraceMs: 30 * 60_000 } });
-  treCert = new X509Certificate(await readFile(`${fx.pkiDir}/tre.crt`));
+  treCert = new X509Certificate(await readFile(`${fx.treDir}/tre.crt`));
   dsmKey = createPrivateKey(await readFile((await fx.issue('dsm', 'x1')).key));
   dsm = await fx.connect('dsm', 'x1');
   // What the DSM learns from the TRE about the round (its own receipts aside, checked separately below).

@@ -54,7 +54,9 @@ describe('connect', () => {
   });
 
   it('refuses a certificate from another CA with the same identity', async () => {
-    const { ca: rogue } = await CertificateAuthority.init(await mkdtemp(join(tmpdir(), 'rogue-ca-')));
+    const { ca: rogue } = await CertificateAuthority.initForDevelopment(
+      await mkdtemp(join(tmpdir(), 'rogue-ca-')),
+    );
     const files = await rogue.issue('meter', 'm1');
     const realCa = await fx.issue('meter', 'm1');
     expect(await refused(connectWith(fx.url, { ...files, ca: realCa.ca }))).toMatch(

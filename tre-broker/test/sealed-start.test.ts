@@ -1,34 +1,59 @@
 /**
- * Measured start against swtpm: the TRE's TLS key is sealed to its measurement (and, with measured
- * boot, to the boot PCRs). After a reboot, and after a plain restart (the application PCR is reset
- * and re-measured), the same TRE starts; a TRE whose configuration changed, or that booted
- * differently, cannot unseal its key and refuses to start. Boot PCRs are quoted and whitelisted:
- * `meter-agent attest` names the PCR that differs from the regulator's reference device.
+ * Measured start against swtpm: the TRE's TLS and data keys are born sealed to its measurement
+ * (and, with measured boot, to the boot PCRs). After a reboot, and after a plain restart (the
+ * application PCR is reset and re-measured), the same TRE starts; a TRE whose configuration
+ * changed, or that booted differently, cannot unseal its keys and refuses to start. An approved
+ * update moves the keys with `reseal` under a whitelist naming both releases. Boot PCRs are quoted
+ * and whitelisted: `meter-agent attest` names the PCR that differs from the reference device.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rename, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { type Swtpm, startSwtpm } from '@tre/hardware';
-import { CertificateAuthority, createLogger, endorseAk, startTre } from '@tre/tre-broker';
+import { type Swtpm, startSwtpm, Tpm } from '@tre/hardware';
+import {
+  APPLICATION_PCR,
+  attestationPolicyFor,
+  CertificateAuthority,
+  createLogger,
+  endorseAk,
+  eventOf,
+  measuredComponents,
+  provisionTre,
+  replayPcr,
+  resealForRelease,
+  startTre,
+} from '@tre/tre-broker';
 import { afterAll, describe, expect, it } from 'vitest';
-import { meterAgent, tre } from './support/run-cli.js';
+import { meterAgent } from './support/run-cli.js';
+
+/** What the boot test's TRE measures as its configuration. */
+const CONFIG = { boot: true };
 
 const run = promisify(execFile);
 
 let dir = '';
-/** What `tre start` measures with its default options (`tre attest-policy` whitelists the same by default). */
-const TRE_START_DEFAULTS = {
-  monitoring: {
-    minGroupSize: 50,
-    epsilon: [1, 1],
-    dailyBudget: 100,
-    rollingBudget: 1_500,
-    releaseMinutes: 30,
-  },
-};
 afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+/** The TRE's keys made and sealed on its machine (`tre enroll tls`), signed by the regulator. */
+async function enroll(
+  swtpm: Swtpm,
+  ca: CertificateAuthority,
+  config: Record<string, unknown>,
+  bootPcrs: number[] = [],
+) {
+  await provisionTre(ca, {
+    tcti: swtpm.tcti,
+    dataDir: join(dir, 'data'),
+    pkiDir: join(dir, 'tre-pki'),
+    treId: 'tre',
+    hosts: [],
+    config,
+    bootPcrs,
+    force: true,
+  });
+}
 
 async function startOn(
   swtpm: Swtpm,
@@ -37,7 +62,7 @@ async function startOn(
   bootPcrs: number[] = [],
 ) {
   return startTre({
-    pkiDir: join(dir, 'pki'),
+    pkiDir: join(dir, 'tre-pki'),
     dataDir: join(dir, 'data'),
     port: 0,
     log: createLogger({ level: 'silent' }),
@@ -59,7 +84,7 @@ const outcome = (p: Promise<{ stop(): Promise<void> }>) =>
     (err: Error) => err.message,
   );
 
-describe('sealed TLS key', () => {
+describe('sealed TLS and data keys', () => {
   it('a changed TRE refuses to start; a restart or reboot of the same TRE does not', {
     timeout: 60_000,
   }, async () => {
@@ -74,17 +99,65 @@ describe('sealed TLS key', () => {
       }
     };
     await boot(async (swtpm) => {
-      expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // first start: seals
+      await enroll(swtpm, ca, { release: 1 }); // the key is born sealed: no plaintext copy anywhere
+      expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started');
       expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // restart, no reboot
     });
-    // Sealed: the plain key leaves the machine; the TRE starts from the key only its TPM can unseal.
-    await rename(join(dir, 'pki', 'tre.key'), join(dir, 'tre.key.offline'));
     await boot(async (swtpm) => {
       expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toBe('started'); // after a reboot: unseals
       expect(await outcome(startOn(swtpm, ca, { release: 2 }))).toMatch(
-        /measurement .* differs .* refuses to start.*put the TRE key back/,
+        /measurement .* differs .* refuses to start.*tre enroll reseal/,
       );
     });
+  });
+
+  it('an approved update: `reseal` on release 1 under a whitelist naming 1 and 2; then only 2 starts', {
+    timeout: 60_000,
+  }, async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tre-reseal-'));
+    const { ca } = await CertificateAuthority.init(join(dir, 'pki'));
+    const swtpm = await startSwtpm();
+    try {
+      await enroll(swtpm, ca, { release: 1 });
+      // PCR 23 of release n as a TRE measures it: with its TPM open (the TCTI library is mapped).
+      const pcrs = new Map<number, string>();
+      const tpm = Tpm.open({ tcti: swtpm.tcti, keystoreDir: join(dir, 'reference-tpm') });
+      for (const n of [1, 2]) pcrs.set(n, replayPcr(measuredComponents({ release: n }).map(eventOf)));
+      tpm.close();
+      const release = (n: number) => pcrs.get(n)!;
+      const whitelist = (accept: string[]) =>
+        ca.signAsRegulator('attestationPolicy', {
+          ...attestationPolicyFor({ release: 2 }, { policyId: 'r2' }),
+          pcrValues: { [APPLICATION_PCR]: accept },
+        });
+      const reseal = async (config: Record<string, unknown>, accept: string[]) =>
+        resealForRelease({
+          tcti: swtpm.tcti,
+          dataDir: join(dir, 'data'),
+          config,
+          bootPcrs: [],
+          whitelistJws: await whitelist(accept),
+          caCertPem: await readFile(join(dir, 'tre-pki', 'ca.crt'), 'utf8'),
+        }).then(
+          (r) => r,
+          (err: Error) => err.message,
+        );
+      // A whitelist that does not name the running release, or names nothing else, moves nothing.
+      expect(await reseal({ release: 1 }, [release(2)])).toMatch(/does not name this release/);
+      expect(await reseal({ release: 1 }, [release(1)])).toMatch(/nothing to migrate to/);
+      // Release 2 cannot migrate keys it cannot unseal.
+      expect(await reseal({ release: 2 }, [release(1), release(2)])).toMatch(
+        /does not name this release|cannot unseal/,
+      );
+      expect(await reseal({ release: 1 }, [release(1), release(2)])).toEqual({
+        from: release(1),
+        to: release(2),
+      });
+      expect(await outcome(startOn(swtpm, ca, { release: 2 }))).toBe('started');
+      expect(await outcome(startOn(swtpm, ca, { release: 1 }))).toMatch(/refuses to start/);
+    } finally {
+      await swtpm.stop();
+    }
   });
 
   it('measured boot: boot PCRs are quoted, whitelisted and sealed to', { timeout: 60_000 }, async () => {
@@ -100,26 +173,24 @@ describe('sealed TLS key', () => {
           `0:sha256=${byte.repeat(32)}`,
         ]);
       await firmware('11');
-      const running = await startOn(swtpm, ca, TRE_START_DEFAULTS, [0]);
+      await enroll(swtpm, ca, CONFIG, [0]);
+      const running = await startOn(swtpm, ca, CONFIG, [0]);
       await running.registry.upsert([
         { meterId: 'v1', supplierId: 's1', dnoId: 'd1', capacityW: 10_000, account: 'a1' },
       ]);
       const meter = await ca.issue('meter', 'v1');
       // The regulator whitelists this device as booted (the reference device) and this TRE build.
       const policy = join(dir, 'policy.jws');
-      const signed = await tre(
-        'attest-policy',
-        '--pki',
-        join(dir, 'pki'),
-        '--out',
+      const pcr0 = (await run('tpm2_pcrread', ['-T', swtpm.tcti, 'sha256:0'])).stdout.match(
+        /0x([0-9A-F]{64})/,
+      )![1]!;
+      await writeFile(
         policy,
-        '--tpm',
-        swtpm.tcti,
-        '--boot-pcrs',
-        '0',
+        await ca.signAsRegulator(
+          'attestationPolicy',
+          attestationPolicyFor(CONFIG, { policyId: 'boot', bootPcrValues: { 0: pcr0.toLowerCase() } }),
+        ),
       );
-      expect(signed.code).toBe(0);
-      expect(signed.stdout).toMatch(/PCR 0 = [0-9a-f]{64} \(boot\)/);
       const attest = () =>
         meterAgent(
           'attest',
@@ -151,7 +222,7 @@ describe('sealed TLS key', () => {
       });
       await running.stop();
       // Its TLS key was sealed to the boot it measured: with another boot it cannot start.
-      expect(await outcome(startOn(swtpm, ca, TRE_START_DEFAULTS, [0]))).toMatch(/refuses to start/);
+      expect(await outcome(startOn(swtpm, ca, CONFIG, [0]))).toMatch(/refuses to start/);
     } finally {
       await swtpm.stop();
     }

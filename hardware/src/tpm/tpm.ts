@@ -185,6 +185,31 @@ export class Tpm {
     );
   }
 
+  /**
+   * Extends `index` with each SHA-256 digest, in order, in one session (TPM2_PCR_Extend of the
+   * SHA-256 bank; no FAPI event log, whose per-event rewrite makes hundreds of events slow): the
+   * caller keeps its own event log. Same PCR value as `pcrExtend(index, data)` with digest SHA-256(data).
+   */
+  pcrExtendDigests(index: number, digests: Buffer[]): void {
+    this.withEsys((esys) => {
+      for (const digest of digests) {
+        if (digest.length !== 32) throw new RangeError('a SHA-256 digest is 32 bytes');
+        const wire = Buffer.concat([u(1, 4), u(TPM2_ALG_SHA256, 2), digest]); // TPML_DIGEST_VALUES
+        this.check(
+          'Esys_PCR_Extend',
+          this.lib.Esys_PCR_Extend(
+            esys,
+            index,
+            ESYS_TR_PASSWORD,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            this.lib.unmarshal('TPML_DIGEST_VALUES', wire),
+          ),
+        );
+      }
+    });
+  }
+
   /** Extends `index` with the event `data` (FAPI extends SHA-256(data)) and logs `description`. */
   pcrExtend(index: number, data: Buffer, description: string): void {
     this.check(
@@ -230,18 +255,20 @@ export class Tpm {
   }
 
   /**
-   * Seals `secret` (e.g. the TRE's TLS key) to the current values of `pcrs`: only a TPM whose PCRs
-   * still hold these values (the same measured software) can unseal it.
+   * Seals `secret` (e.g. the key that wraps the TRE's TLS and data keys) to the current values of
+   * `pcrs`, or to the values given in `expected` for those it lists (to migrate to a measurement
+   * the regulator approved): only a TPM whose PCRs hold these values can unseal it.
    */
-  seal(path: string, secret: Buffer, pcrs: number[]): void {
+  seal(path: string, secret: Buffer, pcrs: number[], expected: Record<number, Buffer> = {}): void {
     const policyPath = `/policy/pcr-${path.replace(/[^A-Za-z0-9]/g, '-')}`;
+    const digestOf = (pcr: number) => (expected[pcr] ?? this.pcrRead(pcr)).toString('hex');
     const policy = {
-      description: `sealed to PCRs ${pcrs.join(',')} as measured`,
+      description: `sealed to PCRs ${pcrs.join(',')}`,
       // One PolicyPCR per PCR, all of which must hold (tpm2-tss 3.2's FAPI corrupts its heap on a
       // single PolicyPCR listing several PCRs).
       policy: pcrs.map((pcr) => ({
         type: 'POLICYPCR',
-        pcrs: [{ pcr, hashAlg: 'TPM2_ALG_SHA256', digest: this.pcrRead(pcr).toString('hex') }],
+        pcrs: [{ pcr, hashAlg: 'TPM2_ALG_SHA256', digest: digestOf(pcr) }],
       })),
     };
     this.lib.Fapi_Delete(this.context, policyPath);

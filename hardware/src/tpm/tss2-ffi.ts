@@ -40,13 +40,17 @@ export interface Tss2 {
   Esys_Free: NativeFn;
   Esys_TR_FromTPMPublic: NativeFn;
   Esys_PCR_Reset: NativeFn;
+  Esys_PCR_Extend: NativeFn;
   Esys_TR_Close: NativeFn;
   Esys_NV_ReadPublic: NativeFn;
   Esys_NV_Read: NativeFn;
   /** Tss2_MU_TPM2B_NV_PUBLIC_Marshal: the C structure ESYS returned, as wire bytes. */
   marshalNvPublic(struct: unknown): Buffer;
   /** Tss2_MU_<type>_Unmarshal(buffer, size, &offset, dest): wire bytes into a C structure. */
-  unmarshal(type: 'TPMS_CONTEXT' | 'TPM2B_ID_OBJECT' | 'TPM2B_ENCRYPTED_SECRET', wire: Buffer): Buffer;
+  unmarshal(
+    type: 'TPMS_CONTEXT' | 'TPM2B_ID_OBJECT' | 'TPM2B_ENCRYPTED_SECRET' | 'TPML_DIGEST_VALUES',
+    wire: Buffer,
+  ): Buffer;
   /** Reads a NUL-terminated string a FAPI call returned, then frees it. */
   takeString(ptr: unknown): string;
   /** Reads a TPM2B (native u16 size, then the bytes) an ESYS call returned, then frees it. */
@@ -70,12 +74,14 @@ export function tss2(): Tss2 {
     'uint32_t Tss2_MU_TPM2B_NV_PUBLIC_Marshal(const void *src, _Out_ uint8_t *buffer, size_t size, _Inout_ size_t *offset)',
   );
   const unmarshallers = Object.fromEntries(
-    (['TPMS_CONTEXT', 'TPM2B_ID_OBJECT', 'TPM2B_ENCRYPTED_SECRET'] as const).map((t) => [
-      t,
-      mu.func(
-        `uint32_t Tss2_MU_${t}_Unmarshal(const uint8_t *buffer, size_t size, _Inout_ size_t *offset, _Out_ uint8_t *dest)`,
-      ),
-    ]),
+    (['TPMS_CONTEXT', 'TPM2B_ID_OBJECT', 'TPM2B_ENCRYPTED_SECRET', 'TPML_DIGEST_VALUES'] as const).map(
+      (t) => [
+        t,
+        mu.func(
+          `uint32_t Tss2_MU_${t}_Unmarshal(const uint8_t *buffer, size_t size, _Inout_ size_t *offset, _Out_ uint8_t *dest)`,
+        ),
+      ],
+    ),
   );
   const decode = rc.func('const char *Tss2_RC_Decode(uint32_t rc)');
   const Fapi_Free = fapi.func('void Fapi_Free(void *ptr)');
@@ -146,6 +152,9 @@ export function tss2(): Tss2 {
     Esys_Free,
     Esys_PCR_Reset: esys.func(
       'uint32_t Esys_PCR_Reset(ESYS_CONTEXT *context, uint32_t pcrHandle, uint32_t s1, uint32_t s2, uint32_t s3)',
+    ),
+    Esys_PCR_Extend: esys.func(
+      'uint32_t Esys_PCR_Extend(ESYS_CONTEXT *context, uint32_t pcrHandle, uint32_t s1, uint32_t s2, uint32_t s3, const uint8_t *digests)',
     ),
     Esys_TR_FromTPMPublic: esys.func(
       'uint32_t Esys_TR_FromTPMPublic(ESYS_CONTEXT *context, uint32_t tpmHandle, uint32_t s1, uint32_t s2, uint32_t s3, _Out_ uint32_t *handle)',

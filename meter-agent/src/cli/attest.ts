@@ -1,11 +1,11 @@
 /** `meter-agent attest`: attest a TRE once and print the verdict; exit 1 unless trusted. */
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock, systemClock } from '@tre/protocol';
 import type { Command } from 'commander';
 import { Outbox } from '../outbox.js';
-import { loadAttestationPolicy, tpmQuoteAttestor } from '../tre-attestor.js';
+import { crlBeside, loadAttestationPolicy, readRegulatorCrl, tpmQuoteAttestor } from '../tre-attestor.js';
 import { TreLink, type TrustVerdict } from '../tre-link.js';
 
 interface AttestOptions {
@@ -14,6 +14,7 @@ interface AttestOptions {
   cert: string;
   key: string;
   ca: string;
+  crl?: string;
   policy: string;
   json?: boolean;
 }
@@ -27,6 +28,7 @@ export function addAttestCommand(program: Command): void {
     .requiredOption('--cert <file>', 'client certificate')
     .requiredOption('--key <file>', 'client key')
     .requiredOption('--ca <file>', 'regulator root certificate')
+    .option('--crl <file>', "regulator's CRL (PEM) (default: crl.pem next to --ca)")
     .requiredOption('--policy <file>', 'regulator-signed attestation whitelist (JWS)')
     .option('--json', 'print JSON')
     .action(async (o: AttestOptions) => {
@@ -40,32 +42,46 @@ export function addAttestCommand(program: Command): void {
 /** Connects once, with the agent's own link and attestor, and reports what the attestor decided. */
 async function attestOnce(o: AttestOptions): Promise<TrustVerdict> {
   const ca = await readFile(o.ca, 'utf8');
+  const crl = await readRegulatorCrl(o.crl ?? crlBeside(o.ca));
   const policy = await loadAttestationPolicy(await readFile(o.policy, 'utf8'), ca);
   let verdict: TrustVerdict = { trusted: false, check: 'connect', reason: 'no connection' };
-  const attestor = tpmQuoteAttestor({ regulatorRootPem: ca, policy, clock: systemClock });
-  const link = new TreLink({
-    meterId: o.meter,
-    endpoints: [o.tre],
-    tls: { key: await readFile(o.key), cert: await readFile(o.cert), ca },
-    outbox: new Outbox(join(tmpdir(), `attest-${process.pid}.jsonl`)),
-    clock: new ManualClock(Date.now()),
-    attestor: async (session) => {
-      const v = await attestor(session);
-      verdict = v;
-      return v;
-    },
+  const attestor = tpmQuoteAttestor({
+    regulatorRootPem: ca,
+    regulatorCrlPem: crl,
+    policy,
+    clock: systemClock,
   });
-  const done = new Promise<void>((resolve) => {
-    link.on('state', (state, detail) => {
-      if (state === 'trusted' || state === 'untrusted') resolve();
-      if (state === 'offline') {
-        verdict = { trusted: false, check: 'connect', reason: detail ?? 'connection failed' };
-        resolve();
-      }
+  // The link sends from an outbox on disk; this one stays empty and is removed afterwards.
+  const dir = await mkdtemp(join(tmpdir(), 'meter-agent-attest-'));
+  const outbox = new Outbox(join(dir, 'outbox.jsonl'));
+  try {
+    const link = new TreLink({
+      meterId: o.meter,
+      endpoints: [o.tre],
+      tls: { key: await readFile(o.key), cert: await readFile(o.cert), ca },
+      outbox,
+      clock: new ManualClock(Date.now()),
+      attestor: async (session) => {
+        const v = await attestor(session);
+        verdict = v;
+        return v;
+      },
     });
-  });
-  link.start();
-  await done;
-  await link.stop();
-  return verdict;
+    const done = new Promise<void>((resolve) => {
+      link.on('state', (state, detail) => {
+        if (state === 'trusted' || state === 'untrusted') resolve();
+        if (state === 'offline') {
+          verdict = { trusted: false, check: 'connect', reason: detail ?? 'connection failed' };
+          resolve();
+        }
+      });
+    });
+    link.start();
+    await done;
+    await link.stop();
+    return verdict;
+  } finally {
+    outbox.close();
+    await rm(dir, { recursive: true, force: true });
+  }
 }

@@ -42,7 +42,12 @@ export class Dsm {
       const text = payload.toString('utf8');
       const parsed = parseTopic(topic);
       const mine = parsed?.scope === 'party' && parsed.owner.id === dsmId ? parsed.family : undefined;
-      if (mine === 'bids') void this.onBids(pseudoBidsSchema.parse(JSON.parse(text)));
+      if (mine === 'bids') {
+        const bids = pseudoBidsSchema.parse(JSON.parse(text));
+        this.onBids(bids).catch((err: Error) => {
+          this.party.errors.push(`acceptance of ${bids.eventId}: ${err.message}`);
+        });
+      }
       if (mine === 'compliance') {
         const report = complianceSchema.parse(JSON.parse(text));
         const round = this.rounds.get(report.eventId);

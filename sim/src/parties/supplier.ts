@@ -37,7 +37,7 @@ export class Supplier {
       const fresh = !this.statements.has(st.statementId);
       this.statements.set(st.statementId, st);
       if (fresh)
-        void this.party.publish(topics.statementAck(supplierId), {
+        this.party.send(topics.statementAck(supplierId), {
           v: PROTOCOL_VERSION,
           requestId: `ack-${st.statementId}`,
           statementIds: [st.statementId],

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Swtpm } from '@tre/hardware';
 import { examplePolicy, type Policy } from '@tre/hems-policy';
+import type { TreAttestor } from '@tre/meter-agent';
 import { type Household, ManualClock, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
 import type { CertificateAuthority, RunningTre } from '@tre/tre-broker';
 import { type HouseholdProfile, householdProfile } from '../households/load-profile.js';
@@ -81,9 +82,16 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
   const simulated = await startSimulatedTre(dir, clock, opts, progress);
   const url = `mqtts://127.0.0.1:${simulated.tre.port}`;
   const { ca } = simulated;
+  const caPem = await readFile(join(dir, 'pki', 'ca.crt'));
+  // Households and grid parties alike attest the TRE before sending anything.
+  const { attestor, mode: attestationMode } = await householdAttestor(
+    simulated,
+    clock,
+    caPem.toString('utf8'),
+  );
 
   const regulatorFiles = await ca.issue('regulator', 'reg', { force: true });
-  const regulator = await PartyClient.connect(url, regulatorFiles, 'regulator');
+  const regulator = await PartyClient.connect(url, regulatorFiles, 'regulator', attestor);
   const parties = [regulator];
   // The regulator allows daily billing periods in the simulation (the default minimum is a month).
   const config = {
@@ -95,7 +103,6 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
   const jws = await signContent('regulatorConfig', config, regulatorKey);
   await regulator.publish(topics.regulatorConfig('reg'), { v: PROTOCOL_VERSION, requestId: 'config', jws });
   progress(`regulator: issuing ${opts.households} household certificates`);
-  const caPem = await readFile(join(dir, 'pki', 'ca.crt'));
   const { identities, households: registry, accounts } = await issueHouseholds(ca, opts.households, caPem);
   progress('regulator: registering households with the TRE');
   await registerHouseholds(regulator, 'reg', registry, regulatorKey, clock.now());
@@ -103,11 +110,6 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
   // Agent state on tmpfs where there is one: the journal's fsyncs stay cheap for thousands of agents.
   const stateRoot = existsSync('/dev/shm') ? await mkdtemp('/dev/shm/tre-sim-agents-') : join(dir, 'agents');
   progress(`households: starting ${opts.households} agents`);
-  const { attestor, mode: attestationMode } = await householdAttestor(
-    simulated,
-    clock,
-    caPem.toString('utf8'),
-  );
   const households: SimulatedHousehold[] = [];
   for (let i = 0; i < identities.length; i++) {
     const stateDir = join(stateRoot, identities[i]!.meterId);
@@ -133,7 +135,7 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
     'agents did not all connect',
   );
 
-  const parts = await startGridParties(simulated, url, households, opts.days, clock, progress);
+  const parts = await startGridParties(simulated, url, households, opts.days, clock, attestor, progress);
   parties.push(parts.dno.party, parts.supplier.party, parts.dsm.party);
   return {
     opts,
@@ -188,11 +190,12 @@ async function startGridParties(
   households: SimulatedHousehold[],
   days: number,
   clock: ManualClock,
+  attestor: TreAttestor,
   progress: (line: string) => void,
 ): Promise<{ dno: Dno; supplier: Supplier; dsm: Dsm; groups: Map<string, SimulatedHousehold[]> }> {
   progress('DNO: defining feeder groups');
   const dno = new Dno(
-    await PartyClient.connect(url, await ca.issue('dno', 'dno-1', { force: true }), 'dno-1'),
+    await PartyClient.connect(url, await ca.issue('dno', 'dno-1', { force: true }), 'dno-1', attestor),
     'dno-1',
   );
   await dno.start();
@@ -208,13 +211,17 @@ async function startGridParties(
   progress('supplier: tariff and daily billing period');
   const supplierFiles = await ca.issue('supplier', 'supplier-1', { force: true });
   const supplier = await Supplier.create(
-    await PartyClient.connect(url, supplierFiles, 'supplier-1'),
+    await PartyClient.connect(url, supplierFiles, 'supplier-1', attestor),
     'supplier-1',
     supplierFiles,
   );
   await supplier.start(Math.ceil(clock.now() / 1_800_000) * 1_800_000, Math.min(200, Math.ceil(days) + 1));
   const dsmFiles = await ca.issue('dsm', 'dsm-1', { force: true });
-  const dsm = await Dsm.create(await PartyClient.connect(url, dsmFiles, 'dsm-1'), 'dsm-1', dsmFiles);
+  const dsm = await Dsm.create(
+    await PartyClient.connect(url, dsmFiles, 'dsm-1', attestor),
+    'dsm-1',
+    dsmFiles,
+  );
   return { dno, supplier, dsm, groups };
 }
 

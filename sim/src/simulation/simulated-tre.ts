@@ -3,6 +3,7 @@
  * software TPM (the same code path as a TPM HAT) it measures itself, the regulator certifies its
  * attestation key and whitelists this build, and every agent attests it before sending anything.
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Swtpm, startSwtpm, type Tpm } from '@tre/hardware';
 import {
@@ -17,6 +18,7 @@ import {
   CertificateAuthority,
   createLogger,
   endorseAk,
+  provisionTre,
   type RunningTre,
   startTre,
 } from '@tre/tre-broker';
@@ -39,6 +41,8 @@ export async function startSimulatedTre(
 ): Promise<SimulatedTre> {
   const start = clock.now();
   progress('regulator: creating the PKI');
+  // The regulator's directory (ca.key, the parties' certificates) and the TRE's (its certificate,
+  // the root, the CRL) are separate, as on two machines; the TRE's key is made on its side.
   const { ca } = await CertificateAuthority.init(join(dir, 'pki'), { force: true });
   const swtpm =
     opts.attestation === false
@@ -47,8 +51,23 @@ export async function startSimulatedTre(
           progress(`no software TPM (${err.message}): agents will connect without attestation`);
           return undefined;
         });
+  progress(
+    swtpm
+      ? 'TRE: making its TLS and data keys, sealed to its measurement (swtpm)'
+      : 'TRE: making its TLS key (development, unsealed)',
+  );
+  await provisionTre(ca, {
+    tcti: swtpm?.tcti,
+    dataDir: join(dir, 'tre-data'),
+    pkiDir: join(dir, 'tre-pki'),
+    treId: 'tre',
+    hosts: [],
+    config: SIMULATION_TRE_CONFIG,
+    bootPcrs: [],
+    force: true,
+  });
   const tre = await startTre({
-    pkiDir: join(dir, 'pki'),
+    pkiDir: join(dir, 'tre-pki'),
     dataDir: join(dir, 'tre-data'),
     port: 0,
     clock,
@@ -98,6 +117,8 @@ export async function householdAttestor(
   return {
     attestor: tpmQuoteAttestor({
       regulatorRootPem: caPem,
+      // The regulator's CRL as published now (the AK certificate is checked against it).
+      regulatorCrlPem: () => readFile(ca.paths.crl, 'utf8'),
       policy: await loadAttestationPolicy(jws, caPem),
       clock,
       timeoutMs: 365 * 86_400_000,

@@ -38,7 +38,8 @@ export interface AttestationDeps {
   /** PEM of the TRE's TLS certificate: its key is bound into every quote. */
   treCertificate: string;
   source: QuoteSource;
-  eventLog: MeasurementEvent[];
+  /** The measurement log as of the quote (it grows when code is mapped after start). */
+  eventLog: () => MeasurementEvent[];
   akCertificate: string;
 }
 
@@ -100,8 +101,10 @@ export class AttestationService {
     const { root, proofs } = merkleBatch(batch.map((w) => w.nonce));
     let quote: Awaited<ReturnType<QuoteSource['quote']>> | undefined;
     let failure: string | undefined;
+    let eventLog: MeasurementEvent[] = [];
     try {
       quote = await this.deps.source.quote(qualifyingData(root, this.keyHash));
+      eventLog = this.deps.eventLog();
       this.stats.quotes++;
     } catch (err) {
       this.stats.failures++;
@@ -120,7 +123,7 @@ export class AttestationService {
                 attest: quote.attest.toString('base64'),
                 signature: quote.signature.toString('base64'),
                 pcrs: quote.pcrs,
-                eventLog: this.deps.eventLog,
+                eventLog,
                 akCertificate: this.deps.akCertificate,
                 tlsKeyHash: this.keyHash.toString('hex'),
                 batch: {

@@ -1,53 +1,91 @@
 /**
- * Measured start: what runs goes into the application PCR before anything is served. On the first
- * start the TLS private key is sealed to that PCR value (and the boot PCRs); on every later start it
- * must unseal, so a TRE whose code, Node binary, configuration or boot changed cannot use its
- * identity and refuses to start.
+ * Measured start: what runs goes into the application PCR before anything is served (one event
+ * per component, see measurement.ts), and only then does the TPM release the TRE's sealed secrets
+ * (its TLS key and its data key). A TRE whose code, dependencies, Node binary, shared libraries,
+ * configuration or boot changed, or a copy of its data directory on another TPM, cannot unseal
+ * them and refuses to start. Libraries mapped after start are measured at the next quote
+ * (`remeasure`), so a verifier refuses them.
  */
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tpm } from '@tre/hardware';
+import type { MeasurementEvent } from '@tre/protocol';
 import { TreConfigError } from '../tre-config-error.js';
-import { APPLICATION_PCR, measuredContent } from './measurement.js';
-import { sealTlsKey, unsealTlsKey } from './sealed-tls-key.js';
+import {
+  APPLICATION_PCR,
+  type Component,
+  eventOf,
+  mappedExecutables,
+  measuredComponents,
+  sharedObjectComponents,
+} from './measurement.js';
+import { hasSealedSecrets, sealedFiles, type TreSecrets, unsealSecrets } from './sealed-secrets.js';
 
+/** The application PCR as this process extended it, and its event log. */
+export class Measurement {
+  private constructor(
+    private readonly tpm: Tpm,
+    readonly events: MeasurementEvent[],
+    private readonly seen: Set<string>,
+  ) {}
+
+  /** Resets the application PCR (a restart needs no reboot) and extends it with every component. */
+  static take(tpm: Tpm, config: Record<string, unknown>): Measurement {
+    tpm.pcrReset(APPLICATION_PCR);
+    const components = measuredComponents(config);
+    const events = components.map(eventOf);
+    tpm.pcrExtendDigests(
+      APPLICATION_PCR,
+      events.map((e) => Buffer.from(e.digest, 'hex')),
+    );
+    // Every executable mapped now, and every native module (mapped later when first used), is measured.
+    const measured = new Set([
+      ...mappedExecutables(),
+      ...components.flatMap((c) => (c.file ? [c.file] : [])),
+    ]);
+    return new Measurement(tpm, events, measured);
+  }
+
+  /** Extends the PCR with executables mapped since the last look (a library loaded after start). */
+  remeasure(): MeasurementEvent[] {
+    const fresh = mappedExecutables().filter((file) => !this.seen.has(file));
+    if (fresh.length === 0) return [];
+    for (const file of fresh) this.seen.add(file);
+    const added: Component[] = sharedObjectComponents(new Set()).filter((c) => fresh.includes(c.file!));
+    const events = added.map(eventOf);
+    this.tpm.pcrExtendDigests(
+      APPLICATION_PCR,
+      events.map((e) => Buffer.from(e.digest, 'hex')),
+    );
+    this.events.push(...events);
+    return events;
+  }
+}
+
+/** Opens the TPM, measures, and unseals the secrets `tre enroll tls` sealed to that measurement. */
 export function measuredStart(
   tcti: string,
   dataDir: string,
-  measuredConfig: Record<string, unknown>,
-  plainKey: { pem: string | undefined; path: string },
-  bootPcrs: number[],
-): { tpm: Tpm; tlsKey: string; sealedNow: boolean } {
+  config: Record<string, unknown>,
+): { tpm: Tpm; measurement: Measurement; secrets: TreSecrets } {
   const tpm = Tpm.open({ tcti, keystoreDir: join(dataDir, 'tpm') });
-  // The application PCR starts from zero on every start (a restart needs no reboot); the boot PCRs
-  // cannot be reset by software and carry what booted.
-  tpm.pcrReset(APPLICATION_PCR);
-  for (const m of measuredContent(measuredConfig))
-    tpm.pcrExtend(APPLICATION_PCR, Buffer.from(m.contentDigest, 'hex'), m.description);
-  tpm.createAk();
-  const sealedFile = join(dataDir, 'tpm', 'tls-key.enc');
-  if (!existsSync(sealedFile)) {
-    if (!plainKey.pem) {
-      tpm.close();
+  try {
+    const measurement = Measurement.take(tpm, config);
+    tpm.createAk(); // unless it exists (enrolled with `tre enroll request`)
+    if (!hasSealedSecrets(dataDir))
       throw new TreConfigError(
-        `no TLS key: ${plainKey.path} is missing and none is sealed in ${sealedFile}; put the TRE key there for the first start`,
+        `this TRE is not enrolled: no sealed TLS key at ${sealedFiles(dataDir).tlsKey}. Run \`tre enroll tls --tpm ${tcti} --data ${dataDir}\` with the same options as \`tre start\`, and have the regulator sign its request`,
+      );
+    let secrets: TreSecrets;
+    try {
+      secrets = unsealSecrets(tpm, dataDir);
+    } catch (err) {
+      throw new TreConfigError(
+        `this TRE's measurement (code, node_modules, node binary, shared libraries, configuration or boot) differs from the one its keys were sealed to, or this is another TPM than the one it was enrolled on: the TPM does not release the TLS and data keys, so the TRE refuses to start (${(err as Error).message}). For an approved update, run \`tre enroll reseal\` on the old release with the regulator's whitelist naming both releases, then update; \`tre measure\` lists what this start measured.`,
       );
     }
-    sealTlsKey(tpm, plainKey.pem, [APPLICATION_PCR, ...bootPcrs], sealedFile);
-    return { tpm, tlsKey: plainKey.pem, sealedNow: true };
-  }
-  let tlsKey: string;
-  try {
-    tlsKey = unsealTlsKey(tpm, sealedFile);
+    return { tpm, measurement, secrets };
   } catch (err) {
     tpm.close();
-    throw new TreConfigError(
-      `this TRE's measurement (code, node binary, configuration or boot) differs from the one its TLS key was sealed to, so the key cannot be unsealed and the TRE refuses to start (${(err as Error).message}). If the change is approved: put the TRE key back at ${plainKey.path}, delete ${sealedFile} and start again to seal it to the new measurement; the regulator whitelists the new release with \`tre attest-policy\`.`,
-    );
+    throw err;
   }
-  if (plainKey.pem && plainKey.pem !== tlsKey) {
-    tpm.close();
-    throw new TreConfigError(`${plainKey.path} is not the TLS key sealed in ${sealedFile}`);
-  }
-  return { tpm, tlsKey, sealedNow: false };
 }

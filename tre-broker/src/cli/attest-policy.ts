@@ -1,60 +1,93 @@
-/** `tre attest-policy`: the regulator signs the whitelist of one TRE release and configuration. */
+/**
+ * `tre attest-policy`: the regulator signs the whitelist of one TRE release and configuration,
+ * measured on a reference device (a machine built like the TRE, with its TPM interface: the
+ * shared libraries the TRE maps are part of the measurement). `tre measure` lists the same events.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { APPLICATION_PCR, attestationPolicyFor, bootPcrsOf } from '../attestation/measurement.js';
-import { CertificateAuthority } from '../pki/certificate-authority.js';
 import {
-  type MonitoringFlags,
-  measuredConfigOf,
-  monitoringFrom,
-  withMonitoringOptions,
-} from './monitoring-options.js';
-import { pcrList, withTpm } from './tpm.js';
+  APPLICATION_PCR,
+  attestationPolicyFor,
+  eventOf,
+  measuredComponents,
+  replayPcr,
+} from '../attestation/measurement.js';
+import { CertificateAuthority } from '../pki/certificate-authority.js';
+import { withTpm } from './tpm.js';
+import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from './tre-options.js';
 
-interface AttestPolicyFlags extends MonitoringFlags {
-  pki: string;
-  out: string;
-  policyId: string;
-  bootPcrs?: number[];
-  tpm?: string;
+/** Opens the reference TPM (so this process maps what a TRE maps) and runs `use` with it. */
+function onReferenceDevice<T>(tcti: string, use: (pcrRead: (pcr: number) => string) => T): T {
+  const keystore = mkdtempSync(join(tmpdir(), 'tre-reference-tpm-'));
+  try {
+    return withTpm(tcti, keystore, (tpm) => use((pcr) => tpm.pcrRead(pcr).toString('hex')));
+  } finally {
+    rmSync(keystore, { recursive: true, force: true });
+  }
 }
 
 export function addAttestPolicyCommand(program: Command): void {
-  withMonitoringOptions(
+  withTreOptions(
     program
       .command('attest-policy')
       .description(
-        "sign the regulator's attestation whitelist: the measurements of this TRE build, node binary and configuration (the same monitoring options as `tre start`)",
+        "sign the regulator's attestation whitelist: the measurement of this TRE build, its node_modules, node binary, shared libraries and configuration (give the same options as `tre start`)",
       ),
   )
-    .requiredOption('--pki <dir>', 'PKI directory (the regulator CA signs)')
+    .requiredOption('--pki <dir>', "the regulator's PKI directory (its CA signs)")
     .requiredOption('--out <file>', 'where to write the signed policy (JWS)')
+    .requiredOption(
+      '--tpm <tcti>',
+      "the reference device's TPM (its boot PCR values are whitelisted with --boot-pcrs)",
+    )
     .option('--policy-id <id>', 'policy id', 'tre-release')
     .option(
-      '--boot-pcrs <list>',
-      'also whitelist these boot PCRs (e.g. 0,1,2,3,4,5,6,7) with their values on --tpm, a reference device booted as approved',
-      pcrList,
+      '--also-accept <pcr...>',
+      'further PCR 23 values to accept, e.g. the release a TRE migrates from (`tre enroll reseal` needs both named)',
     )
-    .option('--tpm <tcti>', 'the reference device TPM to read --boot-pcrs from')
-    .action(async (o: AttestPolicyFlags) => {
-      const ca = await CertificateAuthority.open(o.pki);
-      const bootPcrs = bootPcrsOf(o.bootPcrs);
-      const boot: Record<number, string> = {};
-      if (bootPcrs.length) {
-        if (!o.tpm)
-          throw new Error('--boot-pcrs needs --tpm: the reference device whose boot PCR values are approved');
-        withTpm(o.tpm, join(o.pki, 'reference-tpm'), (tpm) => {
-          for (const p of bootPcrs) boot[p] = tpm.pcrRead(p).toString('hex');
-        });
+    .action(
+      async (
+        o: TreFlags & { pki: string; out: string; policyId: string; tpm: string; alsoAccept?: string[] },
+      ) => {
+        const ca = await CertificateAuthority.open(o.pki);
+        const settings = treSettingsFrom(o);
+        const policy = onReferenceDevice(o.tpm, (pcrRead) =>
+          attestationPolicyFor(measuredConfigOf(settings), {
+            policyId: o.policyId,
+            bootPcrValues: Object.fromEntries(settings.bootPcrs.map((p) => [p, pcrRead(p)])),
+            alsoAccept: o.alsoAccept,
+          }),
+        );
+        await writeFile(o.out, `${await ca.signAsRegulator('attestationPolicy', policy)}\n`);
+        for (const p of settings.bootPcrs)
+          console.log(`${o.out}: PCR ${p} = ${policy.pcrValues[String(p)]![0]} (boot)`);
+        console.log(
+          `${o.out}: PCR ${APPLICATION_PCR} = ${policy.pcrValues[String(APPLICATION_PCR)]!.join(' or ')}`,
+        );
+        console.log(`  ${policy.eventDigests.length} measured components (\`tre measure\` lists them)`);
+      },
+    );
+  withTreOptions(
+    program
+      .command('measure')
+      .description(
+        'list what a TRE started with these options measures: one line per component (digest, description) and the PCR 23 value they give',
+      ),
+  )
+    .requiredOption('--tpm <tcti>', 'the TPM the TRE uses (its interface libraries are measured)')
+    .option('--json', 'print the event log as JSON')
+    .action(async (o: TreFlags & { tpm: string; json?: boolean }) => {
+      const settings = treSettingsFrom(o);
+      const events = onReferenceDevice(o.tpm, () =>
+        measuredComponents(measuredConfigOf(settings)).map(eventOf),
+      );
+      if (o.json) console.log(JSON.stringify(events, null, 2));
+      else {
+        for (const e of events) console.log(`${e.digest}  ${e.description}`);
+        console.log(`PCR ${APPLICATION_PCR} = ${replayPcr(events)} (${events.length} components)`);
       }
-      const policy = attestationPolicyFor(measuredConfigOf(monitoringFrom(o)), {
-        policyId: o.policyId,
-        bootPcrValues: boot,
-      });
-      await writeFile(o.out, `${await ca.signAsRegulator('attestationPolicy', policy)}\n`);
-      for (const [p, v] of Object.entries(boot)) console.log(`${o.out}: PCR ${p} = ${v} (boot)`);
-      console.log(`${o.out}: PCR ${APPLICATION_PCR} = ${policy.pcrValues[String(APPLICATION_PCR)]![0]}`);
-      for (const e of policy.eventDigests) console.log(`  ${e.digest}  ${e.description}`);
     });
 }

@@ -23,19 +23,14 @@ export function addPkiCommands(program: Command): void {
   const pki = program.command('pki').description('regulator PKI: root CA, client certificates, revocation');
   pki
     .command('init')
-    .description('create the regulator root CA and the TRE server certificate')
+    .description(
+      "create the regulator's root CA and an empty CRL (keep this directory on the regulator's machine: the TRE's machine holds only ca.crt and crl.pem)",
+    )
     .requiredOption('--dir <dir>', 'PKI directory')
-    .option('--tre-id <id>', 'TRE identity (SAN URI urn:tre:tre:<id>)', 'tre')
-    .option('--host <name...>', 'extra DNS names or IP addresses for the TRE certificate')
     .option('--force', 'overwrite an existing PKI')
-    .option('--json', 'print {"key","cert","ca"} of the TRE certificate as JSON')
-    .action(async (o: { dir: string; treId: string; host?: string[]; force?: boolean; json?: boolean }) => {
-      const { tre } = await CertificateAuthority.init(o.dir, {
-        treId: o.treId,
-        hosts: o.host ?? [],
-        force: o.force,
-      });
-      printFiles(tre, !!o.json);
+    .action(async (o: { dir: string; force?: boolean }) => {
+      const { ca } = await CertificateAuthority.init(o.dir, { force: o.force });
+      console.log(`root CA: ${ca.paths.caCert} (key ${ca.paths.caKey}, 0600)\nCRL:     ${ca.paths.crl}`);
     });
   pki
     .command('issue')
@@ -57,18 +52,31 @@ export function addPkiCommands(program: Command): void {
     );
   pki
     .command('sign-csr')
-    .description('sign a certificate request made on a device (its key never leaves the device)')
+    .description(
+      'sign a certificate request made on a device or on the TRE (its key never leaves it): --role tre makes the TRE server certificate',
+    )
     .requiredOption('--dir <dir>', 'PKI directory')
     .requiredOption('--csr <file>', 'PKCS#10 request, PEM')
-    .addOption(roleOption())
-    .requiredOption('--id <id>', 'party id')
+    .addOption(
+      new Option('--role <role>', 'party role, or tre')
+        .choices([...PARTY_ROLES, 'tre'])
+        .makeOptionMandatory(),
+    )
+    .requiredOption('--id <id>', 'party or TRE id')
+    .option(
+      '--host <name...>',
+      "with --role tre: the TRE's DNS names or IP addresses (default: those the request asks for)",
+    )
     .requiredOption('--out <file>', 'where to write the certificate')
-    .action(async (o: { dir: string; csr: string; role: string; id: string; out: string }) => {
-      const ca = await CertificateAuthority.open(o.dir);
-      const pem = await ca.signRequest(readFileSync(o.csr, 'utf8'), parseRole(o.role), o.id);
-      await writeFile(o.out, pem);
-      console.log(o.out);
-    });
+    .action(
+      async (o: { dir: string; csr: string; role: string; id: string; host?: string[]; out: string }) => {
+        const ca = await CertificateAuthority.open(o.dir);
+        const role = o.role === 'tre' ? 'tre' : parseRole(o.role);
+        const pem = await ca.signRequest(readFileSync(o.csr, 'utf8'), role, o.id, undefined, o.host);
+        await writeFile(o.out, pem);
+        console.log(o.out);
+      },
+    );
   pki
     .command('revoke')
     .description('revoke a party; the broker refuses it at connect and drops its live session within seconds')

@@ -1,17 +1,11 @@
-/** `tre registry ...`: the household registry, editable while the TRE runs. */
+/**
+ * `tre registry ...`: the household registry of a development TRE (no TPM), editable while it
+ * runs. A TRE with a TPM has its store sealed to its measurement: its households come from the
+ * regulator's signed registry updates over MQTT.
+ */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { HouseholdRegistry } from '../registry/household-registry.js';
-import { Store } from '../store/store.js';
-
-async function withRegistry(dataDir: string, fn: (r: HouseholdRegistry) => Promise<void>): Promise<void> {
-  const store = Store.openIn(dataDir);
-  try {
-    await fn(new HouseholdRegistry(store));
-  } finally {
-    store.close();
-  }
-}
+import { HouseholdRegistry, registerHouseholds } from '../registry/household-registry.js';
 
 export function addRegistryCommands(program: Command): void {
   const registry = program.command('registry').description('household registry (works while the TRE runs)');
@@ -33,18 +27,16 @@ export function addRegistryCommands(program: Command): void {
         capacity: number;
         account: string;
       }) => {
-        await withRegistry(o.data, async (r) => {
-          await r.upsert([
-            {
-              meterId: o.meter,
-              supplierId: o.supplier,
-              dnoId: o.dno,
-              capacityW: o.capacity,
-              account: o.account,
-            },
-          ]);
-          console.log(`registered 1 household (${r.count()} in total)`);
-        });
+        const { total } = await registerHouseholds(o.data, [
+          {
+            meterId: o.meter,
+            supplierId: o.supplier,
+            dnoId: o.dno,
+            capacityW: o.capacity,
+            account: o.account,
+          },
+        ]);
+        console.log(`registered 1 household (${total} in total)`);
       },
     );
   registry
@@ -54,9 +46,7 @@ export function addRegistryCommands(program: Command): void {
     .requiredOption('--file <csv>', 'households CSV')
     .action(async (o: { data: string; file: string }) => {
       const households = HouseholdRegistry.parseCsv(readFileSync(o.file, 'utf8'), o.file);
-      await withRegistry(o.data, async (r) => {
-        await r.upsert(households);
-        console.log(`registered ${households.length} households (${r.count()} in total)`);
-      });
+      const { registered, total } = await registerHouseholds(o.data, households);
+      console.log(`registered ${registered} households (${total} in total)`);
     });
 }

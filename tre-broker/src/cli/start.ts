@@ -3,33 +3,27 @@ import { AcceleratedClock, systemClock } from '@tre/protocol';
 import type { Command } from 'commander';
 import { createLogger } from '../log.js';
 import { startTre } from '../tre.js';
-import {
-  type MonitoringFlags,
-  measuredConfigOf,
-  monitoringFrom,
-  withMonitoringOptions,
-} from './monitoring-options.js';
-import { pcrList } from './tpm.js';
+import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from './tre-options.js';
 
-interface StartFlags extends MonitoringFlags {
+interface StartFlags extends TreFlags {
   pki: string;
   data: string;
   host: string;
   port: number;
-  logLevel: string;
-  clockSpeed: number;
   tpm?: string;
-  bootPcrs?: number[];
-  clockEpoch?: number;
 }
 
 export function addStartCommand(program: Command): void {
-  withMonitoringOptions(
+  withTreOptions(
     program
       .command('start')
       .description('run the TRE broker (SIGTERM or Ctrl-C stops it gracefully)')
-      .option('--pki <dir>', 'PKI directory made by `tre pki init`', './pki')
-      .option('--data <dir>', 'data directory (SQLite store)', './tre-data')
+      .option(
+        '--pki <dir>',
+        "the TRE's certificate directory: ca.crt, crl.pem and tre.crt (signed from `tre enroll tls`)",
+        './tre-pki',
+      )
+      .option('--data <dir>', 'data directory (encrypted SQLite store, sealed keys)', './tre-data')
       .option('--host <host>', 'address to listen on', '127.0.0.1')
       .option(
         '--port <port>',
@@ -37,30 +31,13 @@ export function addStartCommand(program: Command): void {
         (v) => Number.parseInt(v, 10),
         8883,
       )
-      .option('--log-level <level>', 'pino log level', process.env.TRE_LOG_LEVEL ?? 'info')
       .option(
         '--tpm <tcti>',
-        'the TPM: device:/dev/tpmrm0 (Pi HAT) or swtpm:host=127.0.0.1,port=N; needs <data>/tpm/ak.crt (tre pki endorse-ak)',
-      )
-      .option(
-        '--boot-pcrs <list>',
-        'with --tpm on a machine with measured boot: quote these boot PCRs too and seal the TLS key to them (e.g. 0,1,2,3,4,5,6,7)',
-        pcrList,
-      )
-      .option(
-        '--clock-speed <x>',
-        'run the TRE clock x times faster than real time (demos and tests)',
-        Number,
-        1,
-      )
-      .option(
-        '--clock-epoch <ms>',
-        'real instant (ms since epoch) from which the faster clock runs; the same value continues one timeline across restarts',
-        Number,
+        'the TPM: device:/dev/tpmrm0 (Pi HAT) or swtpm:host=127.0.0.1,port=N; needs `tre enroll` done with the same options',
       ),
   ).action(async (o: StartFlags) => {
-    const log = createLogger({ level: o.logLevel });
-    const monitoring = monitoringFrom(o);
+    const settings = treSettingsFrom(o);
+    const log = createLogger({ level: settings.logLevel });
     // Signals are taken from the start, so a stop during start-up is still graceful.
     const stopped = new Promise<string>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -72,11 +49,13 @@ export function addStartCommand(program: Command): void {
       host: o.host,
       port: o.port,
       log,
-      monitoring,
-      tpm: o.tpm ? { tcti: o.tpm, bootPcrs: o.bootPcrs } : undefined,
-      measuredConfig: measuredConfigOf(monitoring),
+      monitoring: settings.monitoring,
+      tpm: o.tpm ? { tcti: o.tpm, bootPcrs: settings.bootPcrs } : undefined,
+      measuredConfig: measuredConfigOf(settings),
       clock:
-        o.clockSpeed === 1 ? systemClock : new AcceleratedClock(o.clockEpoch ?? Date.now(), o.clockSpeed),
+        settings.clockSpeed === 1
+          ? systemClock
+          : new AcceleratedClock(settings.clockEpoch ?? Date.now(), settings.clockSpeed),
     });
     const signal = await stopped; // already settled if the signal came during start-up
     log.info({ signal }, 'stopping');

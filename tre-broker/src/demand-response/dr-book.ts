@@ -1,6 +1,7 @@
 /**
  * Demand-response events and bids as the TRE keeps them (`dr_events`, `dr_bids`). The bid table is
- * the pseudonym map: only the TRE can link a pseudonym to its household.
+ * the pseudonym map: only the TRE can link a pseudonym to its household, and only until the event is
+ * settled (retention deletes its bids then, `forgetPseudonyms`).
  */
 import type { DrEvent } from '@tre/protocol';
 import type { Store } from '../store/store.js';
@@ -95,6 +96,32 @@ export class DrBook {
   /** Inside a commit. */
   setStage(eventId: string, stage: EventStage): void {
     this.store.statement('UPDATE dr_events SET stage = ? WHERE event_id = ?').run(stage, eventId);
+  }
+
+  /** Start of the earliest window of an accepted event not yet settled (its settlement still needs that window's baseline). */
+  earliestUnsettledWindow(): number | undefined {
+    const row = this.store
+      .statement("SELECT min(window_start) AS t FROM dr_events WHERE stage = 'accepted'")
+      .get() as { t: number | null };
+    return row.t ?? undefined;
+  }
+
+  /** Events that still hold bids (pseudonym map entries), with their stage. */
+  eventsWithBids(): { eventId: string; stage: EventStage }[] {
+    return this.store
+      .statement(
+        'SELECT e.event_id AS eventId, e.stage FROM dr_events e WHERE EXISTS (SELECT 1 FROM dr_bids b WHERE b.event_id = e.event_id)',
+      )
+      .all() as { eventId: string; stage: EventStage }[];
+  }
+
+  /**
+   * Retention: deletes the event's bids, i.e. its pseudonym <-> household map (bid ids, households,
+   * pseudonyms, quantities, prices). The event's row stays, with the DSM's signed acceptance, so a
+   * re-sent event or acceptance is still recognized. Returns how many bids it deleted. Inside a commit.
+   */
+  forgetPseudonyms(eventId: string): number {
+    return this.store.statement('DELETE FROM dr_bids WHERE event_id = ?').run(eventId).changes;
   }
 
   bid(bidId: string): BidRow | undefined {

@@ -1,7 +1,8 @@
 /**
  * The stored interval readings and the alerts raised about them: the `readings` and `alerts`
  * tables are created, written and read here only. Monitoring, billing and demand response read
- * readings through these queries; the simulator through `storedEnergies` and `recentAlerts`.
+ * readings through these queries; the simulator through `storedEnergies` and `recentAlerts`; the
+ * retention service deletes old ones through `deleteBefore` and `deleteAlertsBefore`.
  *
  * Calls made inside a `Store.commit` callback run in that transaction (one SQLite connection).
  */
@@ -150,6 +151,33 @@ export class ReadingStore {
     return (
       this.store.statement("SELECT count(*) AS n FROM readings WHERE status = 'ok'").get() as { n: number }
     ).n;
+  }
+
+  /**
+   * Retention (retention/retention-rule.ts): deletes up to `limit` readings of `meterIds` whose
+   * interval starts before `intervalStart`; returns how many it deleted (fewer than `limit`: none
+   * of them is left). Inside a commit.
+   */
+  deleteBefore(intervalStart: number, meterIds: readonly string[], limit: number): number {
+    return this.store
+      .statement(
+        `DELETE FROM readings WHERE (meter_id, interval_start) IN (
+           SELECT r.meter_id, r.interval_start FROM json_each(?) m JOIN readings r ON r.meter_id = m.value
+           WHERE r.interval_start < ? LIMIT ?)`,
+      )
+      .run(JSON.stringify(meterIds), intervalStart, limit).changes;
+  }
+
+  /**
+   * Retention: deletes the alerts of `meterIds` raised before `at`. An alert is raised when its
+   * reading arrives, after its interval, so these are about readings that are gone too; they were
+   * delivered to the household (and the regulator) when raised and are kept only for the
+   * operator's dashboard. Returns how many it deleted. Inside a commit.
+   */
+  deleteAlertsBefore(at: number, meterIds: readonly string[]): number {
+    return this.store
+      .statement('DELETE FROM alerts WHERE at < ? AND meter_id IN (SELECT value FROM json_each(?))')
+      .run(at, JSON.stringify(meterIds)).changes;
   }
 
   /** The newest alerts, newest first (the operator's dashboard). */

@@ -55,6 +55,20 @@ export class GroupBook {
       .get(group.dnoId, group.groupId, intervalStart);
   }
 
+  /**
+   * Start of the newest interval released for the group released least far (over groups with any
+   * release); undefined before the first release. Retention keeps the readings after it.
+   */
+  slowestRelease(): number | undefined {
+    const row = this.store
+      .statement(
+        `SELECT min(last) AS t FROM (SELECT (SELECT max(r.interval_start) FROM releases r
+           WHERE r.dno_id = g.dno_id AND r.group_id = g.group_id) AS last FROM dno_groups g)`,
+      )
+      .get() as { t: number | null };
+    return row.t ?? undefined;
+  }
+
   /** Call inside a commit, with the release's other writes. */
   recordRelease(group: Group, intervalStart: number, outcome: string): void {
     this.store

@@ -2,9 +2,11 @@
  * The regulator's PKI: one root CA issues the TRE's server certificate and every party's client
  * certificate (ECDSA P-256). A party's identity is the SAN URI `urn:tre:<role>:<id>`.
  *
- * Directory layout (`tre pki init --dir D`):
+ * Directory layout (`tre pki init --dir D`, the regulator's machine):
  *   D/ca.crt  D/ca.key           regulator root CA
- *   D/tre.crt D/tre.key          TRE server certificate (serverAuth)
+ *   D/tre.crt D/tre.key          development only (`initForDevelopment`): a TRE server
+ *                                certificate and key made here; a real TRE makes its key itself
+ *                                and sends a request (`tre enroll tls`, then `sign-csr --role tre`)
  *   D/clients/<role>-<id>.crt|key client certificates (clientAuth)
  *   D/index.json                 every certificate issued: role, id, serial, expiry, revocation
  *   D/crl.pem                    CRL signed by the CA, rewritten on every revocation
@@ -115,6 +117,14 @@ function validity(v: Validity | undefined, defaultDays: number): { notBefore: Da
   return { notBefore, notAfter };
 }
 
+/** The DNS names and IP addresses a certificate request asks for. */
+export function requestedHosts(csr: x509.Pkcs10CertificateRequest): string[] {
+  const san = csr.extensions.find(
+    (e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension,
+  );
+  return (san?.names.toJSON() ?? []).filter((n) => n.type === 'dns' || n.type === 'ip').map((n) => n.value);
+}
+
 export class CertificateAuthority {
   private constructor(
     readonly dir: string,
@@ -122,10 +132,11 @@ export class CertificateAuthority {
     private readonly key: CryptoKey,
   ) {}
 
+  /** The regulator's root CA (and an empty CRL) in `dir`: what `tre pki init` makes. */
   static async init(
     dir: string,
-    opts: { treId?: string; hosts?: string[]; force?: boolean; validity?: Validity } = {},
-  ): Promise<{ ca: CertificateAuthority; tre: IssuedFiles }> {
+    opts: { force?: boolean; validity?: Validity } = {},
+  ): Promise<{ ca: CertificateAuthority }> {
     const paths = pkiPaths(dir);
     await mkdir(join(dir, 'clients'), { recursive: true, mode: 0o700 });
     if (!opts.force && (await exists(paths.caKey))) {
@@ -151,6 +162,18 @@ export class CertificateAuthority {
     await writeFile(paths.index, '[]\n', { mode: 0o644 });
     const ca = new CertificateAuthority(dir, cert, keys.privateKey);
     await ca.writeCrl([]);
+    return { ca };
+  }
+
+  /**
+   * Development and tests only: the CA and a TRE server certificate whose key is made here, in
+   * plaintext, all in one directory (a TRE with a TPM makes its own key: `tre enroll tls`).
+   */
+  static async initForDevelopment(
+    dir: string,
+    opts: { treId?: string; hosts?: string[]; force?: boolean; validity?: Validity } = {},
+  ): Promise<{ ca: CertificateAuthority; tre: IssuedFiles }> {
+    const { ca } = await CertificateAuthority.init(dir, opts);
     const tre = await ca.issueServer(opts.treId ?? 'tre', opts.hosts ?? [], { force: !!opts.force });
     return { ca, tre };
   }
@@ -169,34 +192,35 @@ export class CertificateAuthority {
     return pkiPaths(this.dir);
   }
 
-  /** The TRE's server certificate: SAN DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, plus hosts. */
+  /** Development only: a TRE server certificate with its key made here (see `initForDevelopment`). */
   async issueServer(treId: string, hosts: string[], opts: { force?: boolean; validity?: Validity } = {}) {
+    const keys = await generateKeys();
+    const certPem = await this.serverCertificate(keys.publicKey, treId, hosts, opts.validity);
+    const paths = this.paths;
+    await writeNew(paths.treKey, await privateKeyPem(keys.privateKey), 0o600, !!opts.force);
+    await writeNew(paths.treCert, certPem, 0o644, !!opts.force);
+    return { key: paths.treKey, cert: paths.treCert, ca: paths.caCert };
+  }
+
+  /** The TRE's server certificate: SAN DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, plus hosts. */
+  private async serverCertificate(publicKey: CryptoKey, treId: string, hosts: string[], v?: Validity) {
+    assertId(treId);
     const names: x509.JsonGeneralName[] = [
       { type: 'dns', value: 'localhost' },
       { type: 'ip', value: '127.0.0.1' },
       { type: 'url', value: formatIdentity({ role: 'tre', id: treId }) },
     ];
-    for (const host of hosts) {
-      names.push({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host });
-    }
-    const keys = await generateKeys();
-    const cert = await this.sign(
-      keys.publicKey,
-      `CN=${treId}, O=TRE`,
-      names,
-      'server',
-      validity(opts.validity, 825),
-    );
-    const paths = this.paths;
-    await writeNew(paths.treKey, await privateKeyPem(keys.privateKey), 0o600, !!opts.force);
-    await writeNew(paths.treCert, cert.toString('pem'), 0o644, !!opts.force);
+    for (const host of hosts)
+      if (!names.some((n) => n.value === host))
+        names.push({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host });
+    const cert = await this.sign(publicKey, `CN=${treId}, O=TRE`, names, 'server', validity(v, 825));
     await this.record({
       role: 'tre',
       id: treId,
       serial: cert.serialNumber,
       notAfter: cert.notAfter.toISOString(),
     });
-    return { key: paths.treKey, cert: paths.treCert, ca: paths.caCert };
+    return cert.toString('pem');
   }
 
   /** A party's client certificate, key generated here. */
@@ -223,11 +247,21 @@ export class CertificateAuthority {
    * Signs a PKCS#10 request made on the device (the key never leaves it). The identity comes from
    * the regulator's arguments, not from the request's subject.
    */
-  async signRequest(csrPem: string, role: PartyRole, id: string, v?: Validity): Promise<string> {
+  async signRequest(
+    csrPem: string,
+    role: PartyRole | 'tre',
+    id: string,
+    v?: Validity,
+    hosts?: string[],
+  ): Promise<string> {
     const csr = new x509.Pkcs10CertificateRequest(csrPem);
     if (!(await csr.verify()))
       throw new PkiError('CSR_INVALID', 'the certificate request signature does not verify');
-    return this.issueFor({ role, id }, await csr.publicKey.export(ALG, ['verify']), v);
+    const publicKey = await csr.publicKey.export(ALG, ['verify']);
+    // The TRE's server certificate: the host names the regulator gives, else the request's DNS and
+    // IP names; the identity always from the regulator's arguments.
+    if (role === 'tre') return this.serverCertificate(publicKey, id, hosts ?? requestedHosts(csr), v);
+    return this.issueFor({ role, id }, publicKey, v);
   }
 
   /**
@@ -381,5 +415,24 @@ export class CertificateAuthority {
     });
     this.indexUpdates = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * Revokes one certificate by its serial (hex, any case, leading zeros optional), e.g. a TRE's
+   * attestation-key certificate (role `tre-ak`), and rewrites the CRL. Revoking a revoked
+   * certificate again changes nothing. Returns whose certificate it was.
+   */
+  async revokeSerial(serial: string): Promise<{ role: string; id: string }> {
+    const norm = (s: string) => s.toLowerCase().replace(/^0+(?=.)/, '');
+    return this.updateIndex(async (index) => {
+      const hit = index.find((e) => norm(e.serial) === norm(serial));
+      if (!hit)
+        throw new PkiError('UNKNOWN_CERTIFICATE', `no certificate with serial ${serial} in ${this.dir}`);
+      if (!hit.revokedAt) {
+        hit.revokedAt = new Date().toISOString();
+        await this.writeCrl(index.filter((e) => e.revokedAt));
+      }
+      return { role: hit.role, id: hit.id };
+    });
   }
 }

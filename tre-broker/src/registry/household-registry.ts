@@ -6,6 +6,8 @@
  * box. Lookups go to SQLite every time (microseconds), so changes made by the CLI apply at once.
  */
 import { type Household, householdSchema, MAX_BULK_PAYLOAD_BYTES, registryUpdateSchema } from '@tre/protocol';
+import { hasSealedSecrets } from '../attestation/sealed-secrets.js';
+import { developmentDataKey } from '../attestation/tre-enrollment.js';
 import {
   type HandlerResult,
   type InboundMessage,
@@ -14,6 +16,7 @@ import {
 } from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
 import { type Db, Store } from '../store/store.js';
+import { TreConfigError } from '../tre-config-error.js';
 
 export class RegistryError extends Error {
   override readonly name = 'RegistryError';
@@ -180,13 +183,23 @@ function upsertAll(db: Db, households: Household[]): number {
 }
 
 /**
- * Registers households in a TRE data directory without a running TRE (what `tre registry add`
- * does; the TRE reads the registry on every lookup, so a running one sees them at once).
+ * Registers households in a development TRE's data directory (no TPM: its store's key is the
+ * development key file), with or without the TRE running (it reads the registry on every lookup).
+ * A store sealed to a TRE's measurement is refused: its households come from the regulator's
+ * signed registry updates. Returns how many were registered and the registry's size.
  */
-export async function registerHouseholds(dataDir: string, households: Household[]): Promise<number> {
-  const store = Store.openIn(dataDir);
+export async function registerHouseholds(
+  dataDir: string,
+  households: Household[],
+): Promise<{ registered: number; total: number }> {
+  if (hasSealedSecrets(dataDir))
+    throw new TreConfigError(
+      `the store in ${dataDir} is sealed to the TRE's measurement: register households with the regulator's signed registry update (topic tre/v1/regulator/<id>/registry), not from this machine`,
+    );
+  const store = Store.openIn(dataDir, { dataKey: (await developmentDataKey(dataDir)).key });
   try {
-    return await new HouseholdRegistry(store).upsert(households);
+    const registry = new HouseholdRegistry(store);
+    return { registered: await registry.upsert(households), total: registry.count() };
   } finally {
     store.close();
   }

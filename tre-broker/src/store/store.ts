@@ -5,17 +5,48 @@
  * in one transaction, so one fsync serves many messages. Each write runs in its own savepoint,
  * so one failing write does not undo the others. A caller's promise settles only after COMMIT,
  * which is what lets the broker send the QoS1 PUBACK after the handler returns.
+ *
+ * Encrypted at rest (SQLite3MultipleCiphers, `better-sqlite3-multiple-ciphers`): with a data key,
+ * every page of the database and of its WAL is encrypted and authenticated with ChaCha20-Poly1305
+ * under that raw 32-byte key (no passphrase KDF: the key is already random), so a copy of the data
+ * directory (tre.sqlite, -wal, -shm) without the key reveals no reading, bid or pseudonym. Page 1
+ * starts with a random salt instead of the "SQLite format 3" header. Temporary tables and sorts
+ * stay in memory (`temp_store = MEMORY`): the cipher covers the database, its journal and WAL, not
+ * SQLite's temporary files.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import Database from 'better-sqlite3-multiple-ciphers';
 
 export type Db = Database.Database;
+
+/** Length of the store's data key in bytes (a raw ChaCha20 key). */
+export const DATA_KEY_BYTES = 32;
+
+/**
+ * The page cipher: ChaCha20-Poly1305 (SQLite3MultipleCiphers' default, sqleet's format), pinned so a
+ * change of the library's default cannot change the file format. Authenticated (a wrong key or a
+ * modified page is detected, not read as garbage) and fast without AES instructions (Pi-class CPUs).
+ */
+export const STORE_CIPHER = 'chacha20';
+
+export interface StoreOptions {
+  /**
+   * The data key: 32 random bytes (unsealed from the TPM, or a development key file). Without one
+   * the file is plain SQLite (in-memory stores, and until every opener passes a key). Ignored for
+   * `:memory:`, which has nothing at rest.
+   */
+  dataKey?: Buffer;
+  /** Writes per transaction at most (group commit flushes early at this size). */
+  maxBatch?: number;
+}
+
+export type StoreErrorCode = 'STORAGE_UNAVAILABLE' | 'STORE_CLOSED' | 'STORE_KEY_MISMATCH';
 
 export class StoreError extends Error {
   override readonly name = 'StoreError';
   constructor(
-    readonly code: 'STORAGE_UNAVAILABLE' | 'STORE_CLOSED',
+    readonly code: StoreErrorCode,
     message: string,
     override readonly cause?: unknown,
   ) {
@@ -37,21 +68,52 @@ export class Store {
   /** Number of transactions committed and writes they carried, for benchmarks. */
   readonly stats = { transactions: 0, writes: 0 };
 
+  private readonly maxBatch: number;
+
   constructor(
     readonly path: string,
-    private readonly maxBatch = 2_000,
+    opts: StoreOptions = {},
   ) {
+    this.maxBatch = opts.maxBatch ?? 2_000;
+    if (opts.dataKey && opts.dataKey.length !== DATA_KEY_BYTES)
+      throw new RangeError(
+        `the store's data key must be ${DATA_KEY_BYTES} bytes, got ${opts.dataKey.length}`,
+      );
+    const keyed = !!opts.dataKey && path !== ':memory:';
+    // A read-only connection first: one that fails must not touch the files (a read-write one that
+    // cannot read page 1 may still checkpoint a copied WAL into the database file when it closes).
+    if (path !== ':memory:' && existsSync(path)) {
+      const probe = new Database(path, { readonly: true, fileMustExist: true });
+      try {
+        openWith(probe, path, keyed ? opts.dataKey : undefined);
+      } finally {
+        probe.close();
+      }
+    }
     this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec('CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
+    try {
+      openWith(this.db, path, keyed ? opts.dataKey : undefined);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = ON');
+      this.db.pragma('busy_timeout = 5000');
+      this.db.pragma('temp_store = MEMORY');
+      this.db.exec('CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
   }
 
-  static openIn(dataDir: string): Store {
+  /**
+   * The store of a data directory, `<dataDir>/tre.sqlite`, encrypted under `opts.dataKey`.
+   * TEMPORARY: without a key it is plain SQLite (what `registerHouseholds` still opens); the key
+   * becomes required once every opener passes one.
+   */
+  /** The TRE's store in its data directory: always encrypted, with the data key it was made with. */
+  static openIn(dataDir: string, opts: { dataKey: Buffer }): Store {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    return new Store(join(dataDir, 'tre.sqlite'));
+    return new Store(join(dataDir, 'tre.sqlite'), { dataKey: opts.dataKey });
   }
 
   private readonly statements = new Map<string, Database.Statement>();
@@ -128,5 +190,36 @@ export class Store {
     this.flush();
     this.closed = true;
     this.db.close();
+  }
+}
+
+/**
+ * Sets the cipher and the raw key (SQLCipher's `x'<hex>'` form: the bytes are the key, no KDF), before
+ * any statement that reads the file (choosing the cipher reads nothing), then reads page 1: the key
+ * is only checked there, so a wrong one fails here with a clear error, not at a flow's first query.
+ */
+function openWith(db: Db, path: string, dataKey: Buffer | undefined): void {
+  if (dataKey) {
+    db.pragma(`cipher = '${STORE_CIPHER}'`);
+    const raw = Buffer.from(`x'${dataKey.toString('hex')}'`, 'latin1');
+    try {
+      db.key(raw); // sqlite3_key: the key never goes through SQL text
+    } finally {
+      raw.fill(0);
+    }
+  }
+  try {
+    db.prepare('SELECT count(*) FROM sqlite_master').get();
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== 'SQLITE_NOTADB') throw err;
+    throw new StoreError(
+      'STORE_KEY_MISMATCH',
+      dataKey
+        ? `${path} cannot be read with this data key: the data directory was encrypted with another key ` +
+            '(a different TPM or TRE measurement, or a data directory copied from another machine), ' +
+            'or it is not an encrypted TRE store (a plaintext or damaged file); it was left unchanged'
+        : `${path} is encrypted (or not a SQLite file) and no data key was given; it was left unchanged`,
+      err,
+    );
   }
 }

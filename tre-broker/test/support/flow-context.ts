@@ -13,6 +13,7 @@ import {
   type PeerIdentity,
   wireFlows,
 } from '@tre/tre-broker';
+import { developmentDataKey } from '../../src/attestation/tre-enrollment.js';
 import { Store } from '../../src/store/store.js';
 
 export interface Published {
@@ -23,10 +24,26 @@ export interface Published {
   at: number;
 }
 
-/** `durable`: a real SQLite file in a temp dir; otherwise in memory (fast, for property tests). */
+/** The fixed data key of test stores (32 bytes, as the TRE's; never a real one). */
+export function testDataKey(): Buffer {
+  return Buffer.from('7e57da7a6b3e7000000000000000000000000000000000000000000000000017', 'hex');
+}
+
+/**
+ * The store of a development TRE's data directory (no TPM) as `tre start` opens it: encrypted under
+ * `<data>/data-key.development-only`, which is made when missing (a TRE started later uses it too).
+ */
+export async function developmentStore(dataDir: string): Promise<Store> {
+  return Store.openIn(dataDir, { dataKey: (await developmentDataKey(dataDir)).key });
+}
+
+/**
+ * `durable`: a real SQLite file in a temp dir, encrypted under `testDataKey()`; otherwise in memory
+ * (fast, for property tests).
+ */
 export function flowContext(startMs: number, opts: { durable?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tre-flow-'));
-  const store = opts.durable ? Store.openIn(dir) : new Store(':memory:');
+  const store = opts.durable ? Store.openIn(dir, { dataKey: testDataKey() }) : new Store(':memory:');
   const published: Published[] = [];
   const outbound = {
     async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}) {

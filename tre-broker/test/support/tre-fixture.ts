@@ -14,6 +14,7 @@ import {
   type IdentityLimitOptions,
   type IssuedFiles,
   type MonitoringOptions,
+  provisionTre,
   type RunningTre,
   startTre,
   type Validity,
@@ -22,7 +23,10 @@ import mqtt, { type MqttClient } from 'mqtt';
 
 export interface TreFixture {
   dir: string;
+  /** The regulator's PKI directory (ca.key, issued client certificates). */
   pkiDir: string;
+  /** The TRE's certificate directory (tre.crt, ca.crt, crl.pem; the key is sealed or, without TPM, tre.key). */
+  treDir: string;
   ca: CertificateAuthority;
   tre: RunningTre;
   url: string;
@@ -53,14 +57,26 @@ export async function startTreFixture(
   } = {},
 ): Promise<TreFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'tre-test-'));
+  // The regulator's directory (ca.key, clients) and the TRE's (its certificate, the root, the CRL).
   const pkiDir = join(dir, 'pki');
+  const treDir = join(dir, 'tre-pki');
   const { ca } = await CertificateAuthority.init(pkiDir);
+  const measuredConfig = { fixture: true };
+  await provisionTre(ca, {
+    tcti: opts.tpmTcti,
+    dataDir: join(dir, 'data'),
+    pkiDir: treDir,
+    treId: 'tre',
+    hosts: [],
+    config: measuredConfig,
+    bootPcrs: [],
+  });
   const log = createLogger({
     level: opts.logLevel ?? process.env.TRE_TEST_LOG_LEVEL ?? 'silent',
     destination: opts.logDestination,
   });
   const tre = await startTre({
-    pkiDir,
+    pkiDir: treDir,
     dataDir: join(dir, 'data'),
     port: 0,
     log,
@@ -70,7 +86,7 @@ export async function startTreFixture(
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     monitoring: opts.monitoring,
     demandResponse: opts.demandResponse,
-    measuredConfig: { fixture: true },
+    measuredConfig,
     tpm: opts.tpmTcti
       ? {
           tcti: opts.tpmTcti,
@@ -83,6 +99,7 @@ export async function startTreFixture(
   const fixture: TreFixture = {
     dir,
     pkiDir,
+    treDir,
     ca,
     tre,
     url: `mqtts://127.0.0.1:${tre.port}`,

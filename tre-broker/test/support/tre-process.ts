@@ -17,12 +17,15 @@ export async function spawnTre(
   dataDir: string,
   port = 0,
   extraArgs: string[] = [],
+  /** Another Node binary, CLI file (e.g. of a copied release) or environment. */
+  run: { node?: string; cli?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<TreProcess> {
   const child = spawn(
-    process.execPath,
-    [treCli, 'start', '--pki', pkiDir, '--data', dataDir, '--port', String(port), ...extraArgs],
+    run.node ?? process.execPath,
+    [run.cli ?? treCli, 'start', '--pki', pkiDir, '--data', dataDir, '--port', String(port), ...extraArgs],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
+      env: run.env ?? process.env,
     },
   );
   let log = '';

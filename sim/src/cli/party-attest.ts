@@ -1,0 +1,119 @@
+/**
+ * `tre-party attest`: attest a TRE once, as a DNO, supplier, DSM or regulator, with the same client
+ * the reference parties use (`PartyClient`: the agent's verifier, the party's own nonce and topics),
+ * and print the verdict; exit 1 unless trusted.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { loadAttestationPolicy, tpmQuoteAttestor } from '@tre/meter-agent';
+import { formatIdentity, systemClock } from '@tre/protocol';
+import { type Command, Option } from 'commander';
+import {
+  identityOfCertificate,
+  PartyClient,
+  type TrustVerdict,
+  UntrustedTreError,
+} from '../parties/party-client.js';
+
+export const PARTY_ROLES_ATTESTING = ['dno', 'supplier', 'dsm', 'regulator'] as const;
+
+interface AttestOptions {
+  role: (typeof PARTY_ROLES_ATTESTING)[number];
+  id: string;
+  tre: string;
+  cert: string;
+  key: string;
+  ca: string;
+  crl?: string;
+  policy: string;
+  timeout: number;
+  json?: boolean;
+}
+
+export function addAttestCommand(program: Command): void {
+  program
+    .command('attest')
+    .description(
+      "attest a TRE before your software sends it anything: a fresh nonce on your own attest topic, the TRE's TPM quote checked against the regulator root, the regulator's CRL and the regulator-signed whitelist (exit 0 only if trusted)",
+    )
+    .addOption(
+      new Option('--role <role>', 'your role, as in your certificate')
+        .choices(PARTY_ROLES_ATTESTING)
+        .makeOptionMandatory(),
+    )
+    .requiredOption('--id <id>', 'your id, as in your certificate (urn:tre:<role>:<id>)')
+    .requiredOption('--tre <url>', 'the TRE: mqtts://host:port')
+    .requiredOption('--cert <file>', 'your client certificate (issued by the regulator)')
+    .requiredOption('--key <file>', 'your client key')
+    .requiredOption('--ca <file>', "the regulator's root certificate")
+    .option('--crl <file>', "the regulator's CRL, PEM (default: crl.pem next to --ca)")
+    .requiredOption(
+      '--policy <file>',
+      'the regulator-signed attestation whitelist (JWS, `tre attest-policy`)',
+    )
+    .option('--timeout <seconds>', 'how long to wait for the TRE', (v) => Number.parseFloat(v), 10)
+    .option('--json', 'print the verdict as JSON')
+    .addHelpText(
+      'after',
+      `
+Prints "trusted", or "NOT trusted: <check>: <reason>" with the check that failed: connect, tls,
+response, unavailable, ak-certificate (chain, revoked on the CRL, validity, TRE name), signature,
+attest, quote-data, nonce, tls-binding, pcr-digest, event-log, whitelist (every component that
+differs from the whitelisted release).`,
+    )
+    .action(async (o: AttestOptions) => {
+      const verdict = await attestOnce(o);
+      if (o.json) console.log(JSON.stringify(verdict));
+      else console.log(verdict.trusted ? 'trusted' : `NOT trusted: ${verdict.check}: ${verdict.reason}`);
+      if (!verdict.trusted) process.exitCode = 1;
+    });
+}
+
+async function readCrl(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new Error(
+      `cannot read the regulator's CRL at ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): ` +
+        "attestation checks the TRE's attestation-key certificate against it; copy the regulator's " +
+        '`crl.pem` (next to `ca.crt` in `tre pki`, rewritten by `tre pki revoke`) or name it with --crl <file>',
+    );
+  }
+}
+
+/** Connects once with the party's certificate, attests the TRE and reports the verdict. */
+async function attestOnce(o: AttestOptions): Promise<TrustVerdict> {
+  const [ca, cert] = await Promise.all([readFile(o.ca, 'utf8'), readFile(o.cert)]);
+  const crl = await readCrl(o.crl ?? join(dirname(o.ca), 'crl.pem'));
+  const mine = identityOfCertificate(cert);
+  const asked = formatIdentity({ role: o.role, id: o.id });
+  if (formatIdentity(mine) !== asked)
+    throw new Error(`${o.cert} is the certificate of ${formatIdentity(mine)}, not of ${asked}`);
+  const policy = await loadAttestationPolicy(await readFile(o.policy, 'utf8'), ca);
+  if (!Number.isFinite(o.timeout) || o.timeout <= 0) throw new Error('--timeout must be a number of seconds');
+  const attestor = tpmQuoteAttestor({
+    regulatorRootPem: ca,
+    regulatorCrlPem: crl,
+    policy,
+    clock: systemClock,
+    timeoutMs: o.timeout * 1000,
+  });
+  let party: PartyClient;
+  try {
+    // A client id of its own: the party's running software keeps its session.
+    party = await PartyClient.connect(
+      o.tre,
+      { key: o.key, cert: o.cert, ca: o.ca },
+      `tre-party-attest-${randomBytes(6).toString('hex')}`,
+      attestor,
+      { reconnectPeriod: 0 },
+    );
+  } catch (err) {
+    if (err instanceof UntrustedTreError) return err.verdict;
+    return { trusted: false, check: 'connect', reason: (err as Error).message };
+  }
+  const verdict = await party.verdict();
+  await party.close();
+  return verdict;
+}

@@ -1,0 +1,44 @@
+/** `tre-party`: tools for a grid party's (DNO, supplier, DSM, regulator) own software. */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { addAttestCommand } from './party-attest.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
+export function buildProgram(): Command {
+  const program = new Command('tre-party')
+    .description(
+      "a grid party's tools against a TRE: attest it (TPM quote, regulator root, CRL and whitelist) before sending anything",
+    )
+    .version(pkg.version)
+    .exitOverride()
+    .showHelpAfterError()
+    .addHelpText(
+      'after',
+      `
+Examples:
+  tre-party attest --role dno --id dno-1 --tre mqtts://tre.local:8883 \\
+    --cert dno-dno-1.crt --key dno-dno-1.key --ca ca.crt --policy attestation-policy.jws
+  tre-party attest --role supplier --id s1 --tre mqtts://tre.local:8883 --cert s1.crt --key s1.key \\
+    --ca pki/ca.crt --crl pki/crl.pem --policy attestation-policy.jws --json`,
+    );
+  addAttestCommand(program);
+  return program;
+}
+
+/** Runs the CLI; returns the exit code (0 ok / trusted, 1 failure / not trusted, 2 usage). */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError)
+      return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version'
+        ? 0
+        : 2;
+    console.error(`tre-party: ${(err as Error).message}`);
+    return 1;
+  }
+}
