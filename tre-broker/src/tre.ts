@@ -27,6 +27,7 @@ import type { MonitoringOptions, MonitoringService } from './monitoring/monitori
 import { pkiPaths } from './pki/certificate-authority.js';
 import { RevocationList } from './pki/revocation-list.js';
 import { HouseholdRegistry } from './registry/household-registry.js';
+import type { RetentionService } from './retention/retention-service.js';
 import { Store } from './store/store.js';
 import { TreConfigError } from './tre-config-error.js';
 
@@ -69,6 +70,8 @@ export interface RunningTre {
   monitoring: MonitoringService;
   billing: BillingService;
   demandResponse: DemandResponseService;
+  /** Deletes what is no longer needed (retention/retention-rule.ts); `stats` counts what it deleted. */
+  retention: RetentionService;
   attestation?: { service: AttestationService; tpm: Tpm; akPublicKeyPem: string; pcr: string };
   stop(): Promise<void>;
 }
@@ -204,6 +207,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     monitoring: flows.monitoring,
     billing: flows.billing,
     demandResponse: flows.demandResponse,
+    retention: flows.retention,
     attestation,
     async stop() {
       flows.stop();

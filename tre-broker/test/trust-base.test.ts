@@ -20,7 +20,7 @@ import { type Swtpm, startSwtpm } from '@tre/hardware';
 import { PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
 import { CertificateAuthority, productionPackages } from '@tre/tre-broker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CliResult, meterAgent } from './support/run-cli.js';
+import { type CliResult, meterAgent, treParty } from './support/run-cli.js';
 import { connectWith, nextMessage } from './support/tre-fixture.js';
 import { spawnTre } from './support/tre-process.js';
 
@@ -302,7 +302,31 @@ describe('the trust base (swtpm, command lines, a copied release)', () => {
       cli: join(rel, 'tre-broker', 'dist', 'cli.js'),
     });
     try {
-      await registerMeter(t.port);
+      // The regulator attests the TRE, then registers the household (signed registry update).
+      await ok(['pki', 'issue', '--dir', reg, '--role', 'regulator', '--id', 'r1', '--force']);
+      const csv = join(dir, 'households.csv');
+      await writeFile(csv, `meterId,supplierId,dnoId,capacityW,account\n${METER},s1,d1,10000,${ACCOUNT}\n`);
+      const r1 = join(reg, 'clients', 'regulator-r1');
+      const registered = await treParty(
+        'registry',
+        '--role',
+        'regulator',
+        '--id',
+        'r1',
+        '--tre',
+        `mqtts://127.0.0.1:${t.port}`,
+        '--cert',
+        `${r1}.crt`,
+        '--key',
+        `${r1}.key`,
+        '--ca',
+        join(reg, 'ca.crt'),
+        '--policy',
+        join(dir, 'policy.jws'),
+        '--file',
+        csv,
+      );
+      expect(registered.stdout + registered.stderr).toMatch(/registered 1 households/);
       expect(await attest(t.port)).toMatchObject({ trusted: true });
       // A reading stored: it must not be readable from a copy of the data directory.
       const m = join(reg, 'clients', `meter-${METER}`);

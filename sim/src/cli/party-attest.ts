@@ -3,7 +3,7 @@
  * the reference parties use (`PartyClient`: the agent's verifier, the party's own nonce and topics),
  * and print the verdict; exit 1 unless trusted.
  */
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, type KeyObject, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { loadAttestationPolicy, tpmQuoteAttestor } from '@tre/meter-agent';
@@ -18,7 +18,7 @@ import {
 
 export const PARTY_ROLES_ATTESTING = ['dno', 'supplier', 'dsm', 'regulator'] as const;
 
-interface AttestOptions {
+export interface AttestOptions {
   role: (typeof PARTY_ROLES_ATTESTING)[number];
   id: string;
   tre: string;
@@ -32,27 +32,13 @@ interface AttestOptions {
 }
 
 export function addAttestCommand(program: Command): void {
-  program
-    .command('attest')
-    .description(
-      "attest a TRE before your software sends it anything: a fresh nonce on your own attest topic, the TRE's TPM quote checked against the regulator root, the regulator's CRL and the regulator-signed whitelist (exit 0 only if trusted)",
-    )
-    .addOption(
-      new Option('--role <role>', 'your role, as in your certificate')
-        .choices(PARTY_ROLES_ATTESTING)
-        .makeOptionMandatory(),
-    )
-    .requiredOption('--id <id>', 'your id, as in your certificate (urn:tre:<role>:<id>)')
-    .requiredOption('--tre <url>', 'the TRE: mqtts://host:port')
-    .requiredOption('--cert <file>', 'your client certificate (issued by the regulator)')
-    .requiredOption('--key <file>', 'your client key')
-    .requiredOption('--ca <file>', "the regulator's root certificate")
-    .option('--crl <file>', "the regulator's CRL, PEM (default: crl.pem next to --ca)")
-    .requiredOption(
-      '--policy <file>',
-      'the regulator-signed attestation whitelist (JWS, `tre attest-policy`)',
-    )
-    .option('--timeout <seconds>', 'how long to wait for the TRE', (v) => Number.parseFloat(v), 10)
+  withPartyOptions(
+    program
+      .command('attest')
+      .description(
+        "attest a TRE before your software sends it anything: a fresh nonce on your own attest topic, the TRE's TPM quote checked against the regulator root, the regulator's CRL and the regulator-signed whitelist (exit 0 only if trusted)",
+      ),
+  )
     .option('--json', 'print the verdict as JSON')
     .addHelpText(
       'after',
@@ -82,8 +68,13 @@ async function readCrl(path: string): Promise<string> {
   }
 }
 
-/** Connects once with the party's certificate, attests the TRE and reports the verdict. */
-async function attestOnce(o: AttestOptions): Promise<TrustVerdict> {
+/**
+ * Connects with the party's certificate and attests the TRE: the connected party when trusted
+ * (for a command that then sends something), else the verdict.
+ */
+export async function connectAttested(
+  o: AttestOptions,
+): Promise<{ party: PartyClient; key: KeyObject } | { verdict: TrustVerdict & { trusted: false } }> {
   const [ca, cert] = await Promise.all([readFile(o.ca, 'utf8'), readFile(o.cert)]);
   const crl = await readCrl(o.crl ?? join(dirname(o.ca), 'crl.pem'));
   const mine = identityOfCertificate(cert);
@@ -105,15 +96,49 @@ async function attestOnce(o: AttestOptions): Promise<TrustVerdict> {
     party = await PartyClient.connect(
       o.tre,
       { key: o.key, cert: o.cert, ca: o.ca },
-      `tre-party-attest-${randomBytes(6).toString('hex')}`,
+      `tre-party-${randomBytes(6).toString('hex')}`,
       attestor,
       { reconnectPeriod: 0 },
     );
   } catch (err) {
-    if (err instanceof UntrustedTreError) return err.verdict;
-    return { trusted: false, check: 'connect', reason: (err as Error).message };
+    if (err instanceof UntrustedTreError)
+      return { verdict: err.verdict as TrustVerdict & { trusted: false } };
+    return { verdict: { trusted: false, check: 'connect', reason: (err as Error).message } };
   }
   const verdict = await party.verdict();
-  await party.close();
-  return verdict;
+  if (!verdict.trusted) {
+    await party.close();
+    return { verdict };
+  }
+  return { party, key: createPrivateKey(await readFile(o.key)) };
+}
+
+/** Connects once with the party's certificate, attests the TRE and reports the verdict. */
+async function attestOnce(o: AttestOptions): Promise<TrustVerdict> {
+  const attested = await connectAttested(o);
+  if ('verdict' in attested) return attested.verdict;
+  await attested.party.close();
+  return { trusted: true };
+}
+
+/** The options every command that talks to a TRE takes: who you are, which TRE, what to trust. */
+export function withPartyOptions(
+  command: Command,
+  roles: readonly string[] = PARTY_ROLES_ATTESTING,
+): Command {
+  return command
+    .addOption(
+      new Option('--role <role>', 'your role, as in your certificate').choices(roles).makeOptionMandatory(),
+    )
+    .requiredOption('--id <id>', 'your id, as in your certificate (urn:tre:<role>:<id>)')
+    .requiredOption('--tre <url>', 'the TRE: mqtts://host:port')
+    .requiredOption('--cert <file>', 'your client certificate (issued by the regulator)')
+    .requiredOption('--key <file>', 'your client key')
+    .requiredOption('--ca <file>', "the regulator's root certificate")
+    .option('--crl <file>', "the regulator's CRL, PEM (default: crl.pem next to --ca)")
+    .requiredOption(
+      '--policy <file>',
+      'the regulator-signed attestation whitelist (JWS, `tre attest-policy`)',
+    )
+    .option('--timeout <seconds>', 'how long to wait for the TRE', (v) => Number.parseFloat(v), 10);
 }

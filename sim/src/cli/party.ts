@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addAttestCommand } from './party-attest.js';
+import { addRegistryCommand } from './party-registry.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -22,9 +23,12 @@ Examples:
   tre-party attest --role dno --id dno-1 --tre mqtts://tre.local:8883 \\
     --cert dno-dno-1.crt --key dno-dno-1.key --ca ca.crt --policy attestation-policy.jws
   tre-party attest --role supplier --id s1 --tre mqtts://tre.local:8883 --cert s1.crt --key s1.key \\
-    --ca pki/ca.crt --crl pki/crl.pem --policy attestation-policy.jws --json`,
+    --ca pki/ca.crt --crl pki/crl.pem --policy attestation-policy.jws --json
+  tre-party registry --role regulator --id r1 --tre mqtts://tre.local:8883 --cert r1.crt --key r1.key \
+    --ca pki/ca.crt --policy attestation-policy.jws --file households.csv`,
     );
   addAttestCommand(program);
+  addRegistryCommand(program);
   return program;
 }
 

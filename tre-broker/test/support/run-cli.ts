@@ -20,8 +20,11 @@ function runNode(script: string, args: string[]): Promise<CliResult> {
 
 export const treCli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 const meterAgentCli = fileURLToPath(new URL('../../../meter-agent/dist/cli.js', import.meta.url));
+const trepartyCli = fileURLToPath(new URL('../../../sim/dist/cli-party.js', import.meta.url));
 
 /** `tre ...` */
 export const tre = (...args: string[]) => runNode(treCli, args);
+/** `tre-party ...` */
+export const treParty = (...args: string[]) => runNode(trepartyCli, args);
 /** `meter-agent ...` */
 export const meterAgent = (...args: string[]) => runNode(meterAgentCli, args);
