@@ -5,6 +5,38 @@ import { DashboardServer } from './dashboard/dashboard-server.js';
 import { buildSnapshot } from './dashboard/snapshot-builder.js';
 import { Simulation } from './simulation/simulation.js';
 
+/**
+ * SIGINT and SIGTERM from the start: before the simulation exists they are remembered (it is
+ * stopped as soon as set-up ends), afterwards they stop it. Either way the caller's `finally`
+ * stops swtpm and the agents and removes the temporary state; the exit code says which signal.
+ */
+function stopOnSignals(progress: (line: string) => void) {
+  let signal: NodeJS.Signals | undefined;
+  let stop: (() => void) | undefined;
+  const handler = (s: NodeJS.Signals) => {
+    signal = s;
+    process.exitCode = s === 'SIGINT' ? 130 : 143;
+    progress(stop ? `${s}: stopping` : `${s}: stopping when set-up ends`);
+    stop?.();
+  };
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+  return {
+    get signalled() {
+      return signal !== undefined;
+    },
+    /** What stops the running simulation (called at once if a signal came during set-up). */
+    onStop(fn: () => void) {
+      stop = fn;
+      if (signal) fn();
+    },
+    dispose() {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
+}
+
 export function buildProgram(): Command {
   const program = new Command('tre-sim')
     .description('simulated households and grid parties around a TRE')
@@ -25,6 +57,7 @@ export function buildProgram(): Command {
     .option('--keep', 'keep the working directory (PKI, TRE database) on exit')
     .action(async (o: { households: number; speed: number; port: number; keep?: boolean }) => {
       const progress = (line: string) => console.error(`demo: ${line}`);
+      const signals = stopOnSignals(progress);
       const sim = await Simulation.create({
         households: o.households,
         days: 365,
@@ -42,15 +75,14 @@ TRE demo running: ${o.households} households at ${o.speed}x real time.
   dashboard:  ${dashboard.url}
   TRE:        ${sim.url} (MQTT 3.1.1, mutual TLS; regulator PKI in ${join(sim.dir, 'pki')}, the TRE's certificate in ${join(sim.dir, 'tre-pki')})
 Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the temporary state'}.`);
-      const stop = () => sim.stopRunning();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      signals.onStop(() => sim.stopRunning());
       try {
         await sim.run();
       } finally {
         clearInterval(timer);
         await dashboard.close();
         await sim.stop();
+        signals.dispose();
         progress('stopped');
       }
     });
@@ -77,6 +109,7 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
       }) => {
         if (o.interval !== 15 && o.interval !== 30) throw new Error('--interval must be 15 or 30');
         const progress = (line: string) => console.error(`tre-sim: ${line}`);
+        const signals = stopOnSignals(progress);
         const sim = await Simulation.create({
           households: o.households,
           days: o.days,
@@ -88,7 +121,9 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
         let lastDay = -1;
         const memory: { day: number; rssMiB: number; handles: number }[] = [];
         const start = sim.clock.now();
+        signals.onStop(() => sim.stopRunning());
         try {
+          if (signals.signalled) return;
           const summary = await sim.run((t) => {
             const day = Math.floor((t - 1 - start) / 86_400_000);
             if (day !== lastDay) {
@@ -101,6 +136,10 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
             }
             lastDay = day;
           });
+          if (signals.signalled) {
+            progress(`interrupted at ${new Date(sim.clock.now()).toISOString().slice(0, 16)}: no summary`);
+            return;
+          }
           const peakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024);
           if (o.json) console.log(JSON.stringify({ ...summary, peakRssMiB, memory }, null, 2));
           else {
@@ -113,6 +152,7 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
           if (summary.invariants.some((i) => !i.holds)) process.exitCode = 1;
         } finally {
           await sim.stop();
+          signals.dispose();
         }
       },
     );
