@@ -14,6 +14,7 @@
  *   whitelist       required PCRs quoted, PCR values and every event digest on the regulator's list;
  *                   the refusal names every component that differs (`whitelistDifferences`)
  */
+import * as crypto from 'node:crypto';
 import { createHash, verify, webcrypto, X509Certificate } from 'node:crypto';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -62,12 +63,47 @@ class CheckFailed extends Error {
   }
 }
 
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest();
+// One-shot hashing (crypto.hash, Node >= 20.12) where there is one: the event-log replay hashes
+// once per measured component, hundreds of times per attestation.
+const oneShot = (crypto as { hash?: (alg: string, data: Buffer, enc: 'buffer') => Buffer }).hash;
+const sha256 = oneShot
+  ? (b: Buffer) => oneShot('sha256', b, 'buffer')
+  : (b: Buffer) => createHash('sha256').update(b).digest();
 const treUri = (cert: X509Certificate) =>
   cert.subjectAltName?.split(', ').find((n) => n.startsWith('URI:urn:tre:tre:'));
 
+/** SHA-256 of the certificate's public key (SPKI DER), once per certificate object. */
+const keyHashes = new WeakMap<X509Certificate, Buffer>();
 export function tlsKeyHash(cert: X509Certificate): Buffer {
-  return sha256(cert.publicKey.export({ type: 'spki', format: 'der' }));
+  let hash = keyHashes.get(cert);
+  if (!hash) keyHashes.set(cert, (hash = sha256(cert.publicKey.export({ type: 'spki', format: 'der' }))));
+  return hash;
+}
+
+/**
+ * The AK certificate parsed and its signature checked against the regulator root, remembered per
+ * (root, PEM) for the few most recent: an agent re-attests the same TRE every 15 minutes and on
+ * every reconnect, so it parses and checks the chain once. Validity, revocation, usage and name
+ * are still checked on every attestation. A string is the reason it fails.
+ */
+const akCache = new Map<string, { cert: X509Certificate; publicKey: crypto.KeyObject } | string>();
+function akCertificateOf(pem: string, root: X509Certificate) {
+  const key = `${root.fingerprint256}\n${pem}`;
+  let entry = akCache.get(key);
+  if (entry === undefined) {
+    try {
+      const cert = new X509Certificate(pem);
+      entry =
+        cert.verify(root.publicKey) && cert.issuer === root.subject
+          ? { cert, publicKey: cert.publicKey }
+          : 'the AK certificate is not issued by the regulator root';
+    } catch {
+      entry = 'the AK certificate does not parse';
+    }
+    if (akCache.size >= 16) akCache.delete(akCache.keys().next().value!);
+    akCache.set(key, entry);
+  }
+  return entry;
 }
 
 export async function verifyAttestation(input: VerifyAttestationInput): Promise<AttestationVerdict> {
@@ -92,14 +128,9 @@ async function runChecks({
     throw new CheckFailed(check, reason);
   };
   // ak-certificate
-  let ak: X509Certificate;
-  try {
-    ak = new X509Certificate(evidence.akCertificate);
-  } catch {
-    return fail('ak-certificate', 'the AK certificate does not parse');
-  }
-  if (!ak.verify(regulatorRoot.publicKey) || ak.issuer !== regulatorRoot.subject)
-    fail('ak-certificate', 'the AK certificate is not issued by the regulator root');
+  const checked = akCertificateOf(evidence.akCertificate, regulatorRoot);
+  if (typeof checked === 'string') return fail('ak-certificate', checked);
+  const ak = checked.cert;
   const revoked = await revokedSerials(regulatorCrl, regulatorRoot);
   if (typeof revoked === 'string') return fail('ak-certificate', revoked);
   const serial = normaliseSerial(ak.serialNumber);
@@ -114,7 +145,7 @@ async function runChecks({
   // signature
   const attestBytes = Buffer.from(evidence.attest, 'base64');
   const signature = Buffer.from(evidence.signature, 'base64');
-  if (!verify('sha256', attestBytes, { key: ak.publicKey, dsaEncoding: 'der' }, signature))
+  if (!verify('sha256', attestBytes, { key: checked.publicKey, dsaEncoding: 'der' }, signature))
     fail('signature', 'the quote signature does not verify with the AK');
   // attest
   let attest: ReturnType<typeof parseQuoteAttest>;
@@ -157,11 +188,11 @@ async function runChecks({
   const pcrs = Object.fromEntries(reported.map((p) => [p.index, p.sha256])) as Record<number, string>;
   // event-log
   const replayed = new Map<number, Buffer>();
+  const step = Buffer.alloc(64); // PCR value || event digest, reused for every extend
   for (const e of evidence.eventLog) {
-    replayed.set(
-      e.pcr,
-      sha256(Buffer.concat([replayed.get(e.pcr) ?? Buffer.alloc(32), Buffer.from(e.digest, 'hex')])),
-    );
+    (replayed.get(e.pcr) ?? Buffer.alloc(32)).copy(step, 0);
+    step.write(e.digest, 32, 'hex');
+    replayed.set(e.pcr, sha256(step));
   }
   for (const [index, value] of replayed) {
     if (pcrs[index] === undefined) fail('event-log', `the log measures PCR ${index}, which is not quoted`);
@@ -254,11 +285,25 @@ function componentKey(description: string): string {
  *   - a whitelisted component the log has neither by digest, description, nor kind and name:
  *                                                  "<w> is missing from the TRE's measurement"
  */
+/** The whitelist's event digests, as a set made once per policy (verifiers check many quotes against one). */
+const goldenSets = new WeakMap<object, Set<string>>();
+function goldenDigests(policy: Pick<AttestationPolicy, 'eventDigests'>): Set<string> {
+  let set = goldenSets.get(policy.eventDigests);
+  if (!set) goldenSets.set(policy.eventDigests, (set = new Set(policy.eventDigests.map((e) => e.digest))));
+  return set;
+}
+
 export function whitelistDifferences(
   policy: Pick<AttestationPolicy, 'eventDigests'>,
   eventLog: readonly Pick<MeasurementEvent, 'digest' | 'description'>[],
 ): string[] {
-  const golden = new Set(policy.eventDigests.map((e) => e.digest));
+  const golden = goldenDigests(policy);
+  // The common case, every event whitelisted and every whitelisted event logged: nothing to name.
+  if (
+    eventLog.every((e) => golden.has(e.digest)) &&
+    new Set(eventLog.map((e) => e.digest)).size === golden.size
+  )
+    return [];
   const whitelisted = new Set(policy.eventDigests.map((e) => e.description));
   const logDigests = new Set(eventLog.map((e) => e.digest));
   const logDescriptions = new Set(eventLog.map((e) => e.description));
