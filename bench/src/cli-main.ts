@@ -5,14 +5,13 @@ import { runConnections } from './connections.js';
 import { DEFAULT_DP_UTILITY, runDpUtility } from './dp-utility.js';
 import { runDrRound } from './dr-round.js';
 import { runIngest } from './ingest.js';
-import { type BenchResult, formatTable, machine } from './report.js';
+import { type BenchResult, formatTable, jsonOf } from './report.js';
 import { runSoak } from './soak.js';
 
 const int = (v: string) => Number.parseInt(v, 10);
 
 function output(result: BenchResult, json: boolean): void {
-  if (json)
-    console.log(JSON.stringify({ ...result, machine: machine(), date: new Date().toISOString() }, null, 2));
+  if (json) console.log(JSON.stringify(jsonOf(result), null, 2));
   else console.log(formatTable(result));
 }
 

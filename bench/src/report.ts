@@ -10,6 +10,43 @@ export interface BenchResult {
   rows: (string | number)[][];
   /** Free-form findings, e.g. the ratio against the baseline. */
   notes: string[];
+  /** The headline figures as numbers, units in the names (e.g. `ratio`, `batchedPerSecond`). */
+  summary?: Record<string, number>;
+}
+
+/**
+ * A column header as a JSON field name with its unit: `msg/s` -> `msgPerSecond`, `p50 ms` ->
+ * `p50Ms`, `RSS MiB` -> `rssMiB`, `deadline -> pseudo-bids ms` -> `deadlineToPseudoBidsMs`.
+ */
+export function fieldName(column: string): string {
+  const words = column
+    .replaceAll('->', ' to ')
+    .replaceAll('/s', ' per second')
+    .replaceAll('/', ' per ')
+    .replaceAll('%', ' percent')
+    .replaceAll('+', ' and ')
+    .split(/[^A-Za-z0-9]+/)
+    .filter(Boolean);
+  return words
+    .map((w, i) => {
+      if (i === 0) return /^[A-Z]+$/.test(w) ? w.toLowerCase() : w[0]!.toLowerCase() + w.slice(1);
+      return w[0]!.toUpperCase() + w.slice(1);
+    })
+    .join('');
+}
+
+/** The result for machines: one record per row, numbers as numbers, units in the field names. */
+export function jsonOf(result: BenchResult, date = new Date()) {
+  const fields = result.columns.map(fieldName);
+  return {
+    name: result.name,
+    description: result.description,
+    machine: machine(),
+    date: date.toISOString(),
+    records: result.rows.map((row) => Object.fromEntries(fields.map((f, i) => [f, row[i]]))),
+    summary: result.summary ?? {},
+    notes: result.notes,
+  };
 }
 
 export function machine(): string {
