@@ -2,9 +2,12 @@
  * `ingest`: durable QoS1 readings per second over mTLS from many meter connections, with p50/p99
  * publish-to-PUBACK latency. Baseline, same run, same PKI, same client load: Debian mosquitto
  * relaying the same stream to one subscriber (in memory, no persistence). The TRE commits every
- * reading to SQLite (WAL, synchronous=FULL, group commit) before its PUBACK.
+ * reading to SQLite (WAL, synchronous=FULL, group commit) before its PUBACK. Every meter connection
+ * subscribes to its own inbox first, as the meter agent does, so whatever the TRE answers besides the
+ * PUBACK (refusal receipts) is delivered and counted. With `TRE_BENCH_PROFILE_OUT=<dir>` the TRE's
+ * `.cpuprofile` is copied there (for a look at functions, not only components).
  */
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { topics } from '@tre/protocol';
@@ -66,6 +69,7 @@ export async function runIngest(
     const profileDir = join(dir, 'profile');
     const treProcess = await spawnTre(pki, join(dir, 'data'), trePort, profileDir);
     const treClients = await Promise.all(files.map((f) => connect(`mqtts://127.0.0.1:${trePort}`, f)));
+    const treInbox = await countInbox(treClients);
     const treResult = await runLoad(
       treClients.map((client, m) => ({ client, topic: topics.reading(`b${m}`) })),
       opts.perMeter,
@@ -77,6 +81,11 @@ export async function runIngest(
     await treProcess.stop();
     const profileFile = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
     const profile = profileFile ? summariseProfile(join(profileDir, profileFile)) : [];
+    const keepProfile = process.env.TRE_BENCH_PROFILE_OUT;
+    if (profileFile && keepProfile) {
+      await mkdir(keepProfile, { recursive: true });
+      await copyFile(join(profileDir, profileFile), join(keepProfile, `ingest-tre-${Date.now()}.cpuprofile`));
+    }
     // The TRE's store is encrypted; a development TRE (no TPM) keeps its key in the data directory.
     const dataKey = await readFile(developmentDataKeyFile(join(dir, 'data')));
     const check = Store.openIn(join(dir, 'data'), { dataKey });
@@ -93,6 +102,7 @@ export async function runIngest(
     const mqClients = await Promise.all(
       files.map((f, m) => connect(`mqtts://127.0.0.1:${mqPort}`, f, `mq-b${m}`)),
     );
+    const mqInbox = await countInbox(mqClients);
     const mqResult = await runLoad(
       mqClients.map((client, m) => ({ client, topic: topics.reading(`b${m}`) })),
       opts.perMeter,
@@ -116,11 +126,24 @@ export async function runIngest(
         `ratio TRE / mosquitto throughput: ${(treResult.perSecond / mqResult.perSecond).toFixed(2)}`,
         `TRE CPU profile (self time, whole run incl. start-up): ${profile.map((p) => `${p.component} ${(100 * p.share).toFixed(0)} %`).join(', ')}`,
         `TRE committed ${committed} readings (warm-up included) to SQLite; mosquitto relayed ${relayed} to its subscriber`,
+        `messages to the meters' inboxes besides the PUBACKs: TRE ${treInbox()}, mosquitto ${mqInbox()}`,
       ],
     };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Subscribes each meter connection to its own inbox (as the agent does); returns a counter of what arrives. */
+async function countInbox(clients: MqttClient[]): Promise<() => number> {
+  let n = 0;
+  await Promise.all(
+    clients.map((c, m) => {
+      c.on('message', () => n++);
+      return c.subscribeAsync(topics.inboxFilter({ role: 'meter', id: `b${m}` }), { qos: 1 });
+    }),
+  );
+  return () => n;
 }
 
 async function closeAll(clients: MqttClient[]): Promise<void> {

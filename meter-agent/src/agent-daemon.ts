@@ -73,6 +73,7 @@ export async function runAgent(
     propose: (event) => bidder.propose(event),
     loads,
     randomId: () => randomBytes(12).toString('base64url'),
+    log,
   });
   link.on('state', (state, detail) => {
     log(`TRE ${state}${detail ? `: ${detail}` : ''}`);

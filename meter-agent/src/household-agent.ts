@@ -1,8 +1,9 @@
 /**
  * The household agent: the meter's intervals go to the TRE through the durable outbox; TRE-signed
  * broadcasts and inbox messages are verified with the TRE's certificate key (from the attested
- * connection) before they count; DR events go to the household policy; accepted bids shed loads
- * for their window. Everything the agent knows is kept in `status.json` for `meter-agent status`.
+ * connection) before they count (a DR outcome by its inclusion proof under the round's TRE-signed
+ * Merkle root); DR events go to the household policy; accepted bids shed loads for their window.
+ * Everything the agent knows is kept in `status.json` for `meter-agent status`.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,8 +14,9 @@ import {
   type Clock,
   type DrAnnouncement,
   type DrOutcome,
+  type DrOutcomeRefusal,
+  DrOutcomeVerifier,
   drAnnouncementSchema,
-  drOutcomeSchema,
   type HouseholdStatement,
   householdStatementSchema,
   PendingTimers,
@@ -49,6 +51,8 @@ export interface HouseholdAgentOptions {
   randomId: () => string;
   /** Write `status.json` for `meter-agent status` (default true; the simulator turns it off). */
   writeStatus?: boolean;
+  /** Where refused TRE content is reported (one line each; never a household id). */
+  log?: (line: string) => void;
 }
 
 export interface Proposal {
@@ -94,6 +98,8 @@ export class HouseholdAgent {
   readonly rejected = { signatures: 0 };
   /** Pending load switching. */
   private readonly timers: PendingTimers;
+  /** DR outcomes come batched: one TRE-signed root per round, verified once (see `verifiedOutcome`). */
+  readonly outcomeVerifier = new DrOutcomeVerifier(AGENT_HISTORY);
 
   constructor(private readonly opts: HouseholdAgentOptions) {
     this.timers = new PendingTimers(opts.clock);
@@ -154,9 +160,44 @@ export class HouseholdAgent {
       );
       keepRecent(this.statements);
     } else if (topic === topics.inbox(me, 'dr-outcome')) {
-      this.onOutcome(await this.verified<DrOutcome>('drOutcome', payload, drOutcomeSchema));
+      const outcome = await this.verifiedOutcome(payload);
+      if (outcome) this.onOutcome(outcome);
     }
     this.saveStatus();
+  }
+
+  /**
+   * A DR outcome notice: this household's leaf of the round's Merkle tree, its inclusion proof and
+   * the TRE-signed root. Counted only when the root's signature is the TRE's (verified once per
+   * signed root), the leaf names this household, and the event and kind the root was signed for,
+   * the proof leads from the leaf to that root, and the leaf's bid, if this agent made it, is for
+   * that event. A refusal is counted and logged by name, without any household id.
+   */
+  private async verifiedOutcome(payload: Buffer): Promise<DrOutcome | undefined> {
+    const cert = this.opts.link.treCertificate;
+    if (!cert) throw new Error('no TRE certificate yet');
+    let notice: unknown;
+    try {
+      notice = JSON.parse(payload.toString('utf8'));
+    } catch {
+      notice = undefined;
+    }
+    const checked = await this.outcomeVerifier.verify(notice, {
+      meterId: this.opts.link.me.id,
+      treKey: cert.publicKey,
+      treKeyId: cert.fingerprint256,
+    });
+    if (!checked.ok) return this.refuseOutcome(checked.reason, checked.message);
+    const bid = this.proposals.get(checked.outcome.bidId);
+    if (bid && bid.eventId !== checked.outcome.eventId)
+      return this.refuseOutcome('OTHER_ROUND', 'the outcome names a bid of this household for another event');
+    return checked.outcome;
+  }
+
+  private refuseOutcome(reason: DrOutcomeRefusal, message: string): undefined {
+    this.rejected.signatures++;
+    this.opts.log?.(`DR outcome refused: ${reason}: ${message}`);
+    return undefined;
   }
 
   private consider(announcement: DrAnnouncement): void {
@@ -200,6 +241,9 @@ export class HouseholdAgent {
   }
 
   private onOutcome(outcome: DrOutcome): void {
+    const known = (o: DrOutcome) =>
+      o.eventId === outcome.eventId && o.kind === outcome.kind && o.bidId === outcome.bidId;
+    if (this.outcomes.some(known)) return; // a resent notice
     this.outcomes.push(outcome);
     keepRecent(this.outcomes);
     const p = this.proposals.get(outcome.bidId);

@@ -2,7 +2,8 @@
  * The agent's durable outbox: an append-only journal with fsync, so a TRE outage, a reboot or a
  * Wi-Fi drop loses nothing (no SQLite needed on the Pi). Each line is JSON:
  *   {"op":"add","key":K,"topic":T,"payload":P}   queued
- *   {"op":"done","key":K}                        settled by a receipt
+ *   {"op":"done","key":K}                        settled: accepted (its PUBACK, or an accepted receipt)
+ *   {"op":"done","key":K,"refused":R}            settled: refused for good with reason R (its receipt)
  * Keys are idempotency keys (`reading:<intervalStart>`, `bid:<bidId>`): adding a pending key again
  * is a no-op. On open, the journal is replayed (a torn last line from a crash is ignored); it is
  * compacted (rewritten with only pending entries, fsync, rename) when mostly settled.
@@ -16,7 +17,7 @@ export interface OutboxEntry {
   payload: string;
 }
 
-type JournalLine = ({ op: 'add' } & OutboxEntry) | { op: 'done'; key: string };
+type JournalLine = ({ op: 'add' } & OutboxEntry) | { op: 'done'; key: string; refused?: string };
 
 export class Outbox {
   private readonly pending = new Map<string, OutboxEntry>();
@@ -58,10 +59,10 @@ export class Outbox {
     return true;
   }
 
-  /** Marks an entry settled (accepted, duplicate, or refused for good). */
-  settle(key: string): void {
+  /** Marks an entry settled: accepted (a duplicate included), or refused for good with `refusedFor`. */
+  settle(key: string, refusedFor?: string): void {
     if (!this.pending.delete(key)) return;
-    this.append({ op: 'done', key });
+    this.append(refusedFor ? { op: 'done', key, refused: refusedFor } : { op: 'done', key });
     if (++this.settledSinceCompaction >= this.compactAfter) this.compact();
   }
 

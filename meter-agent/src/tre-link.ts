@@ -5,8 +5,12 @@
  *  - The TRE's certificate must chain to the regulator root (TLS) and name a TRE (`urn:tre:tre:*`).
  *  - Nothing leaves the outbox until the TRE has passed attestation on this connection; it is
  *    re-attested on every reconnect and every `attestEveryMs`.
- *  - The outbox drains in order; an entry is settled by its receipt (accepted, duplicate, or a
- *    final refusal); retryable refusals and missing receipts are resent (the TRE is idempotent).
+ *  - The outbox drains in order. An entry is settled by what the TRE answers on this connection:
+ *    a receipt that arrives before the entry's PUBACK decides (accepted, or a final refusal: dropped
+ *    with its reason; a retryable refusal: resent), and a PUBACK with no receipt before it is an
+ *    acceptance (readings: the TRE sends receipts for refusals only, always before the PUBACK; a
+ *    duplicate is acknowledged like an acceptance). Entries without an answer are resent after
+ *    `receiptTimeoutMs` or a reconnect (the TRE is idempotent).
  *  - Broadcasts and inbox messages are handed on as raw payloads; content checks (TRE signatures)
  *    are done by the consumer with `treCertificate`.
  */
@@ -16,7 +20,9 @@ import type { TLSSocket } from 'node:tls';
 import {
   type Clock,
   type Identity,
+  PROTOCOL_VERSION,
   parseIdentity,
+  parseTopic,
   type Receipt,
   type RefusalReason,
   receiptSchema,
@@ -72,6 +78,10 @@ const RETRYABLE: ReadonlySet<RefusalReason> = new Set([
 
 export interface TreLinkEvents {
   state: [LinkState, string?];
+  /**
+   * How an outbox entry was answered (with its key): the TRE's receipt, or, for an entry accepted by
+   * its PUBACK alone, `{status: 'accepted'}` made here from the PUBACK.
+   */
   receipt: [Receipt, string];
   message: [string, Buffer];
 }
@@ -88,6 +98,12 @@ export class TreLink extends EventEmitter<TreLinkEvents> {
   private attestTimer: TimerHandle | undefined;
   private readonly inFlight = new Map<string, number>();
   private readonly byRequestId = new Map<string, string>();
+  /**
+   * Per key, receipts received on this connection not yet matched by a PUBACK. The TRE writes a
+   * message's receipt before its PUBACK, so a PUBACK finding a count above 0 follows a receipt
+   * that already decided; one finding 0 had none: accepted.
+   */
+  private readonly receiptsAhead = new Map<string, number>();
   private stopped = false;
   state: LinkState = 'offline';
   treCertificate: X509Certificate | undefined;
@@ -150,6 +166,7 @@ export class TreLink extends EventEmitter<TreLinkEvents> {
       failed = true;
       client.end(true);
       this.inFlight.clear();
+      this.receiptsAhead.clear();
       if (this.attestTimer) this.opts.clock.clearTimeout(this.attestTimer);
       if (this.stopped) return;
       this.setState(this.state === 'untrusted' ? 'untrusted' : 'offline', why);
@@ -216,8 +233,38 @@ export class TreLink extends EventEmitter<TreLinkEvents> {
       if (this.inFlight.has(entry.key)) continue;
       this.inFlight.set(entry.key, now);
       this.byRequestId.set(requestIdFor(entry.key), entry.key);
-      client.publish(entry.topic, entry.payload, { qos: 1 });
+      const { key, topic } = entry;
+      client.publish(topic, entry.payload, { qos: 1 }, (err) => {
+        if (!err && this.client === client) this.onPuback(key, topic);
+      });
     }
+  }
+
+  /** The TRE acknowledged a publish of `key`: accepted, unless a receipt came before it. */
+  private onPuback(key: string, topic: string): void {
+    const ahead = this.receiptsAhead.get(key) ?? 0;
+    if (ahead > 0) {
+      if (ahead === 1) this.receiptsAhead.delete(key);
+      else this.receiptsAhead.set(key, ahead - 1);
+      return;
+    }
+    if (!this.opts.outbox.has(key)) return; // settled already (an earlier publish of it)
+    const requestId = requestIdFor(key);
+    this.inFlight.delete(key);
+    this.byRequestId.delete(requestId);
+    this.opts.outbox.settle(key);
+    const family = parseTopic(topic);
+    this.emit(
+      'receipt',
+      {
+        v: PROTOCOL_VERSION,
+        requestId,
+        family: family?.scope === 'party' ? family.family : topic,
+        status: 'accepted',
+      },
+      key,
+    );
+    this.drain();
   }
 
   private onMessage(topic: string, payload: Buffer): void {
@@ -227,10 +274,11 @@ export class TreLink extends EventEmitter<TreLinkEvents> {
       const receipt = parsed.data;
       const key = this.byRequestId.get(receipt.requestId);
       if (!key) return;
+      this.receiptsAhead.set(key, (this.receiptsAhead.get(key) ?? 0) + 1);
       this.inFlight.delete(key);
       if (receipt.status === 'accepted' || !RETRYABLE.has(receipt.reason!)) {
         this.byRequestId.delete(receipt.requestId);
-        this.opts.outbox.settle(key);
+        this.opts.outbox.settle(key, receipt.reason);
       }
       this.emit('receipt', receipt, key);
       this.drain();

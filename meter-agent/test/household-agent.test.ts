@@ -3,19 +3,74 @@
  * bid sheds the named loads for its window and restores them after (johnny-five over a mock IO:
  * no GPIO on this machine), an actuator this box cannot drive is counted, never fatal.
  */
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LoadSwitch, MockIo } from '@tre/hardware';
-import { type DrEvent, ManualClock, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
+import {
+  type DrEvent,
+  type DrOutcome,
+  type DrOutcomeKind,
+  drOutcomeTree,
+  ManualClock,
+  PROTOCOL_VERSION,
+  signContent,
+  topics,
+} from '@tre/protocol';
 import { CertificateAuthority } from '@tre/tre-broker';
 import { describe, expect, it } from 'vitest';
 import { AGENT_HISTORY, HouseholdAgent } from '../src/household-agent.js';
 import type { TreLink } from '../src/tre-link.js';
 
 const T0 = Date.UTC(2026, 3, 1, 12);
+
+type OutcomeOf = Pick<DrOutcome, 'eventId' | 'bidId' | 'outcome' | 'creditMicroMinor'> & {
+  kind?: DrOutcomeKind;
+  meterId?: string;
+};
+
+/**
+ * A round as the TRE notifies it: one signed root over the leaves of this household (`h1`) and of
+ * `others` more households; returns each household's notice (this household's first).
+ */
+async function signedRound(mine: OutcomeOf, key: ReturnType<typeof createPrivateKey>, others = 3) {
+  const kind = mine.kind ?? (mine.outcome.endsWith('accepted') ? 'acceptance' : 'settlement');
+  const leaf = (o: OutcomeOf): DrOutcome => ({
+    v: 1,
+    kind,
+    meterId: 'h1',
+    ...o,
+    salt: randomBytes(16).toString('base64url'),
+  });
+  const leaves = [
+    leaf(mine),
+    ...Array.from({ length: others }, (_, i) =>
+      leaf({
+        eventId: mine.eventId,
+        meterId: `other${i}`,
+        bidId: `bid-other-${i}`,
+        outcome: kind === 'acceptance' ? 'accepted' : 'delivered',
+        creditMicroMinor: -1_000,
+      }),
+    ),
+  ];
+  const tree = drOutcomeTree(leaves);
+  const jws = await signContent(
+    'drOutcome',
+    {
+      v: 1,
+      eventId: mine.eventId,
+      kind,
+      root: tree.root,
+      leafCount: tree.leafCount,
+      issuedAt: new Date(T0).toISOString(),
+    },
+    key,
+  );
+  return leaves.map((outcome, i) => ({ v: PROTOCOL_VERSION, outcome, proof: tree.proof(i), jws }));
+}
 
 async function setup() {
   const dir = await mkdtemp(join(tmpdir(), 'agent-'));
@@ -33,7 +88,9 @@ async function setup() {
   const clock = new ManualClock(T0);
   const io = new MockIo();
   const loads = await LoadSwitch.open(io);
+  const logged: string[] = [];
   const agent = new HouseholdAgent({
+    log: (line) => logged.push(line),
     link,
     clock,
     stateDir: dir,
@@ -64,7 +121,15 @@ async function setup() {
     );
     await new Promise((r) => setTimeout(r, 20));
   };
-  return { agent, clock, io, sent, deliver, dir };
+  const outcomeTopic = topics.inbox({ role: 'meter', id: 'h1' }, 'dr-outcome');
+  /** Delivers a raw notice on this household's dr-outcome inbox. */
+  const deliverNotice = async (notice: unknown) => {
+    link.emit('message', outcomeTopic, Buffer.from(JSON.stringify(notice)));
+    await new Promise((r) => setTimeout(r, 20));
+  };
+  /** This household's notice of a TRE-signed round. */
+  const deliverOutcome = async (mine: OutcomeOf) => deliverNotice((await signedRound(mine, treKey))[0]);
+  return { agent, clock, io, sent, deliver, deliverNotice, deliverOutcome, treKey, logged, dir };
 }
 
 const event: DrEvent = {
@@ -81,20 +146,22 @@ const event: DrEvent = {
 
 describe('household agent', () => {
   it('bids on a verified event, sheds on acceptance for the window, restores after', async () => {
-    const { agent, clock, io, sent, deliver } = await setup();
+    const { agent, clock, io, sent, deliver, deliverOutcome } = await setup();
     await deliver(topics.broadcastDrEvent('e1'), 'drAnnouncement', {
       v: 1,
       event,
       expiresAt: event.bidDeadline,
     });
     expect(sent.map((s) => [s.key, s.topic])).toEqual([['bid:bid-0000001', topics.bid('h1')]]);
-    await deliver(topics.inbox({ role: 'meter', id: 'h1' }, 'dr-outcome'), 'drOutcome', {
-      v: 1,
+    await deliverOutcome({
       eventId: 'e1',
       bidId: 'bid-0000001',
       outcome: 'accepted',
       creditMicroMinor: -50_000_000,
     });
+    expect(agent.outcomes).toMatchObject([
+      { eventId: 'e1', outcome: 'accepted', creditMicroMinor: -50_000_000 },
+    ]);
     expect(io.writes.filter(([p]) => p === 17)).toEqual([]);
     clock.advance(3_600_000); // window starts
     expect(io.level(17)).toBe(1);
@@ -120,10 +187,9 @@ describe('household agent', () => {
   });
 
   it('a long-running agent keeps only its most recent outcomes (memory stays bounded)', async () => {
-    const { agent, deliver } = await setup();
+    const { agent, deliverOutcome } = await setup();
     for (let i = 1; i <= AGENT_HISTORY + 5; i++)
-      await deliver(topics.inbox({ role: 'meter', id: 'h1' }, 'dr-outcome'), 'drOutcome', {
-        v: 1,
+      await deliverOutcome({
         eventId: `e${i}`,
         bidId: `bid-${String(i).padStart(7, '0')}`,
         outcome: 'not-accepted',
@@ -131,5 +197,66 @@ describe('household agent', () => {
     expect(agent.outcomes).toHaveLength(AGENT_HISTORY);
     expect(agent.outcomes[0]!.eventId).toBe('e6');
     expect(agent.outcomes.at(-1)!.eventId).toBe(`e${AGENT_HISTORY + 5}`);
+  });
+  it('batched outcomes: one root verification per round; a resent notice counts once', async () => {
+    const { agent, deliverNotice, treKey } = await setup();
+    const [notice] = await signedRound(
+      { eventId: 'e1', bidId: 'bid-0000001', outcome: 'not-accepted' },
+      treKey,
+    );
+    await deliverNotice(notice);
+    await deliverNotice(notice); // a QoS 1 redelivery
+    expect(agent.outcomes).toHaveLength(1);
+    expect(agent.outcomeVerifier.stats.rootVerifications).toBe(1);
+    expect(agent.rejected.signatures).toBe(0);
+  });
+
+  it('refuses batched outcomes that are not its own or not signed by its TRE, and logs no household id', async () => {
+    const { agent, io, deliver, deliverNotice, treKey, logged, dir } = await setup();
+    await deliver(topics.broadcastDrEvent('e1'), 'drAnnouncement', {
+      v: 1,
+      event,
+      expiresAt: event.bidDeadline,
+    });
+    await CertificateAuthority.initForDevelopment(join(dir, 'other'));
+    const forgedKey = createPrivateKey(await readFile(join(dir, 'other', 'tre.key')));
+    const accepted = {
+      eventId: 'e1',
+      bidId: 'bid-0000001',
+      outcome: 'accepted',
+      creditMicroMinor: -50_000_000,
+    } as const;
+    const round = await signedRound(accepted, treKey);
+    const mine = round[0]!;
+    const flipped = mine.proof.siblings[0]!.replace(/^./, (c) => (c === 'A' ? 'B' : 'A'));
+    const e2 = await signedRound({ ...accepted, eventId: 'e2' }, treKey);
+    const attempts = [
+      // a tampered proof
+      { ...mine, proof: { ...mine.proof, siblings: [flipped, ...mine.proof.siblings.slice(1)] } },
+      // a proof for another household (its notice, forwarded)
+      round[1],
+      // the same outcome, signed by another key
+      (await signedRound(accepted, forgedKey))[0],
+      // a leaf for another event under this round's signed root
+      { ...e2[0]!, jws: mine.jws },
+      // a valid round of e2 naming this household's bid for e1
+      e2[0],
+    ];
+    for (const notice of attempts) await deliverNotice(notice);
+    expect(agent.rejected.signatures).toBe(attempts.length);
+    expect(agent.outcomes).toEqual([]);
+    expect(agent.status().proposals[0]).toMatchObject({ status: 'bid' });
+    expect(io.writes).toEqual([]);
+    expect(logged.map((l) => l.split(':').slice(0, 2).join(':'))).toEqual([
+      'DR outcome refused: BAD_PROOF',
+      'DR outcome refused: OTHER_HOUSEHOLD',
+      'DR outcome refused: BAD_ROOT_SIGNATURE',
+      'DR outcome refused: OTHER_ROUND',
+      'DR outcome refused: OTHER_ROUND',
+    ]);
+    for (const line of logged) expect(line).not.toMatch(/h1|other\d|bid-/);
+    // Its own notice still counts.
+    await deliverNotice(mine);
+    expect(agent.status().proposals[0]).toMatchObject({ status: 'accepted' });
   });
 });

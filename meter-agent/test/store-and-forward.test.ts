@@ -117,6 +117,87 @@ describe('store and forward', () => {
     expect(states.filter((s) => s === 'trusted').length).toBeGreaterThanOrEqual(2);
   });
 
+  it('settles a reading by its PUBACK alone, and drops a refused one with the receipt that came before its PUBACK', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'snf-'));
+    dirs.push(dir);
+    const pki = join(dir, 'pki');
+    const data = join(dir, 'data');
+    const { ca } = await CertificateAuthority.initForDevelopment(pki);
+    const files = await ca.issue('meter', 'h3');
+    await registerHouseholds(data, [
+      { meterId: 'h3', supplierId: 's1', dnoId: 'd1', capacityW: 10_000, account: 'a3' },
+    ]);
+    const tre = await spawnTre(pki, data);
+    const journal = join(dir, 'agent', 'outbox.jsonl');
+    const outbox = new Outbox(journal);
+    const link = new TreLink({
+      meterId: 'h3',
+      endpoints: [`mqtts://127.0.0.1:${tre.port}`],
+      tls: { key: await readFile(files.key), cert: await readFile(files.cert), ca: await readFile(files.ca) },
+      outbox,
+      clock: systemClock,
+      attestor: trustWithoutAttestation,
+      backoff: { baseMs: 100, maxMs: 400 },
+    });
+    const answers: { key: string; status: string; reason?: string; family: string }[] = [];
+    link.on('receipt', (r, key) =>
+      answers.push({ key, status: r.status, reason: r.reason, family: r.family }),
+    );
+    link.start();
+    const base = Date.UTC(2026, 0, 5);
+    // Intervals two apart: each is judged on its own energy (10 kW: at most 2,501 Wh a quarter hour).
+    const energies = [100, 99_999, 120, 130, 140];
+    for (const [i, energyWh] of energies.entries())
+      link.enqueue(`reading:${i}`, topics.reading('h3'), {
+        v: 1,
+        intervalStart: new Date(base + 2 * i * 900_000).toISOString(),
+        intervalMinutes: 15,
+        energyWh,
+        registerWh: 1_000 * (i + 1),
+      });
+    link.enqueue('reading:0-again', topics.reading('h3'), {
+      v: 1,
+      intervalStart: new Date(base).toISOString(),
+      intervalMinutes: 15,
+      energyWh: 100,
+      registerWh: 1_000,
+    }); // a duplicate of reading:0 (another key, same content): acknowledged as accepted
+    await until(() => outbox.depth === 0);
+    await link.stop();
+    await tre.stop();
+    outbox.close();
+    expect(answers.sort((a, b) => a.key.localeCompare(b.key))).toEqual([
+      { key: 'reading:0', status: 'accepted', reason: undefined, family: 'reading' },
+      { key: 'reading:0-again', status: 'accepted', reason: undefined, family: 'reading' },
+      { key: 'reading:1', status: 'refused', reason: 'OUT_OF_BOUNDS', family: 'reading' },
+      { key: 'reading:2', status: 'accepted', reason: undefined, family: 'reading' },
+      { key: 'reading:3', status: 'accepted', reason: undefined, family: 'reading' },
+      { key: 'reading:4', status: 'accepted', reason: undefined, family: 'reading' },
+    ]);
+    const done = (await readFile(journal, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { op: string; key: string; refused?: string })
+      .filter((l) => l.op === 'done');
+    expect(done.find((l) => l.key === 'reading:1')).toEqual({
+      op: 'done',
+      key: 'reading:1',
+      refused: 'OUT_OF_BOUNDS',
+    });
+    expect(done.filter((l) => l.refused)).toHaveLength(1);
+    const after = await developmentStore(data);
+    const rows = after.db
+      .prepare(
+        "SELECT status, count(*) AS n FROM readings WHERE meter_id = 'h3' GROUP BY status ORDER BY status",
+      )
+      .all();
+    after.close();
+    expect(rows).toEqual([
+      { status: 'excluded', n: 1 },
+      { status: 'ok', n: 4 },
+    ]);
+  });
+
   it('backs off with jitter between failed attempts (fake clock)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'snf-'));
     dirs.push(dir);

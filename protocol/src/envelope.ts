@@ -1,7 +1,9 @@
 /**
  * The envelope that replaces MQTT 5 features we cannot use (aedes speaks 3.1.1 only):
  * every request carries `v` and a `requestId`; the TRE answers on the sender's own
- * `inbox/receipt` with `accepted` or `refused` plus a machine-readable reason.
+ * `inbox/receipt` with `accepted` or `refused` plus a machine-readable reason, written before the
+ * request's QoS1 PUBACK. Readings are the exception for acceptance: an accepted reading (a
+ * duplicate included) gets its PUBACK alone, so a PUBACK with no receipt before it means accepted.
  */
 import { z } from 'zod';
 import { ID_PATTERN } from './identity.js';
@@ -67,7 +69,7 @@ export const receiptSchema = z.strictObject({
   reason: z.enum(REFUSAL_REASONS).optional(),
   /** Human-readable detail; never contains another party's data. */
   message: z.string().max(512).optional(),
-  /** True when an identical request was already committed (acknowledged and ignored). */
+  /** True when an identical request was already committed (acknowledged and ignored; readings: no receipt). */
   duplicate: z.boolean().optional(),
 });
 export type Receipt = z.infer<typeof receiptSchema>;

@@ -35,13 +35,29 @@ export {
   acceptanceSchema,
   bidSchema,
   type Compliance,
+  checkDrOutcome,
   complianceSchema,
+  DR_OUTCOME_KINDS,
   type DrAnnouncement,
   type DrEvent,
   type DrOutcome,
+  type DrOutcomeCheck,
+  type DrOutcomeKind,
+  type DrOutcomeNotice,
+  type DrOutcomeProof,
+  type DrOutcomeRefusal,
+  type DrOutcomeRoot,
+  DrOutcomeVerifier,
   drAnnouncementSchema,
   drEventSchema,
+  drOutcomeLeaf,
+  drOutcomeLeafHash,
+  drOutcomeLeafJson,
+  drOutcomeNoticeSchema,
+  drOutcomeRootSchema,
   drOutcomeSchema,
+  drOutcomeTree,
+  OUTCOMES_OF_KIND,
   type PseudoBids,
   pseudoBidsSchema,
 } from './demand-response.js';
@@ -71,7 +87,7 @@ export {
   type PartyRole,
   parseIdentity,
 } from './identity.js';
-export { merkleBatch, qualifyingData } from './merkle.js';
+export { type InclusionProof, leafHash, merkleBatch, merkleRootFromProof, qualifyingData } from './merkle.js';
 export {
   type Aggregate,
   aggregateSchema,

@@ -76,7 +76,10 @@ const treUri = (cert: X509Certificate) =>
 const keyHashes = new WeakMap<X509Certificate, Buffer>();
 export function tlsKeyHash(cert: X509Certificate): Buffer {
   let hash = keyHashes.get(cert);
-  if (!hash) keyHashes.set(cert, (hash = sha256(cert.publicKey.export({ type: 'spki', format: 'der' }))));
+  if (!hash) {
+    hash = sha256(cert.publicKey.export({ type: 'spki', format: 'der' }));
+    keyHashes.set(cert, hash);
+  }
   return hash;
 }
 
@@ -289,7 +292,10 @@ function componentKey(description: string): string {
 const goldenSets = new WeakMap<object, Set<string>>();
 function goldenDigests(policy: Pick<AttestationPolicy, 'eventDigests'>): Set<string> {
   let set = goldenSets.get(policy.eventDigests);
-  if (!set) goldenSets.set(policy.eventDigests, (set = new Set(policy.eventDigests.map((e) => e.digest))));
+  if (!set) {
+    set = new Set(policy.eventDigests.map((e) => e.digest));
+    goldenSets.set(policy.eventDigests, set);
+  }
   return set;
 }
 

@@ -47,11 +47,23 @@ export const DEFAULT_TARIFF_RULES: TariffRules = {
   minTariffMinutes: 24 * 60,
 };
 
-/** Signed by the regulator (JWS payload) on `regulator/{r}/config`; absent rules mean the defaults. */
+/**
+ * Signed by the regulator (JWS payload) on `regulator/{r}/config`; absent rules or bound mean the
+ * TRE's defaults. A configuration replaces the one in force as a whole, from the TRE's next use of
+ * it (the next tariff check, the next monitoring release).
+ */
 export const regulatorConfigSchema = z.strictObject({
   v: version,
   minBillingPeriod: periodLengthSchema,
   tariffRules: tariffRulesSchema.optional(),
+  /**
+   * The per-household contribution bound of the DNO releases, Wh per 30-minute interval (15-minute
+   * releases use half): each household's contribution is clamped to [0, bound] (and to its
+   * capacity x interval), and the bound is the release's sensitivity (noise scale bound/epsilon;
+   * lower only where the group's largest capacity x interval is). It must come from public
+   * statistics, never from the readings. Absent: the TRE's default, 5,500 Wh (tre-broker/README.md).
+   */
+  contributionBoundWh: z.number().int().min(1).max(500_000).optional(),
   issuedAt: instant,
 });
 export type RegulatorConfig = z.infer<typeof regulatorConfigSchema>;

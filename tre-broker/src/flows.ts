@@ -76,6 +76,7 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
         rollingDays: opts.monitoring?.rollingDays ?? 30,
       }),
       readings,
+      contributionBoundWh: () => regulatorConfig.contributionBoundWh(),
       log: log.child({ module: 'monitoring' }),
     },
     opts.monitoring,

@@ -34,6 +34,7 @@ export { type FlowBase, type FlowOptions, type Flows, wireFlows } from './flows.
 export type { ReadingIngest } from './ingest/reading-ingest.js';
 export { ReadingStore } from './ingest/reading-store.js';
 export { createLogger, type Logger } from './log.js';
+export { DEFAULT_CONTRIBUTION_BOUND_WH, intervalBoundWh } from './monitoring/aggregate.js';
 export { sampleDiscreteLaplace } from './monitoring/discrete-laplace.js';
 export type { MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
 export {

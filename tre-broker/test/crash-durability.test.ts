@@ -1,6 +1,6 @@
 /**
  * kill -9 the TRE while meters publish QoS1 readings: after restart every acknowledged reading is
- * in the store (a PUBACK means committed).
+ * in the store (a PUBACK without a refusal receipt before it means accepted and committed).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -39,6 +39,17 @@ describe('crash durability', () => {
     const tre = await spawnTre(pki, data);
     const url = `mqtts://127.0.0.1:${tre.port}`;
     const clients: MqttClient[] = await Promise.all(files.map((f) => connectWith(url, f)));
+    // Refusals are receipts written before the PUBACK: a PUBACK after one is not an acceptance.
+    const refused = new Set<string>();
+    await Promise.all(
+      clients.map((c, m) => {
+        c.on('message', (_t, p) => {
+          const r = JSON.parse(p.toString()) as { status: string; requestId: string };
+          if (r.status === 'refused') refused.add(r.requestId);
+        });
+        return c.subscribeAsync(`tre/v1/meter/k${m}/inbox/receipt`, { qos: 1 });
+      }),
+    );
     const acked: { meter: string; start: number }[] = [];
     const base = Date.UTC(2026, 0, 1);
     let killed = false;
@@ -55,7 +66,7 @@ describe('crash durability', () => {
         };
         try {
           await c.publishAsync(`tre/v1/meter/k${m}/reading`, JSON.stringify(body), { qos: 1 });
-          if (!killed) acked.push({ meter: `k${m}`, start });
+          if (!killed && !refused.has(body.requestId)) acked.push({ meter: `k${m}`, start });
         } catch {
           return;
         }
@@ -77,12 +88,14 @@ describe('crash durability', () => {
       `crash test: ${ackedAtKill} readings acknowledged before SIGKILL, ${total} stored, ${lost.length} lost`,
     );
     expect(ackedAtKill).toBeGreaterThanOrEqual(400);
+    expect(refused.size).toBe(0);
     expect(lost).toEqual([]);
 
-    // The TRE restarts on the same data and treats a resend as a duplicate.
+    // The TRE restarts on the same data and acknowledges a resend (a duplicate) with its PUBACK alone.
     const again = await spawnTre(pki, data);
     const c = await connectWith(`mqtts://127.0.0.1:${again.port}`, files[0]!);
-    const receipt = new Promise<string>((resolve) => c.on('message', (_t, p) => resolve(p.toString())));
+    const receipts: string[] = [];
+    c.on('message', (_t, p) => receipts.push(p.toString()));
     await c.subscribeAsync('tre/v1/meter/k0/inbox/receipt', { qos: 1 });
     const first = {
       v: 1,
@@ -93,8 +106,16 @@ describe('crash durability', () => {
       registerWh: 100,
     };
     await c.publishAsync('tre/v1/meter/k0/reading', JSON.stringify(first), { qos: 1 });
-    expect(JSON.parse(await receipt)).toMatchObject({ status: 'accepted', duplicate: true });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receipts).toEqual([]);
     c.end(true);
     expect(await again.stop()).toBe(0);
+    const last = await developmentStore(data);
+    expect(
+      last.db
+        .prepare("SELECT count(*) AS n FROM readings WHERE meter_id = 'k0' AND interval_start = ?")
+        .get(base),
+    ).toEqual({ n: 1 });
+    last.close();
   });
 });

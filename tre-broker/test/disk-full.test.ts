@@ -1,7 +1,7 @@
 /**
  * Disk full on the data directory (a small tmpfs, as root): new readings are refused with
  * STORAGE_UNAVAILABLE and not acknowledged (no PUBACK: the connection closes), every reading that
- * was acknowledged is stored, and the TRE stays up.
+ * was accepted (a PUBACK with no refusal receipt before it) is stored, and the TRE stays up.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -45,13 +45,17 @@ describe.skipIf(!isRoot)('disk full (needs root to mount a tmpfs; CI runs as roo
 
     const acked: number[] = [];
     const refusals: string[] = [];
+    const refusedIds = new Set<string>();
     let closes = 0;
     const base = Date.UTC(2026, 0, 1);
     for (let i = 0; i < 3000 && refusals.length === 0; ) {
       const client = await connectWith(url, files);
       client.on('message', (_t, p) => {
-        const r = JSON.parse(p.toString()) as { status: string; reason?: string };
-        if (r.status === 'refused') refusals.push(r.reason ?? '');
+        const r = JSON.parse(p.toString()) as { status: string; reason?: string; requestId: string };
+        if (r.status === 'refused') {
+          refusals.push(r.reason ?? '');
+          refusedIds.add(r.requestId);
+        }
       });
       await client.subscribeAsync('tre/v1/meter/f1/inbox/receipt', { qos: 1 });
       for (; i < 3000; i++) {
@@ -71,7 +75,8 @@ describe.skipIf(!isRoot)('disk full (needs root to mount a tmpfs; CI runs as roo
           closes++;
           break;
         }
-        acked.push(base + i * 900_000);
+        // A refusal receipt comes before the PUBACK: a PUBACK after one is not an acceptance.
+        if (!refusedIds.has(body.requestId)) acked.push(base + i * 900_000);
       }
       await new Promise((r) => setTimeout(r, 200));
       client.end(true);

@@ -6,13 +6,12 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import {
-  drOutcomeSchema,
+  DrOutcomeVerifier,
   ManualClock,
   type PseudoBids,
   type Receipt,
   signContent,
   topics,
-  verifyContent,
 } from '@tre/protocol';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -45,6 +44,23 @@ const bid = (m: string, body: object) =>
   });
 
 /** The DSM's signed acceptance of evt-1 in its envelope. */
+/** A household's outcome notice, verified as its agent does (signed root, proof, names itself). */
+async function verifiedOutcome(m: string, notice: { payload: Buffer }) {
+  const text = notice.payload.toString();
+  // Nothing of another household but sibling hashes.
+  for (const other of meters.filter((o) => o !== m)) {
+    expect(text).not.toContain(`"${other}"`);
+    expect(text).not.toContain(`bid-${other}-`);
+  }
+  const checked = await new DrOutcomeVerifier().verify(JSON.parse(text), {
+    meterId: m,
+    treKey: treCert.publicKey,
+    treKeyId: treCert.fingerprint256,
+  });
+  if (!checked.ok) throw new Error(`${m}: ${checked.reason}: ${checked.message}`);
+  return checked;
+}
+
 const signedAcceptance = async (requestId: string, accepted: (string | undefined)[]) => ({
   v: 1,
   requestId,
@@ -190,20 +206,18 @@ describe('demand-response round', () => {
         await signedAcceptance('a1', [byQ[600], byQ[500]]),
       ),
     ).toMatchObject({ status: 'accepted' });
-    const o1 = await verifyContent(
-      'drOutcome',
-      (JSON.parse((await outcome1).payload.toString()) as { jws: string }).jws,
-      treCert.publicKey,
-      drOutcomeSchema,
-    );
-    expect(o1).toMatchObject({ bidId: bidIds[0], outcome: 'accepted', creditMicroMinor: -600 * 300_000 });
-    const o3 = await verifyContent(
-      'drOutcome',
-      (JSON.parse((await outcome3).payload.toString()) as { jws: string }).jws,
-      treCert.publicKey,
-      drOutcomeSchema,
-    );
-    expect(o3).toMatchObject({ bidId: bidIds[3], outcome: 'not-accepted' });
+    const o1 = await verifiedOutcome('dr1', await outcome1);
+    expect(o1.outcome).toMatchObject({
+      kind: 'acceptance',
+      bidId: bidIds[0],
+      outcome: 'accepted',
+      creditMicroMinor: -600 * 300_000,
+    });
+    const o3 = await verifiedOutcome('dr3', await outcome3);
+    expect(o3.outcome).toMatchObject({ kind: 'acceptance', bidId: bidIds[3], outcome: 'not-accepted' });
+    // One signed root for the round: every live bid is a leaf (dr1, dr2, dr3's second bid).
+    expect(o3.root).toEqual(o1.root);
+    expect(o1.root).toMatchObject({ eventId: 'evt-1', kind: 'acceptance', leafCount: 3 });
     const credits = fx.tre.store.db
       .prepare("SELECT meter_id, amount_micro FROM ledger WHERE kind = 'dr-credit' ORDER BY meter_id")
       .all();
@@ -220,8 +234,22 @@ describe('demand-response round', () => {
     clock.advance(WINDOW + 3_600_000 + 60_000 - clock.now()); // the window has ended
     await readings('dr1', WINDOW, 4, 100); // 400 Wh vs baseline 1000: reduced 600 = delivered
     await readings('dr2', WINDOW, 4, 250); // no reduction: not delivered
+    const settled1 = nextMessage(clients.dr1!, 'tre/v1/meter/dr1/inbox/dr-outcome');
+    const settled2 = nextMessage(clients.dr2!, 'tre/v1/meter/dr2/inbox/dr-outcome');
     clock.advance(30 * 60_000); // past the compliance grace period
     for (let i = 0; i < 50 && dsmGot.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    const s1 = await verifiedOutcome('dr1', await settled1);
+    const s2 = await verifiedOutcome('dr2', await settled2);
+    expect(s1.outcome).toMatchObject({ kind: 'settlement', bidId: bidIds[0], outcome: 'delivered' });
+    expect(s1.outcome.creditMicroMinor).toBeUndefined();
+    expect(s2.outcome).toMatchObject({
+      kind: 'settlement',
+      bidId: bidIds[1],
+      outcome: 'not-delivered',
+      creditMicroMinor: 100_000_000,
+    });
+    expect(s1.root).toEqual(s2.root);
+    expect(s1.root).toMatchObject({ kind: 'settlement', leafCount: 2 }); // the accepted bids only
     const report = JSON.parse(dsmGot[1]!.payload) as { results: { pseudonym: string; delivered: boolean }[] };
     const byQ = Object.fromEntries(released.bids.map((b) => [b.pseudonym, b.quantityWh]));
     expect(Object.fromEntries(report.results.map((r) => [byQ[r.pseudonym], r.delivered]))).toEqual({

@@ -4,6 +4,7 @@
  * standard errors of 0, and a demonstration that the same test rejects a sampler with the wrong scale.
  */
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONTRIBUTION_BOUND_WH } from '../src/monitoring/aggregate.js';
 import {
   bernoulliExp,
   CryptoRandom,
@@ -73,6 +74,18 @@ describe('discrete Laplace sampler (CKS 2020)', () => {
     expect(meanAbs).toBeLessThan(5_500);
     const bound = noiseBound(5_000, 0.05);
     expect(xs.filter((x) => Math.abs(x) >= bound).length / xs.length).toBeLessThan(0.06);
+  });
+
+  it('at the default contribution bound and epsilon 1: scale 5,500 Wh, bound95 ~ ln(20) x 5,500', () => {
+    const xs = Array.from({ length: 20_000 }, () => sampleDiscreteLaplace(DEFAULT_CONTRIBUTION_BOUND_WH, 1));
+    const meanAbs = xs.reduce((a, x) => a + Math.abs(x), 0) / xs.length;
+    // E|X| ~ scale and sd(|X|) ~ scale: the mean of 20,000 has a standard error of 0.7 % (4 % > 5 of them).
+    expect(Math.abs(meanAbs - 5_500)).toBeLessThan(0.04 * 5_500);
+    const bound = noiseBound(DEFAULT_CONTRIBUTION_BOUND_WH, 0.05);
+    expect(Math.abs(bound - Math.log(20) * 5_500)).toBeLessThan(2);
+    const outside = xs.filter((x) => Math.abs(x) >= bound).length;
+    expect(outside).toBeLessThan(20_000 * 0.05 + 5 * Math.sqrt(20_000 * 0.05 * 0.95));
+    expect(outside).toBeGreaterThan(20_000 * 0.05 - 5 * Math.sqrt(20_000 * 0.05 * 0.95));
   });
 
   it('Bernoulli(exp(-gamma)) is exact in distribution', () => {

@@ -111,8 +111,11 @@ describe('monitoring flow', () => {
       excluded: 1,
       missing: 3,
       outOfBudget: 0,
+      clamped: 0,
+      clampedWh: 0,
     });
-    expect(a.noiseScaleWh).toBe(4_000); // Delta = 8 kW x 30 min
+    // Delta = min(default bound 5,500 Wh, 8 kW x 30 min): below the bound, capacity caps it.
+    expect(a.noiseScaleWh).toBe(4_000);
     const bound = noiseBound(a.noiseScaleWh, 1e-9); // fails with probability 1e-9
     expect(Math.abs(a.noisyTotalWh - trueTotal)).toBeLessThan(bound);
     expect(JSON.stringify(a)).not.toMatch(/mf\d/);

@@ -125,6 +125,7 @@ interface Scenario {
   secondPeriodDays: 1 | 2; // a calendar change sent mid-day
   bids: { meter: number; quantityWh: number; pricePerMWh: number }[];
   acceptAtMost: number; // the DSM accepts bids priced at most this
+  contributionBoundWh: number | null; // the regulator's bound (null: the default, above capacity here)
   seed: number;
 }
 
@@ -167,6 +168,8 @@ const scenarios = fc.record({
       bs.some((b) => b.meter === 0) ? bs : [...bs, { meter: 0, quantityWh: 500, pricePerMWh: 1_000 }],
     ),
   acceptAtMost: fc.integer({ min: 0, max: 200_000 }),
+  // Below the readings' range (0-1,500 Wh) as often as not, so T's changed reading is clamped.
+  contributionBoundWh: fc.option(fc.integer({ min: 200, max: 2_000 })),
   seed: fc.nat(),
 });
 
@@ -197,6 +200,7 @@ async function providerView(s: Scenario, variant: Variant): Promise<Received[]> 
     const config = {
       v: 1,
       minBillingPeriod: { unit: 'day', count: 1 },
+      ...(s.contributionBoundWh !== null && { contributionBoundWh: s.contributionBoundWh }),
       issuedAt: new Date(T0 - 4 * HOUR).toISOString(),
     };
     await regulator.send(topics.regulatorConfig('reg'), {
@@ -456,6 +460,10 @@ describe('provider view: neighbouring inputs', () => {
         expect(base.some((r) => kindOf(r.topic) === 'supplier/statement')).toBe(true);
         expect(base.some((r) => kindOf(r.topic) === 'dno/aggregate')).toBe(true);
         expect(base.some((r) => kindOf(r.topic) === 'dsm/bids')).toBe(true);
+        // Delta = min(the regulator's bound or the default 5,500 Wh, 6 kW x 30 min), epsilon 1.
+        const delta = Math.min(s.contributionBoundWh ?? 5_500, 3_000);
+        for (const r of base.filter((m) => kindOf(m.topic) === 'dno/aggregate'))
+          expect((JSON.parse(r.payload) as { noiseScaleWh: number }).noiseScaleWh).toBe(delta);
         for (const variant of ['reading-changed', 'target-absent', 'bid-absent'] as const) {
           scenariosRun++;
           expect(compare(base, await providerView(s, variant), variant, s)).toEqual([]);

@@ -3,10 +3,11 @@
  * R∪S, P∪R, Q∪S each pass the pairwise difference rule, yet with exact counts in the releases
  * (included / excluded / missing, or a budget-withheld count) count(G1) - count(P∪R) - count(Q∪S)
  * + count(R∪S) is exactly h's presence. Neighbouring runs (h reports or not; h's reading in or out
- * of bounds; h out of budget or not), with the same noise seed, must give the DNO byte-identical
- * releases except the noised total of the one group h is in, which moves by at most Delta.
+ * of bounds; h out of budget or not; h above the regulator's contribution bound or not), with the
+ * same noise seed, must give the DNO byte-identical releases except the noised total of the one
+ * group h is in, which moves by at most Delta (the bound: h's contribution is clamped to it).
  */
-import { type Aggregate, topics } from '@tre/protocol';
+import { type Aggregate, signContent, topics } from '@tre/protocol';
 import { describe, expect, it } from 'vitest';
 import { flowContext } from './support/flow-context.js';
 import { seededRandom } from './support/seeded-random.js';
@@ -22,7 +23,9 @@ const GROUPS = [
   { groupId: 'g4', meters: [...Q, ...S] },
 ];
 
-type Variant = 'h-reports' | 'h-silent' | 'h-out-of-bounds' | 'h-no-budget';
+type Variant = 'h-reports' | 'h-silent' | 'h-out-of-bounds' | 'h-no-budget' | 'h-above-bound';
+/** The regulator's contribution bound in these runs, Wh per 30 minutes (capacity: 4,000). */
+const BOUND_WH = 1_000;
 
 /** Runs one interval's release and returns what the DNO receives (topic -> payloads). */
 async function dnoView(variant: Variant): Promise<Map<string, Aggregate[]>> {
@@ -41,6 +44,20 @@ async function dnoView(variant: Variant): Promise<Map<string, Aggregate[]>> {
     await f.ctx.registry.upsert(
       all.map((m) => ({ meterId: m, supplierId: 's', dnoId: 'd', capacityW: 8_000, account: `a-${m}` })),
     );
+    const regulator = f.party({ role: 'regulator', id: 'reg' });
+    const config = {
+      v: 1,
+      minBillingPeriod: { unit: 'month', count: 1 },
+      contributionBoundWh: BOUND_WH,
+      issuedAt: new Date(T0 - 3_600_000).toISOString(),
+    };
+    expect(
+      await regulator.send(topics.regulatorConfig('reg'), {
+        v: 1,
+        requestId: 'c',
+        jws: await signContent('regulatorConfig', config, regulator.privateKey),
+      }),
+    ).toMatchObject({ status: 'accepted' });
     const dno = f.party({ role: 'dno', id: 'd' });
     expect(await dno.send(topics.groups('d'), { v: 1, requestId: 'g', groups: GROUPS })).toMatchObject({
       status: 'accepted',
@@ -57,7 +74,15 @@ async function dnoView(variant: Variant): Promise<Map<string, Aggregate[]>> {
     for (const [i, m] of all.entries()) {
       if (m === 'h' && variant === 'h-silent') continue;
       const meter = f.party({ role: 'meter', id: m });
-      const e = m === 'h' && variant === 'h-out-of-bounds' ? 9_999 : 100 + (i % 7);
+      // Out of bounds: above 8 kW x 15 min. Above the bound: within capacity, 3,800 Wh in the half hour.
+      const e =
+        m !== 'h'
+          ? 100 + (i % 7)
+          : variant === 'h-out-of-bounds'
+            ? 9_999
+            : variant === 'h-above-bound'
+              ? 1_900
+              : 100 + (i % 7);
       for (const k of [0, 1])
         await meter.send(topics.reading(m), {
           v: 1,
@@ -88,7 +113,8 @@ describe('DNO view: counts cannot isolate a household', () => {
   it('neighbouring runs differ only in the noised total of the group h is in, by at most Delta', async () => {
     const base = await dnoView('h-reports');
     expect([...base.keys()].sort()).toEqual(GROUPS.map((g) => topics.aggregate('d', g.groupId)).sort());
-    for (const variant of ['h-silent', 'h-out-of-bounds', 'h-no-budget'] as const) {
+    for (const m of [...base.values()].flat()) expect(m.noiseScaleWh).toBe(BOUND_WH); // Delta = the bound
+    for (const variant of ['h-silent', 'h-out-of-bounds', 'h-no-budget', 'h-above-bound'] as const) {
       const other = await dnoView(variant);
       expect([...other.keys()].sort()).toEqual([...base.keys()].sort());
       for (const [topic, messages] of base) {

@@ -17,11 +17,9 @@ export class EnergyLines {
   bill(db: Db, meterId: string, intervalStart: number, minutes: number, wh: number): boolean {
     const household = this.deps.registry.get(meterId);
     if (!household) return false;
-    const micro = readingCharge(
-      intervalStart,
-      minutes,
-      wh,
-      (t) => this.deps.tariffs.priceAt(household.supplierId, t)?.price,
+    const { supplierId } = household;
+    const micro = readingCharge(intervalStart, minutes, wh, (t) =>
+      this.deps.tariffs.pricePerMWhAt(supplierId, t),
     );
     if (micro === undefined) return false;
     return postEnergy(db, meterId, intervalStart, minutes, micro);

@@ -42,13 +42,43 @@ export function postLine(
   intervalStart: number,
   amountMicro: number,
 ): boolean {
+  return insertLine(db, meterId, kind, ref, intervalStart, amountMicro, null);
+}
+
+/** Statements prepared once per database connection (preparing costs more than running them). */
+interface Prepared {
+  run(...params: unknown[]): { changes: number };
+}
+const prepared = new WeakMap<Db, Map<string, Prepared>>();
+function statement(db: Db, sql: string): Prepared {
+  let cache = prepared.get(db);
+  if (!cache) {
+    cache = new Map();
+    prepared.set(db, cache);
+  }
+  let stmt = cache.get(sql);
+  if (!stmt) {
+    stmt = db.prepare(sql);
+    cache.set(sql, stmt);
+  }
+  return stmt;
+}
+
+function insertLine(
+  db: Db,
+  meterId: string,
+  kind: LineKind,
+  ref: string,
+  intervalStart: number,
+  amountMicro: number,
+  minutes: number | null,
+): boolean {
   if (!Number.isSafeInteger(amountMicro))
     throw new RangeError(`ledger amount ${amountMicro} is not a safe integer`);
-  const r = db
-    .prepare(
-      'INSERT INTO ledger (meter_id, kind, ref, interval_start, amount_micro) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
-    )
-    .run(meterId, kind, ref, intervalStart, amountMicro);
+  const r = statement(
+    db,
+    'INSERT INTO ledger (meter_id, kind, ref, interval_start, amount_micro, minutes) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+  ).run(meterId, kind, ref, intervalStart, amountMicro, minutes);
   return r.changes === 1;
 }
 
@@ -60,11 +90,7 @@ export function postEnergy(
   minutes: number,
   amountMicro: number,
 ): boolean {
-  if (!postLine(db, meterId, 'energy', '', intervalStart, amountMicro)) return false;
-  db.prepare(
-    "UPDATE ledger SET minutes = ? WHERE meter_id = ? AND kind = 'energy' AND ref = '' AND interval_start = ?",
-  ).run(minutes, meterId, intervalStart);
-  return true;
+  return insertLine(db, meterId, 'energy', '', intervalStart, amountMicro, minutes);
 }
 
 /** A DR credit: q (Wh) x p (minor per MWh), as a negative line. */

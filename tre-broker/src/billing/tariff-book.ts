@@ -4,6 +4,12 @@
  * tariffs, and for future intervals only (a tariff may start neither before now nor before the
  * supplier's open billing period: a reading already received is never priced or repriced). Prices
  * are looked up per instant: the price of the tariff interval that contains it.
+ *
+ * Price lookups are cached: a stored tariff never changes (no update, no delete, ids unique per
+ * supplier, no overlaps), so each is parsed once and kept, with its window, in a cache bounded by
+ * the number of prices it holds (least recently used out first). A lookup covered by a cached
+ * tariff needs no SQL. `add` drops the cache, and until the transaction that added a tariff has
+ * ended (the next tick) lookups bypass it, so a tariff rolled back is never cached.
  */
 import type { Tariff } from '@tre/protocol';
 import type { Store } from '../store/store.js';
@@ -25,12 +31,37 @@ export type TariffProblem = {
   message: string;
 };
 
-export class TariffBook {
-  private constructor(private readonly store: Store) {}
+/** Prices the lookup cache holds at most (10,000-price tariffs: 100 of them, about 8 MB). */
+export const TARIFF_CACHE_PRICES = 1_000_000;
 
-  static open(store: Store): TariffBook {
+/** A stored tariff as priced: parsed once. */
+interface PricedTariff {
+  key: string;
+  supplierId: string;
+  from: number;
+  to: number;
+  stepMs: number;
+  prices: readonly number[];
+  currency: string;
+}
+
+export class TariffBook {
+  /** Parsed tariffs by supplier and tariff id, least recently used first. */
+  private readonly cache = new Map<string, PricedTariff>();
+  /** The cached tariffs of each supplier (the windows a lookup tries before SQL). */
+  private readonly bySupplier = new Map<string, PricedTariff[]>();
+  private cachedPrices = 0;
+  /** A tariff was added in a transaction that may not have ended yet: lookups bypass the cache. */
+  private addPending = false;
+
+  private constructor(
+    private readonly store: Store,
+    private readonly maxCachedPrices = TARIFF_CACHE_PRICES,
+  ) {}
+
+  static open(store: Store, maxCachedPrices = TARIFF_CACHE_PRICES): TariffBook {
     store.migrate('tariffs-1', SCHEMA);
-    return new TariffBook(store);
+    return new TariffBook(store, maxCachedPrices);
   }
 
   /** Why `t` cannot be stored, if it cannot: shape, retroactivity (before now or the open period), overlap. */
@@ -72,6 +103,15 @@ export class TariffBook {
 
   /** Inside a commit. */
   add(t: Tariff, treJws: string): void {
+    this.clearCache();
+    if (!this.addPending) {
+      this.addPending = true;
+      // The commit runs synchronously within this tick: by the next one it has committed or rolled back.
+      setImmediate(() => {
+        this.addPending = false;
+        this.clearCache();
+      });
+    }
     this.store
       .statement(
         'INSERT INTO tariffs (supplier_id, tariff_id, valid_from, valid_to, body, tre_jws) VALUES (?, ?, ?, ?, ?, ?)',
@@ -88,16 +128,76 @@ export class TariffBook {
 
   /** Price (minor units per MWh) of `supplierId` for the interval starting at `t`, if a tariff covers it. */
   priceAt(supplierId: string, t: number): { price: number; currency: string } | undefined {
+    const tariff = this.tariffAt(supplierId, t);
+    if (!tariff) return undefined;
+    const price = tariff.prices[Math.floor((t - tariff.from) / tariff.stepMs)];
+    return price === undefined ? undefined : { price, currency: tariff.currency };
+  }
+
+  /** Only the price of `priceAt` (what billing a reading needs, without an object per part). */
+  pricePerMWhAt(supplierId: string, t: number): number | undefined {
+    const tariff = this.tariffAt(supplierId, t);
+    return tariff?.prices[Math.floor((t - tariff.from) / tariff.stepMs)];
+  }
+
+  /** The supplier's tariff whose window contains `t`: from the cache, else from SQL (then cached). */
+  private tariffAt(supplierId: string, t: number): PricedTariff | undefined {
+    if (!this.addPending) {
+      const cached = this.bySupplier.get(supplierId)?.find((p) => p.from <= t && t < p.to);
+      if (cached) {
+        this.cache.delete(cached.key); // most recently used goes last
+        this.cache.set(cached.key, cached);
+        return cached;
+      }
+    }
     const row = this.store
       .statement(
-        'SELECT body FROM tariffs WHERE supplier_id = ? AND valid_from <= ? AND valid_to > ? LIMIT 1',
+        'SELECT tariff_id FROM tariffs WHERE supplier_id = ? AND valid_from <= ? AND valid_to > ? LIMIT 1',
       )
-      .get(supplierId, t, t) as { body: string } | undefined;
+      .get(supplierId, t, t) as { tariff_id: string } | undefined;
     if (!row) return undefined;
-    const tariff = JSON.parse(row.body) as Tariff;
-    const index = Math.floor((t - Date.parse(tariff.validFrom)) / (tariff.intervalMinutes * 60_000));
-    const price = tariff.pricesPerMWh[index];
-    return price === undefined ? undefined : { price, currency: tariff.currency };
+    const key = `${supplierId}\u0000${row.tariff_id}`;
+    if (!this.addPending) {
+      const cached = this.cache.get(key);
+      if (cached) return cached;
+    }
+    const body = this.store
+      .statement('SELECT body FROM tariffs WHERE supplier_id = ? AND tariff_id = ?')
+      .get(supplierId, row.tariff_id) as { body: string };
+    const tariff = JSON.parse(body.body) as Tariff;
+    const priced: PricedTariff = {
+      key,
+      supplierId,
+      from: Date.parse(tariff.validFrom),
+      to: Date.parse(tariff.validTo),
+      stepMs: tariff.intervalMinutes * 60_000,
+      prices: tariff.pricesPerMWh,
+      currency: tariff.currency,
+    };
+    if (!this.addPending) this.remember(priced);
+    return priced;
+  }
+
+  private remember(p: PricedTariff): void {
+    this.cache.set(p.key, p);
+    this.cachedPrices += p.prices.length;
+    const list = this.bySupplier.get(p.supplierId);
+    if (list) list.push(p);
+    else this.bySupplier.set(p.supplierId, [p]);
+    for (const [key, old] of this.cache) {
+      if (this.cachedPrices <= this.maxCachedPrices || old === p) break;
+      this.cache.delete(key);
+      this.cachedPrices -= old.prices.length;
+      const rest = this.bySupplier.get(old.supplierId)?.filter((x) => x !== old) ?? [];
+      if (rest.length > 0) this.bySupplier.set(old.supplierId, rest);
+      else this.bySupplier.delete(old.supplierId);
+    }
+  }
+
+  private clearCache(): void {
+    this.cache.clear();
+    this.bySupplier.clear();
+    this.cachedPrices = 0;
   }
 
   /** The supplier's stored prices in [from - windowMs, from), as spans (the tariff rules' reference window). */

@@ -2,6 +2,12 @@
  * Routes an authorised publish on a party's `up` topic to the flow that owns its family and sends
  * the flow's receipt to the sender's `inbox/receipt`. A flow's handler commits what it accepts
  * before it returns, so the QoS1 PUBACK (sent after the handler) means committed.
+ *
+ * Families registered with `acceptedByPuback` (readings) get no receipt when accepted: the PUBACK
+ * is the acceptance. A refusal still gets its receipt, and it is written to the sender's socket
+ * before the PUBACK: `route()` resolves only after `reply()` resolved, and the broker's publish
+ * resolves only once the receipt was written to every subscribed session (see TlsMqttBroker.publish),
+ * while aedes writes the PUBACK after `authorizePublish` (which awaits `route()`) returns.
  */
 import {
   type InboxKind,
@@ -36,6 +42,14 @@ export type HandlerResult =
 
 export type MessageHandler = (msg: InboundMessage) => Promise<HandlerResult>;
 
+export interface HandlerOptions {
+  /**
+   * An accepted message (a duplicate included) gets no receipt: the PUBACK that follows the handler
+   * is the acceptance. Refusals still get one, before the PUBACK.
+   */
+  acceptedByPuback?: boolean;
+}
+
 export type Refusal = Extract<HandlerResult, { status: 'refused' }>;
 
 /** A refusal receipt: every refusal of every flow is built here. */
@@ -54,7 +68,7 @@ export interface Outbound {
 }
 
 export class MessageRouter {
-  private readonly handlers = new Map<PartyFamily, MessageHandler>();
+  private readonly handlers = new Map<PartyFamily, { handler: MessageHandler; opts: HandlerOptions }>();
   /** Messages being handled right now (the simulator waits for 0). */
   inFlight = 0;
 
@@ -63,34 +77,42 @@ export class MessageRouter {
     private readonly log: Logger,
   ) {}
 
-  on(family: PartyFamily, handler: MessageHandler): void {
+  on(family: PartyFamily, handler: MessageHandler, opts: HandlerOptions = {}): void {
     if (this.handlers.has(family)) throw new Error(`a handler for ${family} is already registered`);
-    this.handlers.set(family, handler);
+    this.handlers.set(family, { handler, opts });
   }
 
-  async route(msg: InboundMessage): Promise<void> {
+  /**
+   * Runs the family's handler and sends its receipt (none for an acceptance of an `acceptedByPuback`
+   * family). Resolves with the handler's answer once the receipt was sent; rejects with NotCommitted
+   * when no PUBACK may follow.
+   */
+  async route(msg: InboundMessage): Promise<HandlerResult> {
     this.inFlight++;
     try {
-      await this.dispatch(msg);
+      return await this.dispatch(msg);
     } finally {
       this.inFlight--;
     }
   }
 
-  private async dispatch(msg: InboundMessage): Promise<void> {
-    const handler = this.handlers.get(msg.topic.family);
+  private async dispatch(msg: InboundMessage): Promise<HandlerResult> {
+    const entry = this.handlers.get(msg.topic.family);
     let result: HandlerResult;
-    if (!handler) {
-      result = refusal('unknown', 'INTERNAL', `no service handles ${msg.topic.family} yet`);
+    if (!entry) {
+      result = refusal(requestIdOf(msg.payload), 'INTERNAL', `no service handles ${msg.topic.family} yet`);
     } else {
       try {
-        result = await handler(msg);
+        result = await entry.handler(msg);
       } catch (err) {
         this.log.error({ err, family: msg.topic.family, ...loggableIdentity(msg.from) }, 'handler failed');
-        result = refusal('unknown', 'INTERNAL', 'internal error; retry later');
+        // Echo the requestId: for a family accepted by the PUBACK, a refusal the sender cannot match
+        // would leave the PUBACK after it looking like an acceptance.
+        result = refusal(requestIdOf(msg.payload), 'INTERNAL', 'internal error; retry later');
       }
     }
-    if (!result) return;
+    if (!result) return result;
+    if (result.status === 'accepted' && entry?.opts.acceptedByPuback) return result;
     if (result.status === 'refused') {
       this.log.warn(
         { family: msg.topic.family, reason: result.reason, ...loggableIdentity(msg.from) },
@@ -103,6 +125,7 @@ export class MessageRouter {
       // Not committed, so not acknowledged: the broker closes the connection instead of sending the PUBACK.
       throw new NotCommitted(result.message);
     }
+    return result;
   }
 
   /** Sends a refusal receipt without running the handler (e.g. rate limits). */

@@ -5,13 +5,15 @@
  *    MQTT 3.1.1 only, no wills; the client id is namespaced by identity so one party can never take
  *    over another's session by reusing its client id.
  *  - authenticate: CONNACK 5 (not authorized) when preConnect found no valid identity.
- *  - authorizePublish: the access matrix, then the flow handler (commit) before the PUBACK.
+ *  - authorizePublish: the access matrix, then the flow handler (commit) before the PUBACK. aedes
+ *    writes the PUBACK when this hook calls back, so whatever the handler published before it
+ *    returned (a refusal receipt) is on the sender's socket first (see `publish`).
  *  - authorizeSubscribe: the access matrix; a refused filter gets SUBACK 0x80.
  */
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
-import { parseTopic } from '@tre/protocol';
+import { type ParsedTopic, parseTopic } from '@tre/protocol';
 import { Aedes, type Client } from 'aedes';
 import { authorizePublish, authorizeSubscribe } from '../access/access-matrix.js';
 import { DEFAULT_LIMITS, type IdentityLimitOptions, IdentityLimits } from '../access/identity-limits.js';
@@ -41,6 +43,9 @@ export interface BrokerOptions {
   handshakeTimeoutMs?: number;
 }
 
+/** Topics a session may publish to, remembered per session at most (a meter uses two or three). */
+const ALLOWED_TOPICS_PER_SESSION = 16;
+
 class AccessDenied extends Error {
   override readonly name = 'AccessDenied';
   readonly code = 'ACCESS_DENIED';
@@ -48,6 +53,14 @@ class AccessDenied extends Error {
 
 export class TlsMqttBroker implements Outbound {
   private readonly identities = new WeakMap<Client, PeerIdentity>();
+  /**
+   * Per session, the topics the access matrix allowed it, parsed: the matrix is fixed in code and a
+   * session's identity never changes, so a topic allowed once is allowed for the whole session.
+   */
+  private readonly allowedTopics = new WeakMap<
+    Client,
+    Map<string, Extract<ParsedTopic, { scope: 'party' }>>
+  >();
   private readonly live = new Set<Client>();
   private readonly limits: IdentityLimits;
   /** Sessions that hold a slot in `limits`. */
@@ -179,17 +192,25 @@ export class TlsMqttBroker implements Outbound {
     payload: Buffer,
   ): Promise<void> {
     const who = client ? this.identities.get(client) : undefined;
-    if (!who) throw new AccessDenied('publish without identity');
-    const decision = authorizePublish(who, topic, retain);
-    if (!decision.allowed) {
-      this.opts.log.warn(
-        { ...loggableIdentity(who), reason: decision.reason },
-        'publish refused; closing connection',
-      );
-      throw new AccessDenied(decision.reason);
+    if (!client || !who) throw new AccessDenied('publish without identity');
+    let parsed = retain ? undefined : this.allowedTopics.get(client)?.get(topic);
+    if (!parsed) {
+      const decision = authorizePublish(who, topic, retain);
+      if (!decision.allowed) {
+        this.opts.log.warn(
+          { ...loggableIdentity(who), reason: decision.reason },
+          'publish refused; closing connection',
+        );
+        throw new AccessDenied(decision.reason);
+      }
+      const route = parseTopic(topic);
+      if (route?.scope !== 'party') throw new AccessDenied('no route');
+      parsed = route;
+      const allowed = this.allowedTopics.get(client) ?? new Map();
+      this.allowedTopics.set(client, allowed);
+      if (allowed.size < ALLOWED_TOPICS_PER_SESSION) allowed.set(topic, route);
     }
-    const parsed = parseTopic(topic);
-    if (parsed?.scope !== 'party' || !this.router) throw new AccessDenied('no route');
+    if (!this.router) throw new AccessDenied('no route');
     if (!this.limits.takeMessage(`${who.role}:${who.id}`)) {
       await this.router.refuse(
         { from: who, topic: parsed, payload },
@@ -226,6 +247,12 @@ export class TlsMqttBroker implements Outbound {
     this.opts.log.info({ dropped }, 'revocation list reloaded');
   }
 
+  /**
+   * Publishes from the TRE (QoS1). Resolves once aedes has delivered it: written to the socket of
+   * every session subscribed to it (aedes calls back after each subscriber's write, or after queueing
+   * it for a session that is offline). So a receipt a handler awaits is written to the sender's
+   * connection before the PUBACK of the message it answers.
+   */
   publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}): Promise<void> {
     return new Promise((resolve, reject) => {
       this.aedes.publish(

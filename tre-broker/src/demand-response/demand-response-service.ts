@@ -13,18 +13,27 @@
  *    transaction that records the signed acceptance (a concurrent second acceptance is REPLAYED,
  *    an identical resend a duplicate); every household is told its outcome; the pseudonyms die;
  *  - compliance: after the window (+ grace), measured vs baseline (see baseline.ts), per pseudonym
- *    delivered / not delivered to the DSM (never readings); a shortfall reverses the credit pro rata.
+ *    delivered / not delivered to the DSM (never readings); a shortfall reverses the credit pro rata;
+ *    every accepted household is told its outcome.
+ * Household outcomes are signed once per round (acceptance, settlement): a Merkle tree over one
+ * salted leaf per household, one TRE signature over its root; each household gets its leaf, its
+ * inclusion proof and the signed root (`notifyRound`, protocol `drOutcomeTree`).
  * Sheddable bound: a bid may not exceed the household's baseline energy in the window, or, without
  * any history, its installed capacity x window length.
  * The rules are pure: admission.ts (named checks), settlement.ts, baseline.ts; the rows dr-book.ts.
  */
+
+import { randomBytes } from 'node:crypto';
 import {
   acceptanceSchema,
   bidSchema,
   type DrAnnouncement,
   type DrOutcome,
+  type DrOutcomeKind,
+  type DrOutcomeRoot,
   decodePayload,
   drEventSchema,
+  drOutcomeTree,
   MAX_BULK_PAYLOAD_BYTES,
   PendingTimers,
   PROTOCOL_VERSION,
@@ -41,6 +50,9 @@ import { baselineWh, type EnergyIn, measuredWh } from './baseline.js';
 import type { DrBook } from './dr-book.js';
 import { newPseudonym, shuffled } from './pseudonyms.js';
 import { settle } from './settlement.js';
+
+/** Random bytes per outcome leaf: 128 bits, so a sibling hash cannot be brute-forced. */
+const SALT_BYTES = 16;
 
 export interface DemandResponseOptions {
   /** Readings for the window are awaited this long after it ends before compliance (default 1 h). */
@@ -246,37 +258,70 @@ export class DemandResponseService {
     const recorded = await store.commit((db) => {
       // Checked again inside the transaction: another acceptance may have been committed meanwhile.
       if (!dr.accept(eventId, jws)) return false;
-      for (const b of live) {
-        const ok = chosen.has(b.pseudonym);
-        dr.markBid(b.bid_id, ok ? 'accepted' : 'rejected');
-        if (ok) postCredit(db, b.meter_id, eventId, windowStart, b.quantity_wh, b.price);
-      }
+      dr.markAccepted(eventId, accepted);
+      for (const b of live)
+        if (chosen.has(b.pseudonym)) postCredit(db, b.meter_id, eventId, windowStart, b.quantity_wh, b.price);
       return true;
     });
     if (!recorded) {
       if (dr.acceptanceOf(eventId) === jws) return { status: 'accepted', requestId, duplicate: true };
       return refusal(requestId, 'REPLAYED', 'this event was already accepted; its pseudonyms are dead');
     }
-    for (const b of live) {
-      const ok = chosen.has(b.pseudonym);
-      await this.notify(b.meter_id, {
-        v: PROTOCOL_VERSION,
-        eventId,
-        bidId: b.bid_id,
-        outcome: ok ? 'accepted' : 'not-accepted',
-        ...(ok ? { creditMicroMinor: -b.quantity_wh * b.price } : {}),
-      });
-    }
+    await this.notifyRound(
+      eventId,
+      'acceptance',
+      live.map((b) => {
+        const ok = chosen.has(b.pseudonym);
+        return {
+          meterId: b.meter_id,
+          bidId: b.bid_id,
+          outcome: ok ? 'accepted' : 'not-accepted',
+          ...(ok ? { creditMicroMinor: -b.quantity_wh * b.price } : {}),
+        };
+      }),
+    );
     this.at(Date.parse(event.windowEnd) + this.grace, () => this.settle(eventId));
     // The same text for every acceptance: nothing in it depends on the bids or the households.
     return { status: 'accepted', requestId, message: 'acceptance recorded' };
   }
 
-  private async notify(meterId: string, outcome: DrOutcome): Promise<void> {
-    await this.deps.router.reply({ role: 'meter', id: meterId }, 'dr-outcome', {
+  /**
+   * Tells every household of a round its outcome with one TRE signature: the leaves (each with
+   * 128 fresh random bits, in random order, so neither a sibling hash nor a leaf's position says
+   * anything about another household) form a Merkle tree whose root is signed once; each household
+   * gets its own leaf, its inclusion proof and the signed root.
+   */
+  private async notifyRound(
+    eventId: string,
+    kind: DrOutcomeKind,
+    outcomes: Pick<DrOutcome, 'meterId' | 'bidId' | 'outcome' | 'creditMicroMinor'>[],
+  ): Promise<void> {
+    if (outcomes.length === 0) return;
+    const salts = randomBytes(SALT_BYTES * outcomes.length);
+    const leaves: DrOutcome[] = shuffled(outcomes).map((o, i) => ({
       v: PROTOCOL_VERSION,
-      jws: await signContent('drOutcome', outcome, this.deps.signingKey),
-    });
+      eventId,
+      kind,
+      ...o,
+      salt: salts.subarray(i * SALT_BYTES, (i + 1) * SALT_BYTES).toString('base64url'),
+    }));
+    const tree = drOutcomeTree(leaves);
+    const root: DrOutcomeRoot = {
+      v: PROTOCOL_VERSION,
+      eventId,
+      kind,
+      root: tree.root,
+      leafCount: tree.leafCount,
+      issuedAt: new Date(this.deps.clock.now()).toISOString(),
+    };
+    const jws = await signContent('drOutcome', root, this.deps.signingKey);
+    // What router.reply would send, with each notice's JSON text built by the tree (reusing the
+    // leaf's canonical text) instead of re-serialised: a round may have 100,000 households.
+    for (const [i, leaf] of leaves.entries())
+      await this.deps.outbound.publish(
+        topics.inbox({ role: 'meter', id: leaf.meterId }, 'dr-outcome'),
+        tree.notice(i, jws),
+      );
   }
 
   /** After the window: compliance per pseudonym to the DSM, credit reversals, household outcomes. */
@@ -306,15 +351,16 @@ export class DemandResponseService {
       results: shuffled(results).map((r) => ({ pseudonym: r.bid.pseudonym, delivered: r.delivered })),
     };
     await outbound.publish(topics.compliance(event.dsmId, eventId), JSON.stringify(report));
-    for (const r of results) {
-      await this.notify(r.bid.meter_id, {
-        v: PROTOCOL_VERSION,
-        eventId,
+    await this.notifyRound(
+      eventId,
+      'settlement',
+      results.map((r) => ({
+        meterId: r.bid.meter_id,
         bidId: r.bid.bid_id,
         outcome: r.delivered ? 'delivered' : 'not-delivered',
         ...(r.reversal ? { creditMicroMinor: r.reversal } : {}),
-      });
-    }
+      })),
+    );
   }
 
   stop(): void {

@@ -15,6 +15,13 @@ export interface StoredReading {
   content_hash: string;
 }
 
+/** A meter's stored readings at an interval and at the intervals just before and after it. */
+export interface NearbyReadings {
+  same: StoredReading | undefined;
+  previous: StoredReading | undefined;
+  next: StoredReading | undefined;
+}
+
 export interface NewReading {
   meterId: string;
   intervalStart: number;
@@ -61,6 +68,20 @@ const SCHEMA = `CREATE TABLE readings (
     at INTEGER NOT NULL
   );`;
 
+/** Rows per multi-row INSERT at most (a power of two). */
+const MAX_ROWS_PER_INSERT = 256;
+const insertSqls = new Map<number, string>();
+function insertSql(rows: number): string {
+  let sql = insertSqls.get(rows);
+  if (!sql) {
+    sql = `INSERT INTO readings (meter_id, interval_start, interval_minutes, energy_wh, register_wh, export_wh,
+       export_register_wh, gap, effective_wh, status, content_hash, received_at)
+     VALUES ${Array(rows).fill('(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`;
+    insertSqls.set(rows, sql);
+  }
+  return sql;
+}
+
 export class ReadingStore {
   private constructor(private readonly store: Store) {}
 
@@ -78,27 +99,68 @@ export class ReadingStore {
       .get(meterId, intervalStart) as StoredReading | undefined;
   }
 
-  insert(r: NewReading): void {
-    this.store
+  /**
+   * The readings of `meterId` at `intervalStart` and `lengthMs` before and after it, in one query (one
+   * range of the primary key: faster than three lookups or an IN list).
+   */
+  nearby(meterId: string, intervalStart: number, lengthMs: number): NearbyReadings {
+    const rows = this.store
       .statement(
-        `INSERT INTO readings (meter_id, interval_start, interval_minutes, energy_wh, register_wh, export_wh,
-         export_register_wh, gap, effective_wh, status, content_hash, received_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `SELECT interval_start, register_wh, status, content_hash FROM readings
+         WHERE meter_id = ? AND interval_start BETWEEN ? AND ?`,
       )
-      .run(
-        r.meterId,
-        r.intervalStart,
-        r.intervalMinutes,
-        r.energyWh,
-        r.registerWh,
-        r.exportWh,
-        r.exportRegisterWh,
-        r.gap ? 1 : 0,
-        r.effectiveWh,
-        r.status,
-        r.contentHash,
-        r.receivedAt,
-      );
+      .all(meterId, intervalStart - lengthMs, intervalStart + lengthMs) as (StoredReading & {
+      interval_start: number;
+    })[];
+    const at = (t: number) => rows.find((r) => r.interval_start === t);
+    return {
+      same: at(intervalStart),
+      previous: at(intervalStart - lengthMs),
+      next: at(intervalStart + lengthMs),
+    };
+  }
+
+  insert(r: NewReading): void {
+    this.insertMany([r]);
+  }
+
+  /**
+   * Inserts readings with as few statements as possible: multi-row INSERTs of 256, 128, ..., 1 rows
+   * (at most nine statements prepared once, 12 x 256 parameters at most). Inside a commit.
+   */
+  insertMany(rows: readonly NewReading[]): void {
+    let done = 0;
+    for (let size = MAX_ROWS_PER_INSERT; size >= 1; size >>= 1) {
+      while (rows.length - done >= size) {
+        const params: (string | number | null)[] = [];
+        for (let i = done; i < done + size; i++) {
+          const r = rows[i]!;
+          params.push(
+            r.meterId,
+            r.intervalStart,
+            r.intervalMinutes,
+            r.energyWh,
+            r.registerWh,
+            r.exportWh,
+            r.exportRegisterWh,
+            r.gap ? 1 : 0,
+            r.effectiveWh,
+            r.status,
+            r.contentHash,
+            r.receivedAt,
+          );
+        }
+        this.store.statement(insertSql(size)).run(params);
+        done += size;
+      }
+    }
+  }
+
+  /** Deletes one reading (a reading whose hooks failed in its batch). Inside a commit. */
+  deleteOne(meterId: string, intervalStart: number): void {
+    this.store
+      .statement('DELETE FROM readings WHERE meter_id = ? AND interval_start = ?')
+      .run(meterId, intervalStart);
   }
 
   insertAlert(meterId: string, kind: Alert['kind'], detail: string, at: number): void {

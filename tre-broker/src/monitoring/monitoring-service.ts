@@ -6,9 +6,12 @@
  * after it ends, for every group, always in the same shape (a noised total and its noise
  * parameters): the arithmetic is `contributions` and `aggregate` (aggregate.ts), the group rules
  * `checkGroups` (group-rules.ts), the budget `PrivacyBudget` (a household without budget left
- * leaves the release, uncharged). Counts of included, excluded, missing or budget-exhausted
- * households never leave the TRE (they are kept as totals in `stats`). Each (group, interval) is
- * released at most once, recorded durably, so a restart never releases twice.
+ * leaves the release, uncharged). Each contribution is clamped to the regulator's contribution
+ * bound, read once per interval as its releases begin: every group of an interval has the same
+ * bound, and a newly signed one applies from the next interval released. Counts of included,
+ * excluded, missing, budget-exhausted or clamped households never leave the TRE (they are kept as
+ * totals in `stats`). Each (group, interval) is released at most once, recorded durably, so a
+ * restart never releases twice.
  */
 import {
   type Aggregate,
@@ -22,7 +25,7 @@ import {
 import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
 import type { FlowBase } from '../flow-base.js';
 import type { ReadingStore } from '../ingest/reading-store.js';
-import { aggregate, contributions } from './aggregate.js';
+import { aggregate, contributions, intervalBoundWh } from './aggregate.js';
 import type { RandomSource } from './discrete-laplace.js';
 import type { Group, GroupBook } from './group-book.js';
 import { checkGroups, DEFAULT_MIN_GROUP_SIZE } from './group-rules.js';
@@ -47,6 +50,8 @@ export interface MonitoringDeps
   groups: GroupBook;
   budget: PrivacyBudget;
   readings: ReadingStore;
+  /** The per-household contribution bound in force, Wh per 30 minutes (`RegulatorConfig.contributionBoundWh`). */
+  contributionBoundWh: () => number;
 }
 
 export class MonitoringService {
@@ -56,8 +61,19 @@ export class MonitoringService {
   private readonly delayMs: number;
   private timer: TimerHandle | undefined;
   private lastReleased = 0;
-  /** Totals over all releases (operator statistics; never sent to a DNO). */
-  readonly stats = { released: 0, contributions: 0, excluded: 0, missing: 0, outOfBudget: 0 };
+  /**
+   * Totals over all releases (operator statistics; never sent to a DNO). `clamped` contributions
+   * were above the bound; `clampedWh` is what clamping cut off (the bias of the released totals).
+   */
+  readonly stats = {
+    released: 0,
+    contributions: 0,
+    excluded: 0,
+    missing: 0,
+    outOfBudget: 0,
+    clamped: 0,
+    clampedWh: 0,
+  };
 
   constructor(
     private readonly deps: MonitoringDeps,
@@ -119,17 +135,21 @@ export class MonitoringService {
     );
   }
 
+  /** The contribution bound in force, Wh per 30 minutes. */
+
   /** Releases every interval that is due, oldest first. */
   async releaseDue(): Promise<void> {
     for (;;) {
       const start = this.lastReleased + this.releaseMs;
       if (start + this.releaseMs + this.delayMs > this.deps.clock.now()) return;
-      for (const group of this.groups()) await this.release(group, start);
+      // One bound for every group of the interval: the one in force as its releases begin.
+      const boundWh = intervalBoundWh(this.deps.contributionBoundWh(), this.releaseMs / 60_000);
+      for (const group of this.groups()) await this.release(group, start, boundWh);
       this.lastReleased = start;
     }
   }
 
-  private async release(group: Group, start: number): Promise<void> {
+  private async release(group: Group, start: number, boundWh: number): Promise<void> {
     const { store, groups, budget, readings, registry } = this.deps;
     const minutes = this.releaseMs / 60_000;
     const [p, q] = this.epsilon;
@@ -137,12 +157,13 @@ export class MonitoringService {
       if (groups.released(group, start)) return undefined;
       const members = group.meters.map((meterId) => ({
         meterId,
-        boundWh: Math.floor(((registry.get(meterId)?.capacityW ?? 0) * minutes) / 60),
+        capacityWh: Math.floor(((registry.get(meterId)?.capacityW ?? 0) * minutes) / 60),
       }));
       const counted = contributions(
         members,
         readings.windowOf(group.meters, start, start + this.releaseMs),
         minutes,
+        boundWh,
       );
       const charged = new Set(
         budget.charge(
@@ -151,13 +172,19 @@ export class MonitoringService {
           Math.round((p * 1_000_000) / q),
         ),
       );
-      const totalWh = counted.included.reduce((sum, c) => (charged.has(c.meterId) ? sum + c.wh : sum), 0);
+      const used = counted.included.filter((c) => charged.has(c.meterId));
+      const totalWh = used.reduce((sum, c) => sum + c.wh, 0);
       const noised = aggregate(totalWh, counted.deltaWh, this.epsilon, this.options.random);
       groups.recordRelease(group, start, 'released');
       this.stats.contributions += charged.size;
       this.stats.excluded += counted.excluded;
       this.stats.missing += counted.missing;
       this.stats.outOfBudget += counted.included.length - charged.size;
+      for (const c of used)
+        if (c.clippedWh > 0) {
+          this.stats.clamped++;
+          this.stats.clampedWh += c.clippedWh;
+        }
       return {
         v: PROTOCOL_VERSION,
         groupId: group.groupId,

@@ -3,7 +3,10 @@
  * account. Written by the regulator: over MQTT as a regulator-signed update (JWS, `registryUpdate`),
  * accepted only when its `issuedAt` is newer than the last one accepted (`registry_updates`), so an
  * older update can never be replayed over a newer one; or offline with `tre registry` on the TRE
- * box. Lookups go to SQLite every time (microseconds), so changes made by the CLI apply at once.
+ * box. Lookups are cached (`get`, a bounded LRU): the cache is dropped whenever this TRE changes the
+ * registry (`upsert`, a registry update) and, checked once per event-loop tick with SQLite's
+ * `data_version`, whenever another connection (the CLI) committed to the store, so changes made by
+ * the CLI apply from the next tick.
  */
 import { type Household, householdSchema, MAX_BULK_PAYLOAD_BYTES, registryUpdateSchema } from '@tre/protocol';
 import { hasSealedSecrets } from '../attestation/sealed-secrets.js';
@@ -30,8 +33,20 @@ export class RegistryError extends Error {
 
 const CSV_COLUMNS = ['meterId', 'supplierId', 'dnoId', 'capacityW', 'account'] as const;
 
+/** Households kept by the lookup cache at most. */
+export const REGISTRY_CACHE_SIZE = 50_000;
+
 export class HouseholdRegistry {
-  constructor(private readonly store: Store) {
+  /** Recent lookups, least recently used first; `null` is a meter known not to be registered. */
+  private readonly cache = new Map<string, Household | null>();
+  /** `PRAGMA data_version` when the cache was last checked; it changes when another connection commits. */
+  private dataVersion: unknown;
+  private checkedThisTick = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly cacheSize = REGISTRY_CACHE_SIZE,
+  ) {
     store.migrate(
       'registry-1',
       `CREATE TABLE households (
@@ -52,7 +67,18 @@ export class HouseholdRegistry {
 
   /** Serves the regulator's `registry` topic. */
   serve(router: MessageRouter): void {
-    router.on('registry', (msg) => this.handle(msg));
+    router.on('registry', async (msg) => {
+      try {
+        return await this.handle(msg);
+      } finally {
+        this.invalidate(); // after the commit (or its failure): nothing uncommitted stays cached
+      }
+    });
+  }
+
+  /** Drops every cached lookup (the registry changed). */
+  invalidate(): void {
+    this.cache.clear();
   }
 
   private async handle(msg: InboundMessage): Promise<HandlerResult> {
@@ -89,6 +115,34 @@ export class HouseholdRegistry {
   }
 
   get(meterId: string): Household | undefined {
+    this.revalidate();
+    const hit = this.cache.get(meterId);
+    if (hit !== undefined) {
+      this.cache.delete(meterId); // most recently used goes last
+      this.cache.set(meterId, hit);
+      return hit ?? undefined;
+    }
+    const household = this.lookup(meterId);
+    this.cache.set(meterId, household ?? null);
+    if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
+    return household;
+  }
+
+  /** Once per tick: drops the cache if another connection (e.g. `tre registry`) committed since. */
+  private revalidate(): void {
+    if (this.checkedThisTick) return;
+    this.checkedThisTick = true;
+    setImmediate(() => {
+      this.checkedThisTick = false;
+    });
+    const version = this.store.statement('PRAGMA data_version').pluck().get();
+    if (version !== this.dataVersion) {
+      this.cache.clear();
+      this.dataVersion = version;
+    }
+  }
+
+  private lookup(meterId: string): Household | undefined {
     const row = this.store
       .statement(
         'SELECT meter_id, supplier_id, dno_id, capacity_w, account FROM households WHERE meter_id = ?',
@@ -96,14 +150,16 @@ export class HouseholdRegistry {
       .get(meterId) as
       | { meter_id: string; supplier_id: string; dno_id: string; capacity_w: number; account: string }
       | undefined;
+    // Frozen: one cached object is handed to every caller.
     return (
-      row && {
+      row &&
+      Object.freeze({
         meterId: row.meter_id,
         supplierId: row.supplier_id,
         dnoId: row.dno_id,
         capacityW: row.capacity_w,
         account: row.account,
-      }
+      })
     );
   }
 
@@ -138,7 +194,7 @@ export class HouseholdRegistry {
           `household ${JSON.stringify(h.meterId)}: ${parsed.error.issues[0]?.message}`,
         );
     }
-    return this.store.commit((db) => upsertAll(db, households));
+    return this.store.commit((db) => upsertAll(db, households)).finally(() => this.invalidate());
   }
 
   /** Parses `meterId,supplierId,dnoId,capacityW,account` CSV (with that header line). */

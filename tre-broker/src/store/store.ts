@@ -103,20 +103,33 @@ export class Store {
       this.db.close();
       throw err;
     }
+    const savepoint = this.db.transaction((write: (db: Db) => unknown) => write(this.db));
+    this.batchTransaction = this.db.transaction(
+      (writes: PendingWrite[], out: { ok: boolean; value: unknown }[]) => {
+        for (const w of writes) {
+          try {
+            out.push({ ok: true, value: savepoint(w.fn) });
+          } catch (err) {
+            out.push({ ok: false, value: err });
+          }
+        }
+      },
+    );
   }
 
-  /**
-   * The store of a data directory, `<dataDir>/tre.sqlite`, encrypted under `opts.dataKey`.
-   * TEMPORARY: without a key it is plain SQLite (what `registerHouseholds` still opens); the key
-   * becomes required once every opener passes one.
-   */
-  /** The TRE's store in its data directory: always encrypted, with the data key it was made with. */
+  /** The store of a data directory, `<dataDir>/tre.sqlite`: always encrypted, under the data key it was made with. */
   static openIn(dataDir: string, opts: { dataKey: Buffer }): Store {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     return new Store(join(dataDir, 'tre.sqlite'), { dataKey: opts.dataKey });
   }
 
   private readonly statements = new Map<string, Database.Statement>();
+
+  /**
+   * The batch's transaction: every write in a savepoint of its own (a nested transaction function),
+   * failures kept per write. Made once: better-sqlite3 builds wrapper functions per `transaction()`.
+   */
+  private readonly batchTransaction: (writes: PendingWrite[], out: { ok: boolean; value: unknown }[]) => void;
 
   /** A prepared statement, prepared once per SQL text (preparing costs more than running on hot paths). */
   statement(sql: string): Database.Statement {
@@ -160,17 +173,8 @@ export class Store {
     if (batch.length === 0) return;
     this.queue = [];
     const results: { ok: boolean; value: unknown }[] = [];
-    const run = this.db.transaction(() => {
-      for (const w of batch) {
-        try {
-          results.push({ ok: true, value: this.db.transaction(() => w.fn(this.db))() });
-        } catch (err) {
-          results.push({ ok: false, value: err });
-        }
-      }
-    });
     try {
-      run();
+      this.batchTransaction(batch, results);
     } catch (err) {
       const failure = new StoreError('STORAGE_UNAVAILABLE', `commit failed: ${(err as Error).message}`, err);
       for (const w of batch) w.reject(failure);

@@ -80,16 +80,32 @@ export function flowContext(startMs: number, opts: { durable?: boolean } = {}) {
       return {
         from,
         privateKey: keys.privateKey,
-        /** Routes a message as the broker would after the access matrix allowed it. */
+        /**
+         * Routes a message as the broker would after the access matrix allowed it; returns the
+         * receipt it got, or, for a message accepted by its PUBACK alone (readings), the answer the
+         * PUBACK stands for (`{status: 'accepted'}`, `duplicate` for a resend).
+         */
         async send(topic: string, body: unknown) {
           const parsed = parseTopic(topic) as Extract<ParsedTopic, { scope: 'party' }>;
-          await router.route({ from, topic: parsed, payload: Buffer.from(JSON.stringify(body)) });
-          const receipts = published.filter((p) => p.topic === `tre/v1/${who.role}/${who.id}/inbox/receipt`);
-          return JSON.parse(receipts[receipts.length - 1]!.payload) as {
-            status: string;
-            reason?: string;
-            message?: string;
-          };
+          const inbox = `tre/v1/${who.role}/${who.id}/inbox/receipt`;
+          const before = published.length;
+          const result = await router.route({
+            from,
+            topic: parsed,
+            payload: Buffer.from(JSON.stringify(body)),
+          });
+          // Its own receipt (by requestId when it has one: concurrent sends share `published`).
+          const requestId = (body as { requestId?: unknown } | null)?.requestId;
+          const receipt = published
+            .slice(before)
+            .findLast(
+              (p) =>
+                p.topic === inbox &&
+                (typeof requestId !== 'string' ||
+                  (JSON.parse(p.payload) as { requestId?: string }).requestId === requestId),
+            );
+          const answer = receipt ? JSON.parse(receipt.payload) : { v: 1, family: parsed.family, ...result };
+          return answer as { status: string; reason?: string; message?: string; duplicate?: boolean };
         },
       };
     },
