@@ -2,5 +2,5 @@
 export { Bidder } from './bidder.js';
 export { HouseholdAgent } from './household-agent.js';
 export { Outbox } from './outbox.js';
-export { loadAttestationPolicy, tpmQuoteAttestor } from './tre-attestor.js';
+export { crlBeside, loadAttestationPolicy, readRegulatorCrl, tpmQuoteAttestor } from './tre-attestor.js';
 export { type TreAttestor, TreLink, trustWithoutAttestation } from './tre-link.js';

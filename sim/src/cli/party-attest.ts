@@ -5,8 +5,7 @@
  */
 import { createPrivateKey, type KeyObject, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { loadAttestationPolicy, tpmQuoteAttestor } from '@tre/meter-agent';
+import { crlBeside, loadAttestationPolicy, readRegulatorCrl, tpmQuoteAttestor } from '@tre/meter-agent';
 import { formatIdentity, systemClock } from '@tre/protocol';
 import { type Command, Option } from 'commander';
 import {
@@ -56,18 +55,6 @@ differs from the whitelisted release).`,
     });
 }
 
-async function readCrl(path: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    throw new Error(
-      `cannot read the regulator's CRL at ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): ` +
-        "attestation checks the TRE's attestation-key certificate against it; copy the regulator's " +
-        '`crl.pem` (next to `ca.crt` in `tre pki`, rewritten by `tre pki revoke`) or name it with --crl <file>',
-    );
-  }
-}
-
 /**
  * Connects with the party's certificate and attests the TRE: the connected party when trusted
  * (for a command that then sends something), else the verdict.
@@ -76,7 +63,7 @@ export async function connectAttested(
   o: AttestOptions,
 ): Promise<{ party: PartyClient; key: KeyObject } | { verdict: TrustVerdict & { trusted: false } }> {
   const [ca, cert] = await Promise.all([readFile(o.ca, 'utf8'), readFile(o.cert)]);
-  const crl = await readCrl(o.crl ?? join(dirname(o.ca), 'crl.pem'));
+  const crl = await readRegulatorCrl(o.crl ?? crlBeside(o.ca));
   const mine = identityOfCertificate(cert);
   const asked = formatIdentity({ role: o.role, id: o.id });
   if (formatIdentity(mine) !== asked)

@@ -12,11 +12,10 @@ import type { MeasurementEvent } from '@tre/protocol';
 import { TreConfigError } from '../tre-config-error.js';
 import {
   APPLICATION_PCR,
-  type Component,
   eventOf,
   mappedExecutables,
   measuredComponents,
-  sharedObjectComponents,
+  sharedObjectComponent,
 } from './measurement.js';
 import { hasSealedSecrets, sealedFiles, type TreSecrets, unsealSecrets } from './sealed-secrets.js';
 
@@ -50,8 +49,8 @@ export class Measurement {
     const fresh = mappedExecutables().filter((file) => !this.seen.has(file));
     if (fresh.length === 0) return [];
     for (const file of fresh) this.seen.add(file);
-    const added: Component[] = sharedObjectComponents(new Set()).filter((c) => fresh.includes(c.file!));
-    const events = added.map(eventOf);
+    // Only the files mapped since are read and hashed.
+    const events = fresh.map(sharedObjectComponent).map(eventOf);
     this.tpm.pcrExtendDigests(
       APPLICATION_PCR,
       events.map((e) => Buffer.from(e.digest, 'hex')),

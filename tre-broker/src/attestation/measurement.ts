@@ -185,11 +185,12 @@ export function sharedObjectComponents(
   const node = realpathSync(nodeBinary);
   return mappedExecutables()
     .filter((file) => file !== node && !measuredNatives.has(file))
-    .map((file) => ({
-      description: `shared object ${file}`,
-      contentDigest: sha256(readFileSync(file)),
-      file,
-    }));
+    .map(sharedObjectComponent);
+}
+
+/** One mapped executable file as a measured component. */
+export function sharedObjectComponent(file: string): Component {
+  return { description: `shared object ${file}`, contentDigest: sha256(readFileSync(file)), file };
 }
 
 /** `{a: {b: 1}, c: [1, 2]}` -> `a.b=1`, `c=[1,2]`, sorted: every option as one readable line. */

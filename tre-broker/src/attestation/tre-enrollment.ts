@@ -11,22 +11,20 @@
 import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 import { chmod, copyFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Tpm } from '@tre/hardware';
-import {
-  type AttestationPolicy,
-  attestationPolicySchema,
-  formatIdentity,
-  verifyContent,
-} from '@tre/protocol';
-import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { type CertificateAuthority, pkiPaths, type Validity } from '../pki/certificate-authority.js';
+import { Tpm } from '@tre/hardware';
+import { type AttestationPolicy, attestationPolicySchema, verifyContent } from '@tre/protocol';
+// certificate-authority.js also sets @peculiar/x509 up (reflect-metadata, the WebCrypto provider).
+import {
+  type CertificateAuthority,
+  pkiPaths,
+  treNames,
+  type Validity,
+} from '../pki/certificate-authority.js';
 import { TreConfigError } from '../tre-config-error.js';
 import { Measurement } from './measured-start.js';
 import { APPLICATION_PCR } from './measurement.js';
 import { hasSealedSecrets, resealSecrets, sealSecrets, unsealSecrets } from './sealed-secrets.js';
-
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
@@ -65,20 +63,11 @@ export async function enrollTls(
   o: EnrollTlsOptions,
 ): Promise<{ csrPem: string; sealedIn?: string; developmentKey?: string }> {
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const names: x509.JsonGeneralName[] = [
-    { type: 'dns', value: 'localhost' },
-    { type: 'ip', value: '127.0.0.1' },
-    { type: 'url', value: formatIdentity({ role: 'tre', id: o.treId }) },
-    ...o.hosts.map((host) => ({
-      type: /^[\d.]+$|:/.test(host) ? ('ip' as const) : ('dns' as const),
-      value: host,
-    })),
-  ];
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: `CN=${o.treId}, O=TRE`,
     keys,
     signingAlgorithm: ALG,
-    extensions: [new x509.SubjectAlternativeNameExtension(names)],
+    extensions: [new x509.SubjectAlternativeNameExtension(treNames(o.treId, o.hosts))],
   });
   const pem = x509.PemConverter.encode(
     await webcrypto.subtle.exportKey('pkcs8', keys.privateKey),

@@ -117,6 +117,22 @@ function validity(v: Validity | undefined, defaultDays: number): { notBefore: Da
   return { notBefore, notAfter };
 }
 
+/**
+ * The TRE's subject alternative names: DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, and each
+ * host (an IP address or a DNS name) once. Its certificate request and its certificate use them.
+ */
+export function treNames(treId: string, hosts: string[]): x509.JsonGeneralName[] {
+  const names: x509.JsonGeneralName[] = [
+    { type: 'dns', value: 'localhost' },
+    { type: 'ip', value: '127.0.0.1' },
+    { type: 'url', value: formatIdentity({ role: 'tre', id: treId }) },
+  ];
+  for (const host of hosts)
+    if (!names.some((n) => n.value === host))
+      names.push({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host });
+  return names;
+}
+
 /** The DNS names and IP addresses a certificate request asks for. */
 export function requestedHosts(csr: x509.Pkcs10CertificateRequest): string[] {
   const san = csr.extensions.find(
@@ -205,15 +221,13 @@ export class CertificateAuthority {
   /** The TRE's server certificate: SAN DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, plus hosts. */
   private async serverCertificate(publicKey: CryptoKey, treId: string, hosts: string[], v?: Validity) {
     assertId(treId);
-    const names: x509.JsonGeneralName[] = [
-      { type: 'dns', value: 'localhost' },
-      { type: 'ip', value: '127.0.0.1' },
-      { type: 'url', value: formatIdentity({ role: 'tre', id: treId }) },
-    ];
-    for (const host of hosts)
-      if (!names.some((n) => n.value === host))
-        names.push({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host });
-    const cert = await this.sign(publicKey, `CN=${treId}, O=TRE`, names, 'server', validity(v, 825));
+    const cert = await this.sign(
+      publicKey,
+      `CN=${treId}, O=TRE`,
+      treNames(treId, hosts),
+      'server',
+      validity(v, 825),
+    );
     await this.record({
       role: 'tre',
       id: treId,
