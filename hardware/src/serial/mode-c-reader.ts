@@ -105,8 +105,14 @@ export class ModeCReader extends EventEmitter<ModeCReaderEvents> {
     const id = parseIdentification(line);
     if (!id) throw new Error(`BAD_IDENTIFICATION: ${JSON.stringify(line.slice(0, 40))}`);
     this.received = Buffer.alloc(0);
+    const ack = acknowledge(id.baudCode);
+    await new Promise<void>((resolve) => port.write(ack, () => port.drain(() => resolve())));
+    // Changing the baud rate flushes the port's queues (serialport's update: tcflush TCIOFLUSH), so
+    // switch only once the ACK is surely on the line: its transmission time at 300 baud (10 bits a
+    // character) and a margin, still inside the meter's reaction time (200 ms-1.5 s) after it.
+    // Without the wait a driver (or a pseudo-terminal under load) could drop the ACK unsent.
     await new Promise<void>((resolve) =>
-      port.write(acknowledge(id.baudCode), () => port.drain(() => resolve())),
+      this.opts.clock.setTimeout(resolve, Math.ceil((ack.length * 10 * 1000) / 300) + 50),
     );
     await this.setBaud(port, id.baudRate);
     const block = await this.until(

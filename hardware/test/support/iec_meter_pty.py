@@ -23,8 +23,8 @@ while True:
         pending = b''
         # The meter switches to 9600 baud and answers after its reaction time (IEC 62056-21:
         # 200 ms to 1.5 s), so the reader has switched too: its baud change may discard input.
-        # 1.2 s, near the slow end the standard allows: a loaded CI machine has delayed the
-        # reader's switch past 300 ms (the block was then discarded).
+        # 1.2 s, near the slow end the standard allows, so the reader's switch (which flushes its
+        # queues) is over before the block comes even when a loaded machine delays it.
         time.sleep(1.2)
         os.write(master, blocks[min(served, len(blocks) - 1)])
         served += 1
