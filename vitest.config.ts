@@ -13,6 +13,8 @@ export default defineConfig({
   test: {
     include: ['*/test/**/*.test.ts'],
     pool: 'forks',
+    // Vitest's default on 2 cores is one worker; most files wait on servers, sockets and timers.
+    maxWorkers: 2,
     testTimeout: 30_000,
     hookTimeout: 60_000,
     reporters: process.env.CI ? ['default'] : ['default'],

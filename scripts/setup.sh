@@ -43,6 +43,7 @@ else
 fi
 
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  echo "setup.sh: npm ci"
-  npm ci --no-audit --no-fund
+  echo "setup.sh: npm ci (compiles the encrypted SQLite build: a few minutes)"
+  # JOBS=max lets node-gyp compile the binding and SQLite in parallel.
+  JOBS="${JOBS:-max}" npm ci --no-audit --no-fund
 fi

@@ -1,6 +1,12 @@
 /** @tre/hardware: the TPM, the meter's serial port and the relay IO, each behind a small interface. */
 export { drivableActuator, LoadSwitch, MockIo } from './io/index.js';
-export { waitForListening } from './process/index.js';
+export {
+  memoryTmpdir,
+  openProcessScope,
+  type ProcessScope,
+  type ProcessScopeOptions,
+  waitForListening,
+} from './process/index.js';
 export {
   type DsmrTelegram,
   formatDsmrTelegram,

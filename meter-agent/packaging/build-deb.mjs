@@ -95,6 +95,7 @@ function stage(arch) {
       '--no-audit',
       '--no-fund',
       '--no-package-lock',
+      '--prefer-offline',
       '--loglevel=error',
     ],
     lib,
@@ -151,7 +152,8 @@ function stage(arch) {
   cpSync(join(here, 'postinst'), join(debian, 'postinst'));
   chmodSync(join(debian, 'postinst'), 0o755);
   const deb = join(outDir, `meter-agent_${version}_${arch}.deb`);
-  run('dpkg-deb', ['--build', '--root-owner-group', stageDir, deb]);
+  // gzip: seconds instead of xz's tens of seconds for a package this size (about 6 MB instead of 4).
+  run('dpkg-deb', ['--build', '--root-owner-group', '-Zgzip', stageDir, deb]);
   rmSync(stageDir, { recursive: true, force: true });
   return deb;
 }

@@ -1,1 +1,7 @@
+export {
+  memoryTmpdir,
+  openProcessScope,
+  type ProcessScope,
+  type ProcessScopeOptions,
+} from './process-scope.js';
 export { waitForListening } from './wait-for-listening.js';

@@ -4,11 +4,10 @@
  * the supplier's tariff and billing period, and the DSM.
  */
 import { createPrivateKey, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Swtpm } from '@tre/hardware';
+import { memoryTmpdir, type Swtpm } from '@tre/hardware';
 import { examplePolicy, type Policy } from '@tre/hems-policy';
 import type { TreAttestor } from '@tre/meter-agent';
 import { type Household, ManualClock, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
@@ -108,7 +107,7 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
   await registerHouseholds(regulator, 'reg', registry, regulatorKey, clock.now());
 
   // Agent state on tmpfs where there is one: the journal's fsyncs stay cheap for thousands of agents.
-  const stateRoot = existsSync('/dev/shm') ? await mkdtemp('/dev/shm/tre-sim-agents-') : join(dir, 'agents');
+  const stateRoot = await mkdtemp(join(memoryTmpdir(), 'tre-sim-agents-'));
   progress(`households: starting ${opts.households} agents`);
   const households: SimulatedHousehold[] = [];
   for (let i = 0; i < identities.length; i++) {

@@ -146,8 +146,7 @@ export class Simulation {
     await Promise.all(this.parties.map((p) => p.close()));
     await this.tre.stop();
     await this.system.swtpm?.stop();
-    const stateRoot = this.system.stateRoot;
-    if (stateRoot.startsWith('/dev/shm/')) await rm(stateRoot, { recursive: true, force: true });
+    await rm(this.system.stateRoot, { recursive: true, force: true });
     if (!this.opts.keep && !this.opts.dir) await rm(this.dir, { recursive: true, force: true });
   }
 }
