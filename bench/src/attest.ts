@@ -42,7 +42,7 @@ export async function runAttest(
     const latencies: number[] = [];
     for (let i = 0; i < 30; i++) {
       const t = performance.now();
-      tpm.quote([APPLICATION_PCR], randomBytes(32));
+      await tpm.quote([APPLICATION_PCR], randomBytes(32));
       latencies.push(performance.now() - t);
     }
     latencies.sort((a, b) => a - b);
@@ -54,7 +54,7 @@ export async function runAttest(
       for (let done = 0; done < n; done += perQuote) {
         const nonces = Array.from({ length: Math.min(perQuote, n - done) }, () => randomBytes(32));
         const { root: merkleRoot, proofs } = merkleBatch(nonces);
-        const q = tpm.quote([APPLICATION_PCR], qualifyingData(merkleRoot, keyHash));
+        const q = await tpm.quote([APPLICATION_PCR], qualifyingData(merkleRoot, keyHash));
         for (const [i, nonce] of nonces.entries()) {
           const p = proofs[i]!;
           const evidence: Evidence = {

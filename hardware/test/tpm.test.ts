@@ -33,10 +33,13 @@ describe('TPM through tpm2-tss FAPI', () => {
     tpm.pcrExtend(16, Buffer.from('event'), 'test event');
     expect(tpm.pcrRead(16).equals(sha256(Buffer.concat([before, sha256(Buffer.from('event'))])))).toBe(true);
   });
-  it('an AK quote: TPMS_ATTEST carries the qualifying data and verifies with the AK public key', () => {
+  it('an AK quote: TPMS_ATTEST carries the qualifying data and verifies with the AK public key', async () => {
     tpm.createAk();
     const qd = tpm.getRandom(32);
-    const q = tpm.quote([16, 23], qd);
+    const quoting = tpm.quote([16, 23], qd);
+    // The quote runs on a worker thread; the FAPI context is not shared meanwhile.
+    expect(() => tpm.pcrRead(16)).toThrow(/busy with Fapi_Quote/);
+    const q = await quoting;
     const attest = parseQuoteAttest(q.attest);
     expect(attest.magic).toBe(0xff544347);
     expect(attest.type).toBe(0x8018);

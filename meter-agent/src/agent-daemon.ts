@@ -101,6 +101,7 @@ export async function runAgent(
     agent,
     async stop() {
       await reader.stop();
+      await agent.idle(); // a message being verified is handled (and its outcome saved) first
       agent.stop();
       await link.stop();
       outbox.close();

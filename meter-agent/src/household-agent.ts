@@ -5,7 +5,7 @@
  * Merkle root); DR events go to the household policy; accepted bids shed loads for their window.
  * Everything the agent knows is kept in `status.json` for `meter-agent status`.
  */
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IntervalRecord } from '@tre/hardware';
 import {
@@ -101,12 +101,25 @@ export class HouseholdAgent {
   /** DR outcomes come batched: one TRE-signed root per round, verified once (see `verifiedOutcome`). */
   readonly outcomeVerifier = new DrOutcomeVerifier(AGENT_HISTORY);
 
+  /** Messages received and still being verified or handled. */
+  private readonly handling = new Set<Promise<void>>();
+
   constructor(private readonly opts: HouseholdAgentOptions) {
     this.timers = new PendingTimers(opts.clock);
     opts.link.on('message', (topic, payload) => {
-      this.onMessage(topic, payload).catch(() => this.rejected.signatures++);
+      const handled: Promise<void> = this.onMessage(topic, payload)
+        .catch(() => {
+          this.rejected.signatures++;
+        })
+        .finally(() => this.handling.delete(handled));
+      this.handling.add(handled);
     });
     opts.link.on('state', () => this.saveStatus());
+  }
+
+  /** Resolves once every message received so far is handled (before a clean stop; in tests). */
+  async idle(): Promise<void> {
+    while (this.handling.size > 0) await Promise.all(this.handling);
   }
 
   /** A closed interval from the meter: queued durably, sent when the TRE is trusted. */
@@ -300,9 +313,10 @@ export class HouseholdAgent {
 
   saveStatus(): void {
     if (this.opts.writeStatus === false) return;
-    writeFileSync(join(this.opts.stateDir, 'status.json'), `${JSON.stringify(this.status(), null, 2)}\n`, {
-      mode: 0o600,
-    });
+    // Written aside and renamed: `meter-agent status` never reads half a file, even after a crash.
+    const file = join(this.opts.stateDir, 'status.json');
+    writeFileSync(`${file}.tmp`, `${JSON.stringify(this.status(), null, 2)}\n`, { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
   }
 
   stop(): void {

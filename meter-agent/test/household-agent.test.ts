@@ -119,13 +119,13 @@ async function setup() {
       topic,
       Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, jws: await signContent(type, body, key) })),
     );
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
   };
   const outcomeTopic = topics.inbox({ role: 'meter', id: 'h1' }, 'dr-outcome');
   /** Delivers a raw notice on this household's dr-outcome inbox. */
   const deliverNotice = async (notice: unknown) => {
     link.emit('message', outcomeTopic, Buffer.from(JSON.stringify(notice)));
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
   };
   /** This household's notice of a TRE-signed round. */
   const deliverOutcome = async (mine: OutcomeOf) => deliverNotice((await signedRound(mine, treKey))[0]);

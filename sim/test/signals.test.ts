@@ -1,7 +1,7 @@
 /**
  * `tre-sim run` stopped by a signal, during set-up and while running: it exits with the signal's
  * code and leaves no swtpm process and no temporary directory behind (a real child process, a
- * TMPDIR of its own).
+ * TMPDIR and memory directory of its own).
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
@@ -28,7 +28,7 @@ async function interrupt(signal: NodeJS.Signals, when: RegExp) {
   const dir = await mkdtemp(join(tmpdir(), 'tre-sim-signal-'));
   dirs.push(dir);
   const child = spawn(process.execPath, [cli, 'run', '--households', '4', '--days', '3', '--speed', '200'], {
-    env: { ...process.env, TMPDIR: dir },
+    env: { ...process.env, TMPDIR: dir, TRE_MEMORY_TMPDIR: dir }, // its temporary and in-memory state here
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';

@@ -99,10 +99,20 @@ export function attestFromQuoteInfo(json: string): Buffer {
 }
 
 export class Tpm {
+  /** The operation running on koffi's worker thread: FAPI contexts are not thread-safe. */
+  private inFlight: string | undefined;
+
   private constructor(
     private readonly lib: Tss2,
-    private context: unknown,
+    private fapi: unknown,
   ) {}
+
+  /** The FAPI context, for one call at a time: a call while an asynchronous quote runs is a bug. */
+  private get context(): unknown {
+    if (this.inFlight)
+      throw new Error(`the TPM is busy with ${this.inFlight}: await it before the next TPM call`);
+    return this.fapi;
+  }
 
   /** Opens the TPM behind `tcti`, provisioning the FAPI key store in `keystoreDir` on first use. */
   static open(opts: TpmOptions): Tpm {
@@ -218,16 +228,19 @@ export class Tpm {
     );
   }
 
-  quote(pcrs: number[], qualifyingData: Buffer, path = '/HS/SRK/AK'): Quote {
+  async quote(pcrs: number[], qualifyingData: Buffer, path = '/HS/SRK/AK'): Promise<Quote> {
     const info: unknown[] = [null];
     const sig: unknown[] = [null];
     const sigSize = [0];
     const log: unknown[] = [null];
     const cert: unknown[] = [null];
-    this.check(
-      'Fapi_Quote',
-      this.lib.Fapi_Quote(
-        this.context,
+    const context = this.context;
+    // On a worker thread: a hardware TPM takes tens to hundreds of milliseconds per quote, which
+    // would otherwise stall every connection of the TRE.
+    this.inFlight = 'Fapi_Quote';
+    const rc = await new Promise<number>((resolve, reject) =>
+      this.lib.Fapi_Quote.async(
+        context,
         new Uint32Array(pcrs),
         pcrs.length,
         path,
@@ -239,8 +252,12 @@ export class Tpm {
         sigSize,
         log,
         cert,
+        (err: unknown, result: number) => (err ? reject(err) : resolve(result)),
       ),
-    );
+    ).finally(() => {
+      this.inFlight = undefined;
+    });
+    this.check('Fapi_Quote', rc);
     const attest = attestFromQuoteInfo(this.lib.takeString(info[0]));
     const signature = this.lib.takeBytes(sig[0], sigSize[0]!);
     this.lib.takeString(log[0]);
@@ -492,8 +509,8 @@ export class Tpm {
   }
 
   close(): void {
-    if (!this.context) return;
+    if (!this.fapi) return;
     this.lib.Fapi_Finalize([this.context]);
-    this.context = undefined;
+    this.fapi = undefined;
   }
 }

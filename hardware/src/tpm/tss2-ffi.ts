@@ -9,6 +9,8 @@ import koffi from 'koffi';
 
 // biome-ignore lint/suspicious/noExplicitAny: koffi's native function handles are untyped
 type NativeFn = (...args: any[]) => any;
+/** A koffi function that can also run on a worker thread (`fn.async(...args, callback)`). */
+type AsyncNativeFn = NativeFn & { async: NativeFn };
 
 export interface Tss2 {
   decode(rc: number): string;
@@ -16,7 +18,7 @@ export interface Tss2 {
   Fapi_Finalize: NativeFn;
   Fapi_Provision: NativeFn;
   Fapi_CreateKey: NativeFn;
-  Fapi_Quote: NativeFn;
+  Fapi_Quote: AsyncNativeFn;
   Fapi_PcrRead: NativeFn;
   Fapi_PcrExtend: NativeFn;
   Fapi_ExportKey: NativeFn;

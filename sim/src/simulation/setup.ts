@@ -5,7 +5,6 @@
  */
 import { createPrivateKey, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryTmpdir, type Swtpm } from '@tre/hardware';
 import { examplePolicy, type Policy } from '@tre/hems-policy';
@@ -30,7 +29,7 @@ export interface SimulationOptions {
   intervalMinutes?: 15 | 30;
   /** Start of simulated time (default: now, aligned to an interval boundary). */
   startMs?: number;
-  /** Working directory (default: a temp dir, removed by stop() unless keep). */
+  /** Working directory (default: a temp dir in memory where possible, removed by stop() unless keep). */
   dir?: string;
   keep?: boolean;
   logLevel?: string;
@@ -75,7 +74,9 @@ const POLICIES: Record<HouseholdProfile['policy'], Policy> = {
 export async function setUpSimulation(options: SimulationOptions): Promise<SimulatedSystem> {
   const opts = { intervalMinutes: 15 as const, ...options };
   const progress = opts.progress ?? (() => {});
-  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'tre-sim-')));
+  // In memory where there is a memory file system: the TRE's fsyncs cost a simulation dearly and
+  // prove nothing here (`bench ingest` and the kill -9 test measure and check durability).
+  const dir = opts.dir ?? (await mkdtemp(join(memoryTmpdir(), 'tre-sim-')));
   const step = opts.intervalMinutes * 60_000;
   const clock = new ManualClock(opts.startMs ?? Math.floor(Date.now() / step) * step);
   const simulated = await startSimulatedTre(dir, clock, opts, progress);

@@ -74,6 +74,7 @@ export class SimulatedHousehold {
       mode: opts.mode,
       propose: (event) => this.bidder.propose(event),
       randomId: opts.randomId,
+      writeStatus: false, // nobody runs `meter-agent status` on a simulated household
     });
     this.link.on('message', () => this.carryOutAccepted());
     this.link.on('receipt', (r) => {

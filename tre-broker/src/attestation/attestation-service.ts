@@ -52,6 +52,8 @@ interface Waiting {
 export class AttestationService {
   private batch: Waiting[] = [];
   private scheduled = false;
+  /** One quote at a time (the TPM runs one command): requests arriving meanwhile form the next batch. */
+  private quoting: Promise<void> = Promise.resolve();
   private keyHash: Buffer = Buffer.alloc(0);
   readonly stats = { requests: 0, quotes: 0, failures: 0 };
 
@@ -74,23 +76,20 @@ export class AttestationService {
       requestId: decoded.value.requestId,
       nonce: Buffer.from(decoded.value.nonce, 'base64url'),
     });
-    if (this.batch.length >= (this.opts.maxBatch ?? 65_536))
-      this.flush().catch((err: Error) =>
-        this.deps.log.error({ err: err.message }, 'attestation answers failed'),
-      );
+    if (this.batch.length >= (this.opts.maxBatch ?? 65_536)) this.enqueueFlush();
     else if (!this.scheduled) {
       // A short real-time window coalesces requests arriving together over the network. It is
       // transport latency, not a domain rule, so it does not follow the (possibly simulated) clock.
       this.scheduled = true;
-      setTimeout(
-        () =>
-          this.flush().catch((err: Error) =>
-            this.deps.log.error({ err: err.message }, 'attestation answers failed'),
-          ),
-        this.opts.batchWindowMs ?? 20,
-      );
+      setTimeout(() => this.enqueueFlush(), this.opts.batchWindowMs ?? 20);
     }
     return undefined; // the answer is the attestation response itself
+  }
+
+  private enqueueFlush(): void {
+    this.quoting = this.quoting
+      .then(() => this.flush())
+      .catch((err: Error) => this.deps.log.error({ err: err.message }, 'attestation answers failed'));
   }
 
   private async flush(): Promise<void> {

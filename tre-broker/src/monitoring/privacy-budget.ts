@@ -30,10 +30,36 @@ export interface BudgetLimits {
   rollingDays: number;
 }
 
-export class PrivacyBudget {
+/** Days since 1970-01-01 of a `YYYY-MM-DD` day. */
+const dayNumber = (day: string) => Math.floor(Date.parse(day) / DAY);
+
+/**
+ * Can a household that spent `spentOn(k)` on the day `k` days from the charged one afford `micro`
+ * more on it under both limits? Every rolling window that contains the day must stay within the
+ * rolling budget (releases can be charged out of day order, e.g. after a restart), so the days up
+ * to `rollingDays - 1` either side count.
+ */
+export function affordable(spentOn: (k: number) => number, micro: number, limits: BudgetLimits): boolean {
+  const n = limits.rollingDays;
+  if (spentOn(0) + micro > limits.dailyMicro) return false;
+  // The n windows ending at day 0 .. n-1, slid one day at a time.
+  let window = micro;
+  for (let k = -n + 1; k <= 0; k++) window += spentOn(k);
+  for (let end = 0; end < n; end++) {
+    if (end > 0) window += spentOn(end) - spentOn(end - n);
+    if (window > limits.rollingMicro) return false;
+  }
+  return true;
+}
+
+export class PrivacyBudget implements BudgetLimits {
   readonly dailyMicro: number;
   readonly rollingMicro: number;
   readonly rollingDays: number;
+  private readonly spentStmt;
+  private readonly rollingStmt;
+  private readonly windowStmt;
+  private readonly chargeStmt;
 
   constructor(
     private readonly db: Db,
@@ -44,6 +70,19 @@ export class PrivacyBudget {
     this.dailyMicro = l.dailyMicro;
     this.rollingMicro = l.rollingMicro;
     this.rollingDays = l.rollingDays;
+    this.spentStmt = db.prepare('SELECT spent_micro FROM privacy_budget WHERE meter_id = ? AND day = ?');
+    this.rollingStmt = db.prepare(
+      'SELECT coalesce(sum(spent_micro), 0) AS s FROM privacy_budget WHERE meter_id = ? AND day >= ? AND day <= ?',
+    );
+    // Every household of a release in one query (the primary key serves each one's day range).
+    this.windowStmt = db.prepare(
+      `SELECT meter_id, day, spent_micro FROM privacy_budget
+       WHERE meter_id IN (SELECT value FROM json_each(?)) AND day >= ? AND day <= ?`,
+    );
+    this.chargeStmt = db.prepare(
+      `INSERT INTO privacy_budget (meter_id, day, spent_micro) VALUES (?, ?, ?)
+       ON CONFLICT (meter_id, day) DO UPDATE SET spent_micro = spent_micro + excluded.spent_micro`,
+    );
   }
 
   static schema = `CREATE TABLE IF NOT EXISTS privacy_budget (
@@ -60,61 +99,40 @@ export class PrivacyBudget {
   }
 
   spent(meterId: string, day: string): number {
-    const row = this.db
-      .prepare('SELECT spent_micro FROM privacy_budget WHERE meter_id = ? AND day = ?')
-      .get(meterId, day) as { spent_micro: number } | undefined;
+    const row = this.spentStmt.get(meterId, day) as { spent_micro: number } | undefined;
     return row?.spent_micro ?? 0;
   }
 
   /** Spent over the `rollingDays` days ending with `day`. */
   spentRolling(meterId: string, day: string): number {
     const first = utcDay(Date.parse(day) - (this.rollingDays - 1) * DAY);
-    const row = this.db
-      .prepare(
-        'SELECT coalesce(sum(spent_micro), 0) AS s FROM privacy_budget WHERE meter_id = ? AND day >= ? AND day <= ?',
-      )
-      .get(meterId, first, day) as { s: number };
-    return row.s;
+    return (this.rollingStmt.get(meterId, first, day) as { s: number }).s;
   }
 
   /**
-   * Can this household afford `micro` more on `day` under both limits? Every rolling window that
-   * contains `day` must stay within the rolling budget (releases can be charged out of day order,
-   * e.g. after a restart), so the days up to `rollingDays - 1` either side are read, in one query.
+   * Charges `micro` to every household that can afford it (`affordable`) and returns those (in
+   * order); the others are left out of the release, uncharged. Call inside the release's transaction.
    */
-  affords(meterId: string, day: string, micro: number): boolean {
+  charge(meterIds: readonly string[], day: string, micro: number): string[] {
     const t = Date.parse(day);
-    const n = this.rollingDays;
-    const rows = this.db
-      .prepare('SELECT day, spent_micro FROM privacy_budget WHERE meter_id = ? AND day >= ? AND day <= ?')
-      .all(meterId, utcDay(t - (n - 1) * DAY), utcDay(t + (n - 1) * DAY)) as {
+    const reach = (this.rollingDays - 1) * DAY;
+    const today = dayNumber(day);
+    const spent = new Map<string, Map<number, number>>();
+    const rows = this.windowStmt.all(JSON.stringify(meterIds), utcDay(t - reach), utcDay(t + reach)) as {
+      meter_id: string;
       day: string;
       spent_micro: number;
     }[];
-    const spentOn = new Map(rows.map((r) => [r.day, r.spent_micro]));
-    const at = (k: number) => spentOn.get(utcDay(t + k * DAY)) ?? 0;
-    if (at(0) + micro > this.dailyMicro) return false;
-    // The n windows ending at day 0 .. n-1, slid one day at a time.
-    let window = micro;
-    for (let k = -n + 1; k <= 0; k++) window += at(k);
-    for (let end = 0; end < n; end++) {
-      if (end > 0) window += at(end) - at(end - n);
-      if (window > this.rollingMicro) return false;
+    for (const r of rows) {
+      const days = spent.get(r.meter_id) ?? new Map<number, number>();
+      spent.set(r.meter_id, days);
+      days.set(dayNumber(r.day) - today, r.spent_micro);
     }
-    return true;
-  }
-
-  /**
-   * Charges `micro` to every household that can afford it and returns those (in order); the
-   * others are left out of the release, uncharged. Call inside the release's transaction.
-   */
-  charge(meterIds: readonly string[], day: string, micro: number): string[] {
-    const charged = meterIds.filter((m) => this.affords(m, day, micro));
-    const stmt = this.db.prepare(
-      `INSERT INTO privacy_budget (meter_id, day, spent_micro) VALUES (?, ?, ?)
-       ON CONFLICT (meter_id, day) DO UPDATE SET spent_micro = spent_micro + excluded.spent_micro`,
-    );
-    for (const m of charged) stmt.run(m, day, micro);
+    const charged = meterIds.filter((m) => {
+      const days = spent.get(m);
+      return affordable(days ? (k) => days.get(k) ?? 0 : () => 0, micro, this);
+    });
+    for (const m of charged) this.chargeStmt.run(m, day, micro);
     return charged;
   }
 
