@@ -164,7 +164,7 @@ export async function runDrRound(
       });
       if (!checked.ok) throw new Error(`a household would refuse its outcome: ${checked.reason}`);
       const noticeBytes = lastNotice.payload.length;
-      flows.stop();
+      await flows.stop();
       store.close();
       rows.push([
         n,

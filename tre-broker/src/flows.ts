@@ -47,7 +47,8 @@ export interface Flows {
   retention: RetentionService;
   /** Registers every flow's handlers and timers, in dependency order. */
   start(): void;
-  stop(): void;
+  /** Stops every timer; resolves when work they started and that publishes has finished. */
+  stop(): Promise<void>;
 }
 
 export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
@@ -151,11 +152,11 @@ export function wireFlows(base: FlowBase, opts: FlowOptions = {}): Flows {
       demandResponse.start();
       retention.start();
     },
-    stop() {
+    async stop() {
       retention.stop();
-      monitoring.stop();
       billing.stop();
       demandResponse.stop();
+      await monitoring.stop();
     },
   };
 }

@@ -210,7 +210,8 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     retention: flows.retention,
     attestation,
     async stop() {
-      flows.stop();
+      await flows.stop();
+      await attestation?.service.stop();
       attestation?.tpm.close();
       await broker.close();
       store.close();

@@ -52,7 +52,7 @@ describe('bounds-check alerts', () => {
       expect(toRegulator).toMatchObject({ meterId: 'a1', kind: 'reading-out-of-bounds' });
       const toHousehold = JSON.parse(alerts.find((a) => a.topic.includes('/meter/'))!.payload) as Alert;
       expect(toHousehold.meterId).toBeUndefined();
-      flows.stop();
+      await flows.stop();
     } finally {
       f.close();
     }
@@ -153,7 +153,7 @@ describe("the contribution bound from the regulator's signed configuration", () 
       expect(await s.configure(T0 + 2)).toMatchObject({ status: 'accepted' });
       expect((await s.release(4, 100)).noiseScaleWh).toBe(5_500);
       expect(stats.clamped).toBe(3);
-      s.flows.stop();
+      await s.flows.stop();
     } finally {
       s.f.close();
     }
@@ -166,7 +166,7 @@ describe("the contribution bound from the regulator's signed configuration", () 
       expect(await s.configure(T0, 2_000)).toMatchObject({ status: 'accepted' });
       expect((await s.release(1, 1_500)).noiseScaleWh).toBe(1_000);
       expect(s.flows.monitoring.stats).toMatchObject({ clamped: 1, clampedWh: 500 });
-      s.flows.stop();
+      await s.flows.stop();
     } finally {
       s.f.close();
     }
@@ -178,7 +178,7 @@ describe("the contribution bound from the regulator's signed configuration", () 
       for (const bad of [0, 1.5, 500_001])
         expect(await s.configure(T0, bad)).toMatchObject({ status: 'refused' });
       expect(s.flows.regulatorConfig.contributionBoundWh()).toBe(5_500);
-      s.flows.stop();
+      await s.flows.stop();
     } finally {
       s.f.close();
     }

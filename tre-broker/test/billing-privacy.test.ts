@@ -22,9 +22,9 @@ const Q = 900_000;
 const T0 = Date.UTC(2026, 4, 4);
 const day = { unit: 'day' as const, count: 1 };
 
-let close: (() => void) | undefined;
-afterEach(() => {
-  close?.();
+let close: (() => Promise<void>) | undefined;
+afterEach(async () => {
+  await close?.();
   close = undefined;
 });
 
@@ -35,8 +35,8 @@ const settle = async () => {
 async function setUp(meters: string[], minPeriod: PeriodLength = day) {
   const f = flowContext(T0 - HOUR);
   const flows = f.flows({ billing: { minPeriod } });
-  close = () => {
-    flows.stop();
+  close = async () => {
+    await flows.stop();
     f.close();
   };
   await f.ctx.registry.upsert(

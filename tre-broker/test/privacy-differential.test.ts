@@ -322,7 +322,7 @@ async function providerView(s: Scenario, variant: Variant): Promise<Received[]> 
       })
       .map((p) => ({ topic: p.topic, at: p.at, payload: p.payload }));
   } finally {
-    flows.stop();
+    await flows.stop();
     f.close();
   }
 }

@@ -102,7 +102,7 @@ async function dnoView(variant: Variant): Promise<Map<string, Aggregate[]>> {
       if (parsed[2] !== 'dno') continue;
       view.set(p.topic, [...(view.get(p.topic) ?? []), JSON.parse(p.payload) as Aggregate]);
     }
-    flows.stop();
+    await flows.stop();
     return view;
   } finally {
     f.close();

@@ -286,7 +286,7 @@ describe('retention in the flows', () => {
         expect(JSON.stringify(l)).not.toMatch(/h[123]|acct|s[123]/);
       }
     } finally {
-      flows.stop();
+      await flows.stop();
     }
   });
 
@@ -404,7 +404,7 @@ describe('retention in the flows', () => {
       await until(() => bidsOf('e2') === 0);
       expect(flows.retention.stats.bids).toBe(4);
     } finally {
-      flows.stop();
+      await flows.stop();
     }
   });
 });

@@ -86,6 +86,11 @@ export class AttestationService {
     return undefined; // the answer is the attestation response itself
   }
 
+  /** Resolves once the quote being taken (if any) and its answers are done: before the TPM closes. */
+  async stop(): Promise<void> {
+    await this.quoting;
+  }
+
   private enqueueFlush(): void {
     this.quoting = this.quoting
       .then(() => this.flush())

@@ -60,6 +60,9 @@ export class MonitoringService {
   private readonly releaseMs: number;
   private readonly delayMs: number;
   private timer: TimerHandle | undefined;
+  /** The release running now, if any: stop() waits for it (it publishes through the broker). */
+  private releasing: Promise<void> | undefined;
+  private stopped = false;
   private lastReleased = 0;
   /**
    * Totals over all releases (operator statistics; never sent to a DNO). `clamped` contributions
@@ -123,13 +126,14 @@ export class MonitoringService {
     const due = next + this.releaseMs + this.delayMs;
     this.timer = this.deps.clock.setTimeout(
       () => {
-        this.releaseDue().then(
-          () => this.schedule(),
-          (err: Error) => {
-            this.deps.log.error({ err: err.message }, 'release failed; retrying at the next interval');
-            this.schedule();
-          },
-        );
+        this.releasing = this.releaseDue()
+          .catch((err: Error) =>
+            this.deps.log.error({ err: err.message }, 'release failed; retrying at the next interval'),
+          )
+          .finally(() => {
+            this.releasing = undefined;
+            if (!this.stopped) this.schedule();
+          });
       },
       Math.max(0, due - this.deps.clock.now()),
     );
@@ -206,7 +210,10 @@ export class MonitoringService {
     return this.deps.budget.distribution(utcDay(this.deps.clock.now()), meterIds);
   }
 
-  stop(): void {
+  /** No further releases; resolves when the one running (if any) has finished. */
+  async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) this.deps.clock.clearTimeout(this.timer);
+    await this.releasing;
   }
 }
