@@ -5,6 +5,7 @@ import { runConnections } from './connections.js';
 import { DEFAULT_DP_UTILITY, runDpUtility } from './dp-utility.js';
 import { runDrRound } from './dr-round.js';
 import { runIngest } from './ingest.js';
+import { runReconnect } from './reconnect.js';
 import { type BenchResult, formatTable, jsonOf } from './report.js';
 import { runSoak } from './soak.js';
 
@@ -64,12 +65,60 @@ export function buildProgram(): Command {
     .description('concurrent mTLS sessions held, handshakes/s and memory per session, TRE vs mosquitto')
     .option('--sessions <n>', 'sessions (stay below the 20,000 open files per process)', int, 15_000)
     .option('--generators <n>', 'load-generator processes', int, 4)
+    .option(
+      '--split-sessions <n>',
+      'idle sessions for the memory split by heap snapshot (0: none)',
+      int,
+      1000,
+    )
     .option('--json', 'print JSON')
-    .action(async (o: { sessions: number; generators: number; json?: boolean }) => {
+    .action(async (o: { sessions: number; generators: number; splitSessions: number; json?: boolean }) => {
       if (o.sessions > 19_000)
         throw new Error('--sessions must stay below the 20,000 open-file limit of a process');
       output(await runConnections(o, (l) => console.error(`connections: ${l}`)), !!o.json);
     });
+  program
+    .command('reconnect')
+    .description(
+      'restart the TRE (swtpm) under connected agents with an hour of queued readings each: time until all re-attested and every backlog committed, vs mosquitto (TLS only)',
+    )
+    .option('--agents <n>', 'meter agents (the real agent code)', int, 5_000)
+    .option('--generators <n>', 'load-generator processes holding the agents', int, 4)
+    .option('--down <s>', 'keep each broker down at least this many seconds', Number, 0)
+    .option('--timeout <s>', 'give up after this many seconds', int, 1_800)
+    .option('--no-baseline', 'skip the mosquitto baseline')
+    .option('--json', 'print JSON')
+    .action(
+      async (o: {
+        agents: number;
+        generators: number;
+        down: number;
+        timeout: number;
+        baseline: boolean;
+        json?: boolean;
+      }) => {
+        if (!(o.agents > 0) || !(o.generators > 0))
+          throw new Error('--agents and --generators must be positive');
+        // A generator holds a socket and an open outbox journal per agent.
+        if (Math.ceil(o.agents / o.generators) > 8_000)
+          throw new Error(
+            'more than 8,000 agents per generator: raise --generators (20,000 open files per process)',
+          );
+        output(
+          await runReconnect(
+            {
+              agents: o.agents,
+              generators: o.generators,
+              downSeconds: o.down,
+              timeoutSeconds: o.timeout,
+              baseline: o.baseline,
+            },
+            (l) => console.error(`reconnect: ${l}`),
+          ),
+          !!o.json,
+        );
+      },
+    );
   program
     .command('soak')
     .description(

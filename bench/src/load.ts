@@ -102,14 +102,31 @@ export async function runLoad(
 
 export const treCli = fileURLToPath(new URL('../../tre-broker/dist/cli.js', import.meta.url));
 
-/** Starts `tre start` as a child process (with `--cpu-prof` into `profileDir` if given) and resolves when it listens. */
-export async function spawnTre(pkiDir: string, dataDir: string, port: number, profileDir?: string) {
-  const execArgv = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+/** Node's own flags for a TRE process: `--cpu-prof` into `profileDir` if given (they are part of its measurement). */
+export function treExecArgv(profileDir?: string): string[] {
+  return profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+}
+
+/**
+ * Starts `tre start` as a child process (with `--cpu-prof` into `profileDir` if given) and resolves
+ * when it listens. `extra.args` go after the usual options (e.g. `--tpm <tcti>`), `extra.execArgv`
+ * are more Node flags (e.g. `--heapsnapshot-signal`); `extra.timeoutMs`
+ * bounds the wait for it to listen (default 15 s; a measured start hashes the whole release);
+ * `extra.cli` runs another copy of the TRE's CLI (a snapshot of the release).
+ */
+export async function spawnTre(
+  pkiDir: string,
+  dataDir: string,
+  port: number,
+  profileDir?: string,
+  extra: { args?: string[]; timeoutMs?: number; cli?: string; execArgv?: string[] } = {},
+) {
   const child = spawn(
     process.execPath,
     [
-      ...execArgv,
-      treCli,
+      ...treExecArgv(profileDir),
+      ...(extra.execArgv ?? []),
+      extra.cli ?? treCli,
       'start',
       '--pki',
       pkiDir,
@@ -119,6 +136,7 @@ export async function spawnTre(pkiDir: string, dataDir: string, port: number, pr
       String(port),
       '--log-level',
       'warn',
+      ...(extra.args ?? []),
     ],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -132,10 +150,15 @@ export async function spawnTre(pkiDir: string, dataDir: string, port: number, pr
     name: 'the TRE',
     installHint: 'build it first (npm run build)',
     output: () => log,
-    timeoutMs: 15_000,
+    timeoutMs: extra.timeoutMs ?? 15_000,
+  }).catch((err: Error) => {
+    child.kill('SIGKILL'); // too slow to listen: not left running behind the error
+    throw err;
   });
   return {
     child,
+    /** What the TRE wrote to stderr so far (JSON log lines, warn and above). */
+    log: () => log,
     async stop() {
       child.kill('SIGTERM');
       if (child.exitCode === null) await new Promise((r) => child.once('exit', r));

@@ -157,7 +157,9 @@ export class TreLink extends EventEmitter<TreLinkEvents> {
       clientId: `agent-${this.opts.meterId}`,
       clean: false,
       reconnectPeriod: 0,
-      connectTimeout: 10_000,
+      // 10 s, then longer after each failure (up to 60 s): when a restarted TRE is accepting
+      // thousands of agents at once, a handshake in progress is not abandoned and begun again.
+      connectTimeout: Math.min(60_000, 10_000 * 2 ** Math.min(this.attempt, 3)),
     });
     this.client = client;
     let failed = false;

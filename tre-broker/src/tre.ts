@@ -193,6 +193,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   }
   flows.start();
   // Only now is every flow wired: the line that says where to connect comes last.
+  await broker.listen();
   const { address, port } = broker.address;
   opts.log.info({ host: address, port }, 'TRE listening (MQTT 3.1.1 over mutual TLS)');
   return {

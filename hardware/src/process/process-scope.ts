@@ -170,7 +170,8 @@ export function openProcessScope(name: string, opts: ProcessScopeOptions = {}): 
       await sleep(50);
       signalAll(collect(), 'SIGTERM'); // started while stopping
     }
-    await Promise.all(roots.map((p) => rm(p, { recursive: true, force: true })));
+    // Retried: a process still stopping (or a TPM call finishing on a worker thread) may add a file meanwhile.
+    await Promise.all(roots.map((p) => rm(p, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 })));
   };
 
   const restore = () => {
@@ -206,7 +207,7 @@ export function openProcessScope(name: string, opts: ProcessScopeOptions = {}): 
   function onExit() {
     if (state === 'done') return;
     signalAll(collect(), 'SIGTERM');
-    for (const p of roots) rmSync(p, { recursive: true, force: true });
+    for (const p of roots) rmSync(p, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   }
 
   process.on('SIGINT', onSignal);

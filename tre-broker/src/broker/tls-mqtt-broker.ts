@@ -132,14 +132,22 @@ export class TlsMqttBroker implements Outbound {
     });
     aedes.on('clientError', (_client, err) => log.debug({ err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => log.debug({ err: err.message }, 'connection error'));
-    server.listen(opts.port ?? 8883, opts.host ?? '127.0.0.1');
-    await once(server, 'listening');
-    self.stopWatching = opts.revocations.watch(
-      opts.revocationPollMs ?? 1000,
-      () => self.onRevocationsChanged(),
+    return self;
+  }
+
+  /**
+   * Accepts connections, from when every handler is registered (`setRouter` and the flows): a
+   * request arriving earlier, e.g. an agent's attestation after a restart, would find no route.
+   */
+  async listen(): Promise<void> {
+    const log = this.opts.log.child({ module: 'broker' });
+    this.server.listen(this.opts.port ?? 8883, this.opts.host ?? '127.0.0.1');
+    await once(this.server, 'listening');
+    this.stopWatching = this.opts.revocations.watch(
+      this.opts.revocationPollMs ?? 1000,
+      () => this.onRevocationsChanged(),
       (err) => log.error({ err: err.message }, 'revocation list not reloaded'),
     );
-    return self;
   }
 
   get address(): AddressInfo {
@@ -272,7 +280,9 @@ export class TlsMqttBroker implements Outbound {
   /** Stops accepting, closes every session, closes aedes. */
   async close(): Promise<void> {
     this.stopWatching?.();
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = this.server.listening
+      ? new Promise<void>((resolve) => this.server.close(() => resolve()))
+      : Promise.resolve();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await closed;
   }
