@@ -171,7 +171,9 @@ export function openProcessScope(name: string, opts: ProcessScopeOptions = {}): 
       signalAll(collect(), 'SIGTERM'); // started while stopping
     }
     // Retried: a process still stopping (or a TPM call finishing on a worker thread) may add a file meanwhile.
-    await Promise.all(roots.map((p) => rm(p, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 })));
+    await Promise.all(
+      roots.map((p) => rm(p, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 })),
+    );
   };
 
   const restore = () => {
