@@ -27,6 +27,7 @@ export { type DrEvent, drEventSchema } from './dr-event.js';
 export { EXAMPLE_POLICIES, type ExamplePolicy, examplePolicy } from './examples.js';
 export { explainPolicy } from './explain.js';
 export { policyJsonSchema, policyJsonSchemaText } from './json-schema.js';
+export { localDate } from './local-time.js';
 export { InputFileError, InvalidInputError } from './policy-errors.js';
 export {
   type ComfortRule,

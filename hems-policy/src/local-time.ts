@@ -48,6 +48,14 @@ export function localMinute(ms: number, timeZone: string): LocalMinute {
 }
 
 /**
+ * The local calendar date (YYYY-MM-DD) of the UTC instant `ms` in `timeZone`: the day a policy's
+ * `maxReductionWh.perDay` and a context's `committedTodayWh` count in (local midnight to midnight).
+ */
+export function localDate(ms: number, timeZone: string): string {
+  return localMinute(ms, timeZone).date;
+}
+
+/**
  * The local minute of each whole UTC minute in [startMs, startMs + count minutes). `Intl` is asked
  * once per 15-minute UTC block: every zone in use today has an offset that is a multiple of 15
  * minutes, so wall-clock minutes advance in step with UTC minutes within a block.

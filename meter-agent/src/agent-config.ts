@@ -12,6 +12,66 @@ import { crlBeside } from './tre-attestor.js';
 /** Where the installed agent's configuration lives (the CLI's `--config` default). */
 export const DEFAULT_CONFIG_PATH = '/etc/meter-agent/agent.yaml';
 
+/** How long a comfort sensor's reading counts; older (or a failed read) and the sensor is unknown. */
+const sensorAge = {
+  maxAgeMinutes: z
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 60)
+    .default(15),
+};
+/** Sources read on a timer (1-wire files, commands). */
+const polledSensor = {
+  ...sensorAge,
+  pollSeconds: z.number().int().min(5).max(3600).default(60),
+};
+const readsBeforeStale = (s: { pollSeconds: number; maxAgeMinutes: number }, ctx: z.RefinementCtx) => {
+  if (s.pollSeconds >= s.maxAgeMinutes * 60)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['pollSeconds'],
+      message: `must be shorter than maxAgeMinutes (${s.maxAgeMinutes * 60} s), or every reading goes stale before the next`,
+    });
+};
+
+/**
+ * One comfort sensor (a temperature in degrees Celsius), by the name the household policy's
+ * `min-indoor-temperature` rules give as `sensor`.
+ */
+export const sensorConfigSchema = z.discriminatedUnion(
+  'source',
+  [
+    z.strictObject({
+      /** A topic on the household's own broker (`homeMqtt`), e.g. Home Assistant's. */
+      source: z.literal('mqtt'),
+      topic: z.string().regex(/^[^#+]+$/, 'a topic without wildcards (+ or #)'),
+      /** The JSON payload's field (dots for nested fields); omitted: the payload is the number. */
+      field: z.string().min(1).optional(),
+      ...sensorAge,
+    }),
+    z
+      .strictObject({
+        /** A Linux 1-wire file: `/sys/bus/w1/devices/28-<id>/temperature` (millidegrees) or its `w1_slave`. */
+        source: z.literal('w1'),
+        path: z.string().min(1),
+        ...polledSensor,
+      })
+      .superRefine(readsBeforeStale),
+    z
+      .strictObject({
+        /** A program and its arguments (run without a shell) that prints degrees Celsius. */
+        source: z.literal('command'),
+        command: z.array(z.string().min(1)).min(1),
+        timeoutSeconds: z.number().int().min(1).max(60).default(10),
+        ...polledSensor,
+      })
+      .superRefine(readsBeforeStale),
+  ],
+  { error: 'source must be mqtt, w1 or command' },
+);
+export type SensorConfig = z.infer<typeof sensorConfigSchema>;
+
 export const agentConfigSchema = z.strictObject({
   /** This household's meter id, as in its certificate (urn:tre:meter:<id>). */
   meterId: z
@@ -50,6 +110,28 @@ export const agentConfigSchema = z.strictObject({
   }),
   /** The household bidding policy (hems-policy YAML). Without one the agent never bids. */
   policy: z.string().min(1).optional(),
+  /** Comfort sensors by name (the `sensor` of the policy's temperature rules). */
+  sensors: z
+    .record(z.string().min(1).max(64), sensorConfigSchema, {
+      error: 'must be a mapping of sensor name to its source',
+    })
+    .default({}),
+  /** The household's own MQTT broker (e.g. Home Assistant's) for `source: mqtt` sensors; never the TRE. */
+  homeMqtt: z
+    .strictObject({
+      url: z
+        .string()
+        .regex(
+          /^mqtts?:\/\/[^/\s@]+$/,
+          'a URL such as mqtt://127.0.0.1:1883 (no user name or password in it: use username and passwordFile)',
+        ),
+      username: z.string().min(1).optional(),
+      /** A file holding the password (its first line). */
+      passwordFile: z.string().min(1).optional(),
+      /** For mqtts:// with a certificate not from a public CA: the CA certificate (PEM). */
+      ca: z.string().min(1).optional(),
+    })
+    .default({ url: 'mqtt://127.0.0.1:1883' }),
   /** Where the outbox, pending bids and status live. */
   stateDir: z.string().min(1).default('/var/lib/meter-agent'),
   io: z
@@ -140,6 +222,28 @@ export function loadAgentConfig(path: string): AgentConfig {
       attestationPolicy: abs(config.tre.attestationPolicy),
     },
     policy: config.policy && abs(config.policy),
+    sensors: Object.fromEntries(
+      Object.entries(config.sensors).map(([name, sensor]) => [name, resolveSensorPaths(sensor, abs)]),
+    ),
+    homeMqtt: {
+      ...config.homeMqtt,
+      ...(config.homeMqtt.passwordFile ? { passwordFile: abs(config.homeMqtt.passwordFile) } : {}),
+      ...(config.homeMqtt.ca ? { ca: abs(config.homeMqtt.ca) } : {}),
+    },
     stateDir: abs(config.stateDir),
   };
+}
+
+/** A 1-wire path, and a command given by a path (not a bare name found on PATH), resolve like the rest. */
+function resolveSensorPaths(sensor: SensorConfig, abs: (p: string) => string): SensorConfig {
+  switch (sensor.source) {
+    case 'mqtt':
+      return sensor;
+    case 'w1':
+      return { ...sensor, path: abs(sensor.path) };
+    case 'command': {
+      const [program = '', ...args] = sensor.command;
+      return { ...sensor, command: [program.includes('/') ? abs(program) : program, ...args] };
+    }
+  }
 }

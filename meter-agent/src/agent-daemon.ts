@@ -1,7 +1,9 @@
 /**
  * `meter-agent run`: the household daemon. Meter (serial) -> intervals -> outbox -> attested TRE;
- * DR events -> household policy -> bids (auto, or held for `bids approve`) -> relays; everything
- * it knows in `status.json`. SIGTERM/SIGINT stop it cleanly; nothing is lost (the outbox is on disk).
+ * DR events -> household policy (with the comfort sensors and what is already committed on the
+ * event's day) -> bids (auto, or held for `bids approve`) -> relays; everything it knows in
+ * `status.json`, read back on start. SIGTERM/SIGINT stop it cleanly; nothing is lost (the outbox
+ * is on disk).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -11,17 +13,44 @@ import { type Policy, parsePolicy } from '@tre/hems-policy';
 import { type Clock, systemClock } from '@tre/protocol';
 import type { AgentConfig } from './agent-config.js';
 import { Bidder } from './bidder.js';
+import { ComfortSensors, type HomeBroker } from './comfort-sensors.js';
 import { serveControl } from './control-socket.js';
-import { HouseholdAgent } from './household-agent.js';
+import { HouseholdAgent, previousProposals } from './household-agent.js';
 import { meterPortOf, openMeterReading } from './meter-reading.js';
 import { Outbox } from './outbox.js';
 import { crlBeside, loadAttestationPolicy, readRegulatorCrl, tpmQuoteAttestor } from './tre-attestor.js';
 import { TreLink } from './tre-link.js';
 
+/** The home broker of `homeMqtt`, its password (first line of `passwordFile`) and CA read. */
+function homeBrokerOf(config: AgentConfig['homeMqtt']): HomeBroker {
+  const { url, username, passwordFile, ca } = config;
+  return {
+    url,
+    ...(username !== undefined ? { username } : {}),
+    ...(passwordFile !== undefined
+      ? { password: readFileSync(passwordFile, 'utf8').split('\n')[0]!.trimEnd() }
+      : {}),
+    ...(ca !== undefined ? { ca: readFileSync(ca, 'utf8') } : {}),
+  };
+}
+
+/** Loads a temperature rule protects while its sensor has no source: never offered (logged once at start). */
+function unconfiguredSensors(policy: Policy | undefined, sensors: AgentConfig['sensors']): string[] {
+  const lines: string[] = [];
+  for (const rule of policy?.comfort ?? []) {
+    if (rule.rule !== 'min-indoor-temperature' || sensors[rule.sensor]) continue;
+    const loads = rule.loads?.join(', ') ?? 'every load';
+    lines.push(
+      `sensor ${rule.sensor} of a temperature rule has no source in agent.yaml (sensors): ${loads} never bid`,
+    );
+  }
+  return lines;
+}
+
 export async function runAgent(
   config: AgentConfig,
   opts: { clock?: Clock; log?: (line: string) => void } = {},
-): Promise<{ stop(): Promise<void>; agent: HouseholdAgent }> {
+): Promise<{ stop(): Promise<void>; agent: HouseholdAgent; sensors: ComfortSensors }> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? ((line: string) => console.error(`meter-agent: ${line}`));
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
@@ -64,13 +93,28 @@ export async function runAgent(
   );
   for (const name of Object.keys(unavailable))
     log(`load ${name}: its actuator cannot be switched by this box (relay:<pin> only), so it is never bid`);
-  const bidder = new Bidder({ policy, timeZone: config.meter.timeZone, clock, loads: unavailable });
+  for (const line of unconfiguredSensors(policy, config.sensors)) log(line);
+  const sensors = new ComfortSensors({
+    sensors: config.sensors,
+    homeBroker: homeBrokerOf(config.homeMqtt),
+    clock,
+    log,
+  });
+  const bidder = new Bidder({
+    policy,
+    timeZone: config.meter.timeZone,
+    clock,
+    loads: unavailable,
+    sensors,
+    log,
+  });
   const agent = new HouseholdAgent({
     link,
     clock,
     stateDir: config.stateDir,
     mode: policy?.mode ?? 'never',
-    propose: (event) => bidder.propose(event),
+    propose: (event, committed) => bidder.propose(event, committed),
+    proposals: previousProposals(config.stateDir),
     loads,
     randomId: () => randomBytes(12).toString('base64url'),
     log,
@@ -96,11 +140,14 @@ export async function runAgent(
   });
   link.start();
   reader.start();
+  sensors.start();
   agent.saveStatus();
   return {
     agent,
+    sensors,
     async stop() {
       await reader.stop();
+      await sensors.stop();
       await agent.idle(); // a message being verified is handled (and its outcome saved) first
       agent.stop();
       await link.stop();

@@ -5,7 +5,7 @@
  * Merkle root); DR events go to the household policy; accepted bids shed loads for their window.
  * Everything the agent knows is kept in `status.json` for `meter-agent status`.
  */
-import { renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IntervalRecord } from '@tre/hardware';
 import {
@@ -28,6 +28,7 @@ import {
   topics,
   verifyContent,
 } from '@tre/protocol';
+import { z } from 'zod';
 import type { LinkState, TreLink } from './tre-link.js';
 
 /** What the household policy proposes for an event (from hems-policy). */
@@ -41,12 +42,24 @@ export type BidProposal =
     }
   | { reason: string };
 
+/** A bid of this household that counts against its policy's daily limit (see `committedBids`). */
+export interface CommittedBid {
+  windowStart: string;
+  quantityWh: number;
+}
+
 export interface HouseholdAgentOptions {
   link: TreLink;
   clock: Clock;
   stateDir: string;
   mode: 'auto-bid' | 'ask-first' | 'never';
-  propose?: (event: DrAnnouncement['event']) => BidProposal;
+  /** The household policy's proposal for `event`, given the bids that count against its daily limit. */
+  propose?: (event: DrAnnouncement['event'], committed: readonly CommittedBid[]) => BidProposal;
+  /**
+   * Proposals of a previous run (`previousProposals(stateDir)`): after a restart, what was bid
+   * today still counts against the daily limit, and an event already bid on is not bid on again.
+   */
+  proposals?: readonly Proposal[];
   loads?: { shed(actuator: string): void; restore(actuator: string): void };
   randomId: () => string;
   /** Write `status.json` for `meter-agent status` (default true; the simulator turns it off). */
@@ -55,14 +68,19 @@ export interface HouseholdAgentOptions {
   log?: (line: string) => void;
 }
 
-export interface Proposal {
-  bidId: string;
-  eventId: string;
-  quantityWh: number;
-  pricePerMWh: number;
-  loads: { name: string; actuator: string; from: string; to: string }[];
-  status: 'proposed' | 'bid' | 'declined' | 'accepted' | 'not-accepted';
-}
+export const proposalSchema = z.object({
+  bidId: z.string(),
+  eventId: z.string(),
+  /** The event's window start: the day the bid counts on for the daily limit. */
+  windowStart: z.iso.datetime(),
+  /** The event's bid deadline: a proposal not approved by then no longer counts. */
+  bidDeadline: z.iso.datetime(),
+  quantityWh: z.number().int().min(0),
+  pricePerMWh: z.number().int(),
+  loads: z.array(z.object({ name: z.string(), actuator: z.string(), from: z.string(), to: z.string() })),
+  status: z.enum(['proposed', 'bid', 'declined', 'accepted', 'not-accepted']),
+});
+export type Proposal = z.infer<typeof proposalSchema>;
 
 /** What the agent knows, as `status.json` holds it for `meter-agent status` and `bids list`. */
 export interface AgentStatus {
@@ -106,6 +124,8 @@ export class HouseholdAgent {
 
   constructor(private readonly opts: HouseholdAgentOptions) {
     this.timers = new PendingTimers(opts.clock);
+    for (const p of opts.proposals ?? []) this.proposals.set(p.bidId, { ...p });
+    keepRecent(this.proposals);
     opts.link.on('message', (topic, payload) => {
       const handled: Promise<void> = this.onMessage(topic, payload)
         .catch(() => {
@@ -218,17 +238,37 @@ export class HouseholdAgent {
     if (this.opts.mode === 'never' || !this.opts.propose) return;
     if ([...this.proposals.values()].some((p) => p.eventId === event.eventId)) return;
     if (Date.parse(event.bidDeadline) <= this.opts.clock.now()) return;
-    const proposal = this.opts.propose(event);
+    const proposal = this.opts.propose(event, this.committedBids());
     if (!('bid' in proposal)) return;
     const p: Proposal = {
       bidId: this.opts.randomId(),
       eventId: event.eventId,
+      windowStart: event.windowStart,
+      bidDeadline: event.bidDeadline,
       ...proposal.bid,
       status: 'proposed',
     };
     this.proposals.set(p.bidId, p);
     keepRecent(this.proposals);
     if (this.opts.mode === 'auto-bid') this.approve(p.bidId);
+  }
+
+  /**
+   * The bids that count against the policy's daily limit: sent and not refused (`bid`, awaiting
+   * the DSM, which may still accept it; `accepted`), and proposals awaiting the household's
+   * approval before their event's bid deadline. Declined and not-accepted ones do not count.
+   * Which of them fall on an event's day is the bidder's business (the policy's time zone).
+   */
+  committedBids(): CommittedBid[] {
+    const now = this.opts.clock.now();
+    return [...this.proposals.values()]
+      .filter(
+        (p) =>
+          p.status === 'bid' ||
+          p.status === 'accepted' ||
+          (p.status === 'proposed' && Date.parse(p.bidDeadline) > now),
+      )
+      .map((p) => ({ windowStart: p.windowStart, quantityWh: p.quantityWh }));
   }
 
   /** Sends a proposed bid (auto mode, or `meter-agent bids approve`). */
@@ -322,4 +362,23 @@ export class HouseholdAgent {
   stop(): void {
     this.timers.clear();
   }
+}
+
+/**
+ * The proposals in a previous run's `status.json` (none when there is none, it is unreadable, or
+ * from a version without windows), for `HouseholdAgentOptions.proposals`.
+ */
+export function previousProposals(stateDir: string): Proposal[] {
+  let status: unknown;
+  try {
+    status = JSON.parse(readFileSync(join(stateDir, 'status.json'), 'utf8'));
+  } catch {
+    return [];
+  }
+  const proposals = (status as { proposals?: unknown } | null)?.proposals;
+  if (!Array.isArray(proposals)) return [];
+  return proposals.flatMap((p) => {
+    const parsed = proposalSchema.safeParse(p);
+    return parsed.success ? [parsed.data] : [];
+  });
 }

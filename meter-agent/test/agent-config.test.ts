@@ -54,6 +54,80 @@ describe('agent config', () => {
   });
 });
 
+describe('agent config: comfort sensors', () => {
+  it('reads each source with its defaults, resolves its paths, and names what is wrong', async () => {
+    const sensors = `${good}sensors:
+  living-room:
+    source: mqtt
+    topic: home/living-room/temperature
+    field: temperature
+  hall:
+    source: w1
+    path: w1/temperature
+  attic:
+    source: command
+    command: [bin/attic, --celsius]
+  cellar:
+    source: command
+    command: [cellar-temperature]
+homeMqtt:
+  url: mqtt://homeassistant.local:1883
+  passwordFile: home.password
+`;
+    const config = (await load(sensors)) as Exclude<Awaited<ReturnType<typeof load>>, string[]>;
+    expect(config.sensors).toEqual({
+      'living-room': {
+        source: 'mqtt',
+        topic: 'home/living-room/temperature',
+        field: 'temperature',
+        maxAgeMinutes: 15,
+      },
+      hall: {
+        source: 'w1',
+        path: expect.stringMatching(/agent-config-.*\/w1\/temperature$/),
+        pollSeconds: 60,
+        maxAgeMinutes: 15,
+      },
+      attic: {
+        source: 'command',
+        command: [expect.stringMatching(/agent-config-.*\/bin\/attic$/), '--celsius'],
+        timeoutSeconds: 10,
+        pollSeconds: 60,
+        maxAgeMinutes: 15,
+      },
+      cellar: expect.objectContaining({ command: ['cellar-temperature'] }), // a bare name: from PATH
+    });
+    expect(config.homeMqtt).toEqual({
+      url: 'mqtt://homeassistant.local:1883',
+      passwordFile: expect.stringMatching(/agent-config-.*\/home\.password$/),
+    });
+    expect((await load(good)) as { homeMqtt: unknown; sensors: unknown }).toMatchObject({
+      sensors: {},
+      homeMqtt: { url: 'mqtt://127.0.0.1:1883' },
+    });
+    const wrong = (sensor: string) => load(`${good}sensors:\n  s:\n${sensor}`);
+    expect(await wrong('    source: mqtt\n    topic: home/+/temperature\n')).toEqual([
+      '<dir>/agent.yaml:13:12: sensors.s.topic: a topic without wildcards (+ or #)',
+    ]);
+    expect(await wrong('    source: w1\n    path: /x\n    pollSeconds: 600\n    maxAgeMinutes: 5\n')).toEqual(
+      [
+        '<dir>/agent.yaml:14:18: sensors.s.pollSeconds: must be shorter than maxAgeMinutes (300 s), or every reading goes stale before the next',
+      ],
+    );
+    expect(await wrong('    source: serial\n')).toEqual([
+      '<dir>/agent.yaml:12:13: sensors.s.source: source must be mqtt, w1 or command',
+    ]);
+    expect(await wrong('    source: command\n    command: []\n')).toEqual([
+      expect.stringMatching(/^<dir>\/agent\.yaml:13:\d+: sensors\.s\.command: /),
+    ]);
+    expect(await load(`${good}homeMqtt:\n  url: mqtt://user:secret@broker:1883\n`)).toEqual([
+      expect.stringMatching(
+        /^<dir>\/agent\.yaml:11:8: homeMqtt\.url: a URL such as mqtt:\/\/127\.0\.0\.1:1883/,
+      ),
+    ]);
+  });
+});
+
 describe('first-boot user-data (cloud-init)', () => {
   it('is cloud-config YAML whose agent.yaml passes the agent’s own validation', async () => {
     const { readFile } = await import('node:fs/promises');
