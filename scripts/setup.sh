@@ -12,7 +12,7 @@ purpose="${1:-test}"
 packages=(libtss2-dev swtpm swtpm-tools tpm2-tools build-essential python3)
 case "$purpose" in
   demo) ;;
-  test) packages+=(mosquitto-clients chromium file) ;;
+  test) packages+=(mosquitto mosquitto-clients chromium file) ;;
   bench) packages+=(mosquitto mosquitto-clients) ;;
   *) echo "setup.sh: unknown purpose '$purpose' (use demo, test or bench)" >&2; exit 2 ;;
 esac
