@@ -11,13 +11,14 @@
 import { execFile } from 'node:child_process';
 import { createDecipheriv, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { access, copyFile, cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
+import { access, copyFile, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { type Swtpm, startSwtpm, Tpm } from '@tre/hardware';
 import { type Household, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
 import {
   type CertificateAuthority,
+  copyRelease,
   endorseAk,
   productionPackages,
   ReadingStore,
@@ -54,24 +55,8 @@ export interface AttestedTre {
  * rightly refuse to unseal its keys). Returns the snapshot's CLI.
  */
 async function snapshotRelease(to: string): Promise<string> {
-  const { base, packages } = productionPackages();
-  await cp(join(base, 'package.json'), join(to, 'package.json'));
-  for (const [pkgDir, pkg] of packages) {
-    const target = join(to, relative(base, pkgDir));
-    if (pkgDir.split(sep).includes('node_modules')) {
-      await cp(pkgDir, target, {
-        recursive: true,
-        filter: (src) => !src.slice(pkgDir.length).includes('node_modules'),
-      });
-      continue;
-    }
-    for (const part of ['package.json', 'bin', 'dist'])
-      await cp(join(pkgDir, part), join(target, part), { recursive: true }).catch(() => undefined);
-    if (pkg.name?.startsWith('@tre/') && pkg.name !== '@tre/tre-broker') {
-      await mkdir(join(to, 'node_modules', '@tre'), { recursive: true });
-      await symlink(join('..', '..', relative(base, pkgDir)), join(to, 'node_modules', pkg.name));
-    }
-  }
+  await copyRelease(to);
+  const { base } = productionPackages();
   const cli = join(to, relative(base, dirname(dirname(treCli))), 'dist', 'cli.js');
   await access(cli);
   return cli;

@@ -10,6 +10,7 @@ export {
   APPLICATION_PCR,
   attestationPolicyFor,
   bootPcrsOf,
+  copyRelease,
   eventOf,
   measuredComponents,
   productionPackages,

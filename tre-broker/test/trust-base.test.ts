@@ -12,13 +12,13 @@
 import { execFile } from 'node:child_process';
 import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { appendFileSync, copyFileSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { type Swtpm, startSwtpm } from '@tre/hardware';
 import { PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
-import { CertificateAuthority, productionPackages } from '@tre/tre-broker';
+import { CertificateAuthority, copyRelease } from '@tre/tre-broker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CliResult, meterAgent, treParty } from './support/run-cli.js';
 import { connectWith, nextMessage } from './support/tre-fixture.js';
@@ -32,28 +32,6 @@ let dir = '';
 let rel = ''; // the copied release
 let swtpm: Swtpm;
 let reg = ''; // the regulator's directory (ca.key)
-
-/** Copies the TRE's workspaces (package.json, bin, dist) and production node_modules. */
-async function copyRelease(to: string): Promise<void> {
-  const { base, packages } = productionPackages();
-  await cp(join(base, 'package.json'), join(to, 'package.json'));
-  for (const [pkgDir, pkg] of packages) {
-    const target = join(to, relative(base, pkgDir));
-    if (pkgDir.split('/').includes('node_modules')) {
-      await cp(pkgDir, target, {
-        recursive: true,
-        filter: (src) => !src.slice(pkgDir.length).includes('node_modules'),
-      });
-      continue;
-    }
-    for (const part of ['package.json', 'bin', 'dist'])
-      await cp(join(pkgDir, part), join(target, part), { recursive: true }).catch(() => undefined);
-    if (pkg.name?.startsWith('@tre/') && pkg.name !== '@tre/tre-broker') {
-      await mkdir(join(to, 'node_modules', '@tre'), { recursive: true });
-      await symlink(join('..', '..', relative(base, pkgDir)), join(to, 'node_modules', pkg.name));
-    }
-  }
-}
 
 interface Runner {
   node?: string;

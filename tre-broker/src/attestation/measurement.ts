@@ -14,7 +14,8 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { cp, mkdir, symlink } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type AttestationPolicy, type MeasurementEvent, PROTOCOL_VERSION } from '@tre/protocol';
 import { TreConfigError } from '../tre-config-error.js';
@@ -109,6 +110,33 @@ export function productionPackages(root = treRoot()): { base: string; packages: 
   };
   visit(root);
   return { base: resolveBase(root), packages };
+}
+
+/**
+ * Copies the release a measurement covers to `to`: the root package.json, each workspace's
+ * package.json, bin/ and dist/, every production dependency (without nested node_modules, which
+ * are packages of their own), and the @tre/ workspace links. A copy keeps its measurement while the
+ * source tree is rebuilt; changing one file in it changes that component's event.
+ */
+export async function copyRelease(to: string, root = treRoot()): Promise<void> {
+  const { base, packages } = productionPackages(root);
+  await cp(join(base, 'package.json'), join(to, 'package.json'));
+  for (const [pkgDir, pkg] of packages) {
+    const target = join(to, relative(base, pkgDir));
+    if (pkgDir.split(sep).includes('node_modules')) {
+      await cp(pkgDir, target, {
+        recursive: true,
+        filter: (src) => !src.slice(pkgDir.length).includes('node_modules'),
+      });
+      continue;
+    }
+    for (const part of ['package.json', 'bin', 'dist'])
+      await cp(join(pkgDir, part), join(target, part), { recursive: true }).catch(() => undefined);
+    if (pkg.name?.startsWith('@tre/') && pkg.name !== '@tre/tre-broker') {
+      await mkdir(join(to, 'node_modules', '@tre'), { recursive: true });
+      await symlink(join('..', '..', relative(base, pkgDir)), join(to, 'node_modules', pkg.name));
+    }
+  }
 }
 
 /**
