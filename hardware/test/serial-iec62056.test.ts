@@ -8,6 +8,7 @@ import {
   acknowledge,
   formatModeCDataBlock,
   ModeCReader,
+  modeCSnapshot,
   parseIdentification,
   parseModeCDataBlock,
   SIGN_ON,
@@ -30,8 +31,21 @@ describe('IEC 62056-21 mode C', () => {
         importWh: 1_234_567,
         exportWh: 10_000,
         importByTariffWh: { '1': 934_500, '2': 300_067 },
+        exportByTariffWh: {},
         meterId: '12345678',
       },
+    });
+  });
+  it('as the common snapshot: registers, no meter time', () => {
+    const r = parseModeCDataBlock(block);
+    expect(r.ok && modeCSnapshot(r.readout)).toEqual({
+      protocol: 'iec62056-21',
+      importWh: 1_234_567,
+      exportWh: 10_000,
+      importByTariffWh: { '1': 934_500, '2': 300_067 },
+      exportByTariffWh: {},
+      mbus: [],
+      skippedLines: [],
     });
   });
   it('rejects a wrong BCC and a truncated block', () => {
@@ -96,6 +110,7 @@ describe('IEC 62056-21 mode C', () => {
       await reader.poll();
       expect(await rejected).toBe('BCC_MISMATCH');
       expect(reader.counts).toEqual({ readouts: 1, rejected: { BCC_MISMATCH: 1 } });
+      expect(reader.stats).toEqual({ telegrams: 1, crcErrors: 1, rejected: 0, skippedLines: 0 });
       await reader.stop();
     } finally {
       meter.kill();

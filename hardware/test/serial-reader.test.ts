@@ -38,7 +38,7 @@ describe('meter reader (mock serial binding)', () => {
       bad,
       fixture('dsmr5-spec-example.txt'),
     ]);
-    const port = (reader as unknown as { port: { port: { emitData(b: Buffer): void } } }).port.port;
+    const port = (reader.stream as unknown as { port: { emitData(b: Buffer): void } }).port;
     for (let i = 0; i < stream.length; i += 37) port.emitData(stream.subarray(i, i + 37));
     await new Promise((r) => setTimeout(r, 50));
     expect(got.map((t) => t.importWh)).toEqual([3_016_829, 246_913_578]);

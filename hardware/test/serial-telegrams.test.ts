@@ -2,9 +2,26 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { crc16, formatDsmrTelegram, parseDsmrTelegram, TelegramFramer } from '../src/serial/index.js';
+import {
+  crc16,
+  dsmrSnapshot,
+  formatDsmrTelegram,
+  parseDsmrTelegram,
+  TelegramFramer,
+} from '../src/serial/index.js';
 
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'latin1');
+
+/** A telegram with its CRC from data lines (built from the DSMR 5.0.2 P1 companion standard). */
+const telegram = (lines: string[], header = '/TRE5\\2SPEC') => {
+  const body = `${[header, '', ...lines, '!'].join('\r\n')}`;
+  return `${body}${crc16(Buffer.from(body, 'latin1')).toString(16).toUpperCase().padStart(4, '0')}\r\n`;
+};
+const parsed = (text: string) => {
+  const r = parseDsmrTelegram(text);
+  if (!r.ok) throw new Error(`rejected: ${r.reason} ${r.detail}`);
+  return r.telegram;
+};
 
 describe('DSMR telegrams', () => {
   it('CRC-16/ARC matches the catalogue check value (CRC of "123456789" = 0xBB3D)', () => {
@@ -29,6 +46,145 @@ describe('DSMR telegrams', () => {
       },
     });
   });
+  it('DSMR 5.0 example: per-phase values, failures and their log, sags and swells, the gas channel', () => {
+    const t = parsed(fixture('dsmr5-spec-example.txt'));
+    expect(t.phases).toEqual({
+      L1: { voltageV: 220.1, currentA: 1, powerImportW: 1_111, powerExportW: 4_444 },
+      L2: { voltageV: 220.2, currentA: 2, powerImportW: 2_222, powerExportW: 5_555 },
+      L3: { voltageV: 220.3, currentA: 3, powerImportW: 3_333, powerExportW: 6_666 },
+    });
+    expect(t).toMatchObject({
+      powerFailures: 4,
+      longPowerFailures: 2,
+      powerFailureLog: [
+        { endedAt: '2010-12-08T15:24:15+01:00', durationS: 240 },
+        { endedAt: '2010-12-08T15:10:04+01:00', durationS: 301 },
+      ],
+      voltageSags: { L1: 2, L2: 1, L3: 0 },
+      voltageSwells: { L1: 0, L2: 3, L3: 0 },
+      mbus: [{ channel: 1, deviceType: 3, kind: 'gas', litres: 12_785_123 }],
+      skippedLines: [],
+    });
+    expect(dsmrSnapshot(t)).toMatchObject({
+      protocol: 'dsmr',
+      at: Date.UTC(2010, 11, 9, 10, 30, 20),
+      importWh: 246_913_578,
+      phases: { L2: { voltageV: 220.2 } },
+      powerFailureLog: [
+        { endedAt: Date.UTC(2010, 11, 8, 14, 24, 15), durationS: 240 },
+        { endedAt: Date.UTC(2010, 11, 8, 14, 10, 4), durationS: 301 },
+      ],
+      mbus: [{ channel: 1, kind: 'gas', litres: 12_785_123, at: Date.UTC(2010, 11, 9, 10, 25) }],
+    });
+  });
+
+  it('a malformed line is skipped and counted by its OBIS code; a malformed energy register rejects', () => {
+    const lines = [
+      '0-0:1.0.0(260105090000W)',
+      '1-0:1.8.1(000100.000*kWh)',
+      '1-0:1.8.2(000200.000*kWh)',
+      '1-0:32.7.0(2x0.1*V)', // a digit garbled at the meter
+      '1-0:52.7.0(230.1*A)', // the wrong unit
+      '1-0:72.7.0(231.0*V',
+      '1-0:99.97.0(2)(0-0:96.7.19)(101208152415W)(0000000240*s)',
+      '1-0:31.7.0(001*A)',
+    ];
+    const t = parsed(telegram(lines));
+    expect(t.skippedLines).toEqual(['1-0:32.7.0', '1-0:52.7.0', '1-0:72.7.0', '1-0:99.97.0']);
+    expect(t.phases).toEqual({ L1: { currentA: 1 } });
+    expect(t.powerFailureLog).toBeUndefined();
+    expect(t.importWh).toBe(300_000);
+    expect(dsmrSnapshot(t).skippedLines).toEqual(t.skippedLines);
+    for (const bad of [
+      '1-0:1.8.1(0001x0.000*kWh)',
+      '1-0:1.8.1(000100.000*kW)',
+      '1-0:2.8.2(000100.000',
+      '1-0:1.8.0()',
+    ])
+      expect(parseDsmrTelegram(telegram([...lines.slice(0, 3), bad]))).toEqual({
+        ok: false,
+        reason: 'MALFORMED_VALUE',
+        detail: `malformed ${bad.slice(0, 9)}`, // the code, never the value
+      });
+  });
+
+  it('totals only (Swedish, Luxembourg, Austrian P1): 1.8.0 and 2.8.0; with tariffs too, 1.8.0 is the total', () => {
+    expect(
+      parsed(telegram(['1-0:1.8.0(00006678.394*kWh)', '1-0:2.8.0(00000012.5*kWh)'], '/ELL5\\253833635_A')),
+    ).toMatchObject({ importWh: 6_678_394, exportWh: 12_500, importByTariffWh: {}, exportByTariffWh: {} });
+    expect(
+      parsed(
+        telegram(['1-0:1.8.0(000300.000*kWh)', '1-0:1.8.1(000100.000*kWh)', '1-0:1.8.2(000200.000*kWh)']),
+      ),
+    ).toMatchObject({ importWh: 300_000, exportWh: 0, importByTariffWh: { '1': 100_000, '2': 200_000 } });
+  });
+
+  it('M-Bus channels told apart by device type: gas, water, heat in GJ, Belgian 24.2.3; DSMR 3 gas on the next line', () => {
+    const t = parsed(
+      telegram([
+        '1-0:1.8.1(000001.000*kWh)',
+        '0-1:24.1.0(003)',
+        '0-1:24.2.3(200512134558S)(00112.384*m3)',
+        '0-2:24.1.0(007)',
+        '0-2:24.2.1(200512134558S)(00872.234*m3)',
+        '0-3:24.1.0(004)',
+        '0-3:24.2.1(260215200523W)(240.860*GJ)',
+        '0-4:24.1.0(010)',
+        '0-4:24.2.1(260215200523W)(000012.345*kWh)',
+      ]),
+    );
+    expect(t.mbus).toEqual([
+      { channel: 1, deviceType: 3, kind: 'gas', litres: 112_384, timestamp: '2020-05-12T13:45:58+02:00' },
+      { channel: 2, deviceType: 7, kind: 'water', litres: 872_234, timestamp: '2020-05-12T13:45:58+02:00' },
+      { channel: 3, deviceType: 4, kind: 'heat', wh: 66_905_556, timestamp: '2026-02-15T20:05:23+01:00' },
+      { channel: 4, deviceType: 10, kind: 'cold', wh: 12_345, timestamp: '2026-02-15T20:05:23+01:00' },
+    ]);
+    const dsmr3 = [
+      '1-0:1.8.1(00001.001*kWh)',
+      '0-1:96.1.0(3232323241424344313233343536373839)',
+      '0-1:24.1.0(03)',
+      '0-1:24.3.0(090212160000)(00)(60)(1)(0-1:24.2.1)(m3)',
+      '(00123.456)',
+    ].join('\r\n');
+    expect(parsed(`/ISk5\\2MT382-1000\r\n\r\n${dsmr3}\r\n!\r\n`).mbus).toEqual([
+      { channel: 1, deviceType: 3, kind: 'gas', litres: 123_456 },
+    ]);
+  });
+
+  it('Belgian capacity tariff: current average, this month’s peak, monthly history with a placeholder time', () => {
+    const t = parsed(
+      telegram([
+        '1-0:1.8.1(000001.000*kWh)',
+        '1-0:1.4.0(02.351*kW)',
+        '1-0:1.6.0(200509134558S)(02.589*kW)',
+        '0-0:98.1.0(2)(1-0:1.6.0)(1-0:1.6.0)(200401000000S)(632525252525W)(00.000*kW)(200501000000S)(200423192538S)(03.695*kW)',
+      ]),
+    );
+    expect(t.peaks).toEqual({
+      currentAverageW: 2_351,
+      monthMaxW: 2_589,
+      monthMaxAt: '2020-05-09T13:45:58+02:00',
+      history: [
+        { monthStart: '2020-04-01T00:00:00+02:00', maxW: 0 },
+        { monthStart: '2020-05-01T00:00:00+02:00', at: '2020-04-23T19:25:38+02:00', maxW: 3_695 },
+      ],
+    });
+    expect(dsmrSnapshot(t).peaks).toEqual({
+      currentAverageW: 2_351,
+      monthMaxW: 2_589,
+      monthMaxAt: Date.UTC(2020, 4, 9, 11, 45, 58),
+      history: [
+        { monthStart: Date.UTC(2020, 2, 31, 22), maxW: 0 },
+        { monthStart: Date.UTC(2020, 3, 30, 22), at: Date.UTC(2020, 3, 23, 17, 25, 38), maxW: 3_695 },
+      ],
+    });
+    // A history whose count does not match its entries is skipped, not guessed at.
+    const broken = parsed(
+      telegram(['1-0:1.8.1(000001.000*kWh)', '0-0:98.1.0(2)(1-0:1.6.0)(1-0:1.6.0)(200401000000S)']),
+    );
+    expect(broken.skippedLines).toEqual(['0-0:98.1.0']);
+  });
+
   it('DSMR 4.2 (Kaifa)', () => {
     expect(parseDsmrTelegram(fixture('dsmr42-kaifa.txt'))).toMatchObject({
       ok: true,

@@ -112,6 +112,11 @@ function stage(arch) {
     });
     cpSync(join(root, ws, 'package.json'), join(dest, 'package.json'));
   }
+  // `meter-agent image` puts first-boot.sh on the cards it makes (it finds it beside dist/).
+  cpSync(
+    join(here, 'first-boot.sh'),
+    join(lib, 'node_modules', '@tre', 'meter-agent', 'packaging', 'first-boot.sh'),
+  );
   for (const extra of ['examples', 'policy.schema.json']) {
     if (existsSync(join(root, 'hems-policy', extra)))
       cpSync(join(root, 'hems-policy', extra), join(lib, 'node_modules', '@tre', 'hems-policy', extra), {
@@ -140,7 +145,7 @@ function stage(arch) {
       `Version: ${version}`,
       `Architecture: ${arch}`,
       'Maintainer: TRE stack developers <dev@tre-stack.invalid>',
-      'Depends: nodejs (>= 20) | nodejs-lts',
+      'Depends: nodejs (>= 20) | nodejs-lts, libsystemd0',
       'Section: net',
       'Priority: optional',
       'Description: household smart-meter agent for a Trustworthy Remote Entity (TRE)',

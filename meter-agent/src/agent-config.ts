@@ -43,7 +43,7 @@ export const sensorConfigSchema = z.discriminatedUnion(
   'source',
   [
     z.strictObject({
-      /** A topic on the household's own broker (`homeMqtt`), e.g. Home Assistant's. */
+      /** A topic on the household's own broker (`local`), e.g. Home Assistant's. */
       source: z.literal('mqtt'),
       topic: z.string().regex(/^[^#+]+$/, 'a topic without wildcards (+ or #)'),
       /** The JSON payload's field (dots for nested fields); omitted: the payload is the number. */
@@ -72,77 +72,154 @@ export const sensorConfigSchema = z.discriminatedUnion(
 );
 export type SensorConfig = z.infer<typeof sensorConfigSchema>;
 
-export const agentConfigSchema = z.strictObject({
-  /** This household's meter id, as in its certificate (urn:tre:meter:<id>). */
-  meterId: z
-    .string()
-    .regex(ID_PATTERN, 'meterId must be 1-64 characters of a-z 0-9 . _ - (as in the certificate)'),
-  tre: z.strictObject({
-    /** TRE endpoints in failover order, e.g. mqtts://tre.local:8883. */
-    endpoints: z
-      .array(z.string().regex(/^mqtts:\/\/[^/]+:\d+$/, 'an endpoint looks like mqtts://host:port'))
-      .min(1),
-    ca: z.string().min(1),
-    /** The regulator's CRL (PEM), re-read on every attestation; default `crl.pem` next to `ca`. */
-    crl: z.string().min(1).optional(),
-    cert: z.string().min(1),
-    key: z.string().min(1),
-    /** The regulator-signed attestation whitelist (JWS). Attestation is mandatory. */
-    attestationPolicy: z.string().min(1),
-    attestEveryMinutes: z
-      .number()
-      .int()
-      .min(1)
-      .max(24 * 60)
-      .default(15),
-  }),
-  meter: z.strictObject({
-    /** Serial device of the P1 cable or optical head, e.g. /dev/ttyUSB0. */
-    port: z.string().min(1),
-    protocol: z.enum(['dsmr', 'iec62056-21']).default('dsmr'),
-    /** Serial framing: DSMR 4/5 115200 8N1; DSMR 2.2/3 9600 7E1. */
-    framing: z.enum(['115200-8N1', '9600-7E1']).default('115200-8N1'),
-    /** IEC 62056-21 (optical head, mode C): seconds between readouts. */
-    pollSeconds: z.number().int().min(10).max(900).default(60),
-    /** IANA time zone of the meter, e.g. Europe/Amsterdam (interval boundaries are local wall-clock). */
-    timeZone: z.string().min(1).default('UTC'),
-    intervalMinutes: z.union([z.literal(15), z.literal(30)], { error: 'must be 15 or 30' }).default(15),
-  }),
-  /** The household bidding policy (hems-policy YAML). Without one the agent never bids. */
-  policy: z.string().min(1).optional(),
-  /** Comfort sensors by name (the `sensor` of the policy's temperature rules). */
-  sensors: z
-    .record(z.string().min(1).max(64), sensorConfigSchema, {
-      error: 'must be a mapping of sensor name to its source',
-    })
-    .default({}),
-  /** The household's own MQTT broker (e.g. Home Assistant's) for `source: mqtt` sensors; never the TRE. */
-  homeMqtt: z
-    .strictObject({
-      url: z
-        .string()
-        .regex(
-          /^mqtts?:\/\/[^/\s@]+$/,
-          'a URL such as mqtt://127.0.0.1:1883 (no user name or password in it: use username and passwordFile)',
-        ),
-      username: z.string().min(1).optional(),
-      /** A file holding the password (its first line). */
-      passwordFile: z.string().min(1).optional(),
-      /** For mqtts:// with a certificate not from a public CA: the CA certificate (PEM). */
-      ca: z.string().min(1).optional(),
-    })
-    .default({ url: 'mqtt://127.0.0.1:1883' }),
-  /** Where the outbox, pending bids and status live. */
-  stateDir: z.string().min(1).default('/var/lib/meter-agent'),
-  io: z
-    .strictObject({
-      /** johnny-five IO plugin module, e.g. raspi-io; `none` disables load control. */
-      plugin: z.string().min(1).default('none'),
-      statusLedPin: z.number().int().min(0).max(63).optional(),
-    })
-    .default({ plugin: 'none' }),
-});
+/** `local`: the household's own broker and what the agent publishes there. */
+export const localBrokerSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(
+        /^mqtts?:\/\/[^/\s@]+$/,
+        'a URL such as mqtt://127.0.0.1:1883 (no user name or password in it: use username and passwordFile)',
+      ),
+    username: z.string().min(1).optional(),
+    /** A file holding the password (its first line). */
+    passwordFile: z.string().min(1).optional(),
+    /** For mqtts:// with a certificate not from a public CA: the CA certificate (PEM). */
+    ca: z.string().min(1).optional(),
+    /** A client certificate and its key (PEM), for a broker that wants them. */
+    cert: z.string().min(1).optional(),
+    key: z.string().min(1).optional(),
+    /** Publish the household's own data there (false: the broker only feeds `source: mqtt` sensors). */
+    publish: z.boolean().default(true),
+    /** Home Assistant's discovery prefix (its MQTT integration's setting). */
+    discoveryPrefix: z
+      .string()
+      .regex(/^[^#+\s]+$/, 'a topic prefix without wildcards or spaces')
+      .default('homeassistant'),
+    /** The device's topic name (`meter-agent/<nodeId>/...`) and HA unique-id prefix; default from meterId. */
+    nodeId: z
+      .string()
+      .regex(/^[a-zA-Z0-9_-]{1,64}$/, '1-64 characters of a-z A-Z 0-9 _ - (as Home Assistant allows)')
+      .optional(),
+    /** Meter readings (power, registers) are published at most this often; a P1 port sends every second. */
+    publishEverySeconds: z.number().int().min(1).max(3600).default(10),
+  })
+  .superRefine((local, ctx) => {
+    if ((local.cert === undefined) !== (local.key === undefined))
+      ctx.addIssue({
+        code: 'custom',
+        path: [local.cert ? 'key' : 'cert'],
+        message: 'cert and key go together',
+      });
+  });
+
+export const agentConfigSchema = z
+  .strictObject({
+    /** This household's meter id, as in its certificate (urn:tre:meter:<id>). */
+    meterId: z
+      .string()
+      .regex(ID_PATTERN, 'meterId must be 1-64 characters of a-z 0-9 . _ - (as in the certificate)'),
+    tre: z.strictObject({
+      /** TRE endpoints in failover order, e.g. mqtts://tre.local:8883. */
+      endpoints: z
+        .array(z.string().regex(/^mqtts:\/\/[^/]+:\d+$/, 'an endpoint looks like mqtts://host:port'))
+        .min(1),
+      ca: z.string().min(1),
+      /** The regulator's CRL (PEM), re-read on every attestation; default `crl.pem` next to `ca`. */
+      crl: z.string().min(1).optional(),
+      cert: z.string().min(1),
+      key: z.string().min(1),
+      /** The regulator-signed attestation whitelist (JWS). Attestation is mandatory. */
+      attestationPolicy: z.string().min(1),
+      attestEveryMinutes: z
+        .number()
+        .int()
+        .min(1)
+        .max(24 * 60)
+        .default(15),
+    }),
+    meter: z
+      .strictObject({
+        /** Serial device of the P1 cable or optical head, e.g. /dev/ttyUSB0. */
+        port: z.string().min(1),
+        /** dsmr: P1 cable; sml: IR head on a German SML meter; iec62056-21: optical head, mode C. */
+        protocol: z.enum(['dsmr', 'sml', 'iec62056-21']).default('dsmr'),
+        /**
+         * Serial framing. Default for dsmr 115200-8N1 (DSMR 4/5; DSMR 2.2/3: 9600-7E1), for sml
+         * 9600-8N1 (some IR interfaces 2400 or 19200); mode C negotiates its own.
+         */
+        framing: z.enum(['115200-8N1', '9600-7E1', '9600-8N1', '2400-8N1', '19200-8N1']).optional(),
+        /** IEC 62056-21 (optical head, mode C): seconds between readouts. */
+        pollSeconds: z.number().int().min(10).max(900).default(60),
+        /** IANA time zone of the meter, e.g. Europe/Amsterdam (interval boundaries are local wall-clock). */
+        timeZone: z.string().min(1).default('UTC'),
+        intervalMinutes: z.union([z.literal(15), z.literal(30)], { error: 'must be 15 or 30' }).default(15),
+      })
+      .superRefine((meter, ctx) => {
+        if (meter.protocol === 'sml' && meter.framing?.endsWith('-7E1'))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['framing'],
+            message: 'sml is 8N1: 9600-8N1, 2400-8N1 or 19200-8N1',
+          });
+      }),
+    /** The household bidding policy (hems-policy YAML). Without one the agent never bids. */
+    policy: z.string().min(1).optional(),
+    /** Comfort sensors by name (the `sensor` of the policy's temperature rules). */
+    sensors: z
+      .record(z.string().min(1).max(64), sensorConfigSchema, {
+        error: 'must be a mapping of sensor name to its source',
+      })
+      .default({}),
+    /**
+     * The household's own MQTT broker (the one Home Assistant uses): `source: mqtt` sensors are read
+     * from it, and the household's own readings, bill, DR events and TRE trust are published to it
+     * with Home Assistant discovery. Nothing of it goes to the TRE or any provider.
+     */
+    local: localBrokerSchema.optional(),
+    /** Where the outbox, pending bids and status live. */
+    stateDir: z.string().min(1).default('/var/lib/meter-agent'),
+    io: z
+      .strictObject({
+        /** johnny-five IO plugin module, e.g. raspi-io; `none` disables load control. */
+        plugin: z.string().min(1).default('none'),
+        statusLedPin: z.number().int().min(0).max(63).optional(),
+      })
+      .default({ plugin: 'none' }),
+    /** `/metrics`, `/healthz` and `/readyz` over HTTP (agent-metrics.ts); not served without. */
+    metrics: z
+      .strictObject({
+        /** host:port, e.g. 127.0.0.1:9465 (quote an IPv6 one: '[::1]:9465'); port 0 picks a free one. */
+        listen: z
+          .string()
+          .regex(/^(\[[0-9A-Fa-f:.]+\]|[^:[\]\s]+):\d{1,5}$/, 'listen is host:port, e.g. 127.0.0.1:9465')
+          .refine((l) => Number(l.slice(l.lastIndexOf(':') + 1)) <= 65_535, 'the port is at most 65535')
+          .default('127.0.0.1:9465'),
+      })
+      .optional(),
+  })
+  .superRefine((config, ctx) => {
+    if (config.local) {
+      const local = new URL(config.local.url);
+      for (const endpoint of config.tre.endpoints)
+        if (new URL(endpoint).host === local.host)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['local', 'url'],
+            message: `is the TRE's endpoint ${endpoint}: the household's own broker must be another`,
+          });
+      return;
+    }
+    for (const [name, sensor] of Object.entries(config.sensors))
+      if (sensor.source === 'mqtt')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sensors', name, 'source'],
+          message: 'mqtt needs the household broker: add local: { url: mqtt://<its host>:1883 }',
+        });
+  });
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
+export type LocalBrokerConfig = z.infer<typeof localBrokerSchema>;
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -225,12 +302,19 @@ export function loadAgentConfig(path: string): AgentConfig {
     sensors: Object.fromEntries(
       Object.entries(config.sensors).map(([name, sensor]) => [name, resolveSensorPaths(sensor, abs)]),
     ),
-    homeMqtt: {
-      ...config.homeMqtt,
-      ...(config.homeMqtt.passwordFile ? { passwordFile: abs(config.homeMqtt.passwordFile) } : {}),
-      ...(config.homeMqtt.ca ? { ca: abs(config.homeMqtt.ca) } : {}),
-    },
+    ...(config.local ? { local: resolveLocalPaths(config.local, abs) } : {}),
     stateDir: abs(config.stateDir),
+  };
+}
+
+function resolveLocalPaths(local: LocalBrokerConfig, abs: (p: string) => string): LocalBrokerConfig {
+  const { passwordFile, ca, cert, key } = local;
+  return {
+    ...local,
+    ...(passwordFile ? { passwordFile: abs(passwordFile) } : {}),
+    ...(ca ? { ca: abs(ca) } : {}),
+    ...(cert ? { cert: abs(cert) } : {}),
+    ...(key ? { key: abs(key) } : {}),
   };
 }
 

@@ -8,22 +8,27 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { drivableActuator, LoadSwitch } from '@tre/hardware';
+import { drivableActuator, LoadSwitch, type MeterSnapshot } from '@tre/hardware';
 import { type Policy, parsePolicy } from '@tre/hems-policy';
-import { type Clock, systemClock } from '@tre/protocol';
-import type { AgentConfig } from './agent-config.js';
+import { type Clock, homeNodeId, systemClock } from '@tre/protocol';
+import type { AgentConfig, LocalBrokerConfig } from './agent-config.js';
+import { AgentMetrics, serveAgentMetrics } from './agent-metrics.js';
 import { Bidder } from './bidder.js';
 import { ComfortSensors, type HomeBroker } from './comfort-sensors.js';
 import { serveControl } from './control-socket.js';
+import { intervalUpdate, meterUpdate, statusStates } from './home-assistant.js';
+import { HomePublisher } from './home-publisher.js';
 import { HouseholdAgent, previousProposals } from './household-agent.js';
 import { meterPortOf, openMeterReading } from './meter-reading.js';
 import { Outbox } from './outbox.js';
+import { systemdNotifier } from './sd-notify.js';
 import { crlBeside, loadAttestationPolicy, readRegulatorCrl, tpmQuoteAttestor } from './tre-attestor.js';
 import { TreLink } from './tre-link.js';
+import { AGENT_VERSION } from './version.js';
 
-/** The home broker of `homeMqtt`, its password (first line of `passwordFile`) and CA read. */
-function homeBrokerOf(config: AgentConfig['homeMqtt']): HomeBroker {
-  const { url, username, passwordFile, ca } = config;
+/** The household broker of `local`, its password (first line of `passwordFile`), CA and client key read. */
+function homeBrokerOf(config: LocalBrokerConfig): HomeBroker {
+  const { url, username, passwordFile, ca, cert, key } = config;
   return {
     url,
     ...(username !== undefined ? { username } : {}),
@@ -31,6 +36,9 @@ function homeBrokerOf(config: AgentConfig['homeMqtt']): HomeBroker {
       ? { password: readFileSync(passwordFile, 'utf8').split('\n')[0]!.trimEnd() }
       : {}),
     ...(ca !== undefined ? { ca: readFileSync(ca, 'utf8') } : {}),
+    ...(cert !== undefined && key !== undefined
+      ? { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') }
+      : {}),
   };
 }
 
@@ -66,18 +74,21 @@ export async function runAgent(
     ? parsePolicy(readFileSync(config.policy, 'utf8'), config.policy)
     : undefined;
   const outbox = new Outbox(join(config.stateDir, 'outbox.jsonl'));
+  const metrics = new AgentMetrics();
   const link = new TreLink({
     meterId: config.meterId,
     endpoints: config.tre.endpoints,
     tls: { key: readFileSync(config.tre.key), cert: readFileSync(config.tre.cert), ca },
     outbox,
     clock,
-    attestor: tpmQuoteAttestor({
-      regulatorRootPem: ca,
-      regulatorCrlPem: () => readRegulatorCrl(crlPath),
-      policy: attestationPolicy,
-      clock,
-    }),
+    attestor: metrics.observeAttestor(
+      tpmQuoteAttestor({
+        regulatorRootPem: ca,
+        regulatorCrlPem: () => readRegulatorCrl(crlPath),
+        policy: attestationPolicy,
+        clock,
+      }),
+    ),
     attestEveryMs: config.tre.attestEveryMinutes * 60_000,
   });
   const loads =
@@ -94,9 +105,10 @@ export async function runAgent(
   for (const name of Object.keys(unavailable))
     log(`load ${name}: its actuator cannot be switched by this box (relay:<pin> only), so it is never bid`);
   for (const line of unconfiguredSensors(policy, config.sensors)) log(line);
+  const homeBroker = config.local ? homeBrokerOf(config.local) : undefined;
   const sensors = new ComfortSensors({
     sensors: config.sensors,
-    homeBroker: homeBrokerOf(config.homeMqtt),
+    ...(homeBroker ? { homeBroker } : {}),
     clock,
     log,
   });
@@ -119,40 +131,82 @@ export async function runAgent(
     randomId: () => randomBytes(12).toString('base64url'),
     log,
   });
+  const home =
+    config.local?.publish && homeBroker
+      ? new HomePublisher({
+          broker: homeBroker,
+          discoveryPrefix: config.local.discoveryPrefix,
+          device: { node: config.local.nodeId ?? homeNodeId(config.meterId), version: AGENT_VERSION },
+          publishEveryMs: config.local.publishEverySeconds * 1000,
+          clock,
+          poll: () => statusStates(agent.status(), clock.now()),
+          onOverride: () => {
+            const events = agent.overrideActive();
+            log(
+              events.length
+                ? `override pressed at home: ${events.length} accepted shed(s) end now, settled as not delivered`
+                : 'override pressed at home: no accepted shed to override',
+            );
+            home?.refresh();
+          },
+          log,
+        })
+      : undefined;
   link.on('state', (state, detail) => {
     log(`TRE ${state}${detail ? `: ${detail}` : ''}`);
+    home?.refresh();
     loads?.showTrust(state === 'trusted' ? 'trusted' : state === 'untrusted' ? 'untrusted' : 'unknown');
   });
   const port = meterPortOf(config.meter);
-  const rejected = port.protocol === 'iec62056-21' ? 'meter readout' : 'telegram';
+  const rejected = { dsmr: 'telegram', sml: 'SML file', 'iec62056-21': 'meter readout' }[port.protocol];
   const reader = await openMeterReading(port, config.meter.intervalMinutes, clock, {
     interval: (interval) => {
       agent.recordInterval(interval);
       bidder.record(interval);
+      home?.publish(intervalUpdate(interval));
     },
+    ...(home ? { snapshot: (s: MeterSnapshot) => home.meter(meterUpdate(s), s.at) } : {}),
     rejected: (reason) => log(`${rejected} rejected: ${reason}`),
-    state: (state, detail) => log(`meter port ${state}${detail ? `: ${detail}` : ''}`),
+    state: (state, detail) => {
+      metrics.meterPort(state);
+      log(`meter port ${state}${detail ? `: ${detail}` : ''}`);
+    },
   });
+  metrics.watch({ link, reader });
   const control = serveControl(join(config.stateDir, 'control.sock'), (req) => {
     if (req.cmd === 'approve') return { ok: true, detail: agent.approve(req.bidId) };
+    if (req.cmd === 'override') return { ok: true, detail: agent.override(req.eventId) };
     agent.decline(req.bidId);
     return { ok: true };
   });
   link.start();
   reader.start();
   sensors.start();
+  home?.start();
   agent.saveStatus();
+  const metricsServer = config.metrics && (await serveAgentMetrics(config.metrics.listen, metrics));
+  if (metricsServer) {
+    const { address, port } = metricsServer.address;
+    log(
+      `metrics on http://${address.includes(':') ? `[${address}]` : address}:${port}/metrics (/healthz, /readyz)`,
+    );
+  }
+  const systemd = systemdNotifier(log);
+  systemd.ready();
   return {
     agent,
     sensors,
     async stop() {
+      systemd.stopping();
       await reader.stop();
       await sensors.stop();
+      await home?.stop();
       await agent.idle(); // a message being verified is handled (and its outcome saved) first
       agent.stop();
       await link.stop();
       outbox.close();
       await new Promise<void>((resolve) => control.close(() => resolve()));
+      await metricsServer?.close();
     },
   };
 }

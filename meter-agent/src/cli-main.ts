@@ -1,24 +1,22 @@
 /** `meter-agent`: the household agent's command line, assembled from one module per command group. */
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { DEFAULT_CONFIG_PATH } from './agent-config.js';
 import { addAttestCommand } from './cli/attest.js';
 import { addBidsCommands } from './cli/bids.js';
+import { addFlashCommand } from './cli/flash.js';
+import { addImageCommand } from './cli/image.js';
 import { addProvisionCommands } from './cli/provision.js';
 import { addReadCommand } from './cli/read.js';
 import { addRunCommand } from './cli/run.js';
 import { addStatusCommand } from './cli/status.js';
-
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
-  version: string;
-};
+import { AGENT_VERSION } from './version.js';
 
 export function buildProgram(): Command {
   const program = new Command('meter-agent')
     .description(
       'household smart-meter agent: reads the meter, sends readings to an attested TRE, bids in demand response',
     )
-    .version(pkg.version)
+    .version(AGENT_VERSION)
     .exitOverride()
     .showHelpAfterError()
     .addHelpText(
@@ -38,10 +36,12 @@ Examples:
   addBidsCommands(program);
   addProvisionCommands(program);
   addAttestCommand(program);
+  addImageCommand(program);
+  addFlashCommand(program);
   return program;
 }
 
-/** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage). */
+/** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage, 3 refused for good: an enrollment token). */
 export async function main(argv: string[]): Promise<number> {
   try {
     await buildProgram().parseAsync(argv);
@@ -54,6 +54,7 @@ export async function main(argv: string[]): Promise<number> {
         : 2;
     }
     console.error(`meter-agent: ${(err as Error).message}`);
-    return 1;
+    const code = (err as { exitCode?: unknown }).exitCode;
+    return typeof code === 'number' ? code : 1;
   }
 }

@@ -138,19 +138,21 @@ async function readW1(path: string): Promise<Parsed> {
   }
 }
 
-/** The household's own broker, as the daemon resolved it from `homeMqtt` (password and CA read). */
+/** The household's own broker, as the daemon resolved it from `local` (password, CA and client key read). */
 export interface HomeBroker {
   url: string;
   username?: string;
   password?: string;
   ca?: string;
+  cert?: string;
+  key?: string;
 }
 
 export interface ComfortSensorsOptions {
   /** By the name the policy's temperature rules use. */
   sensors: Record<string, SensorConfig>;
-  /** For `source: mqtt` sensors. */
-  homeBroker: HomeBroker;
+  /** For `source: mqtt` sensors (agent.yaml requires `local` when there are any). */
+  homeBroker?: HomeBroker;
   clock: Clock;
   /** Info lines: a sensor failing, reading again, its broker lost; never a reading or a household id. */
   log?: (line: string) => void;
@@ -257,7 +259,9 @@ export class ComfortSensors {
   }
 
   private subscribe(topics: string[]): void {
-    const { url, username, password, ca } = this.opts.homeBroker;
+    if (!this.opts.homeBroker)
+      throw new Error('source: mqtt sensors need the household broker (agent.yaml local)');
+    const { url, username, password, ca, cert, key } = this.opts.homeBroker;
     const client = mqtt.connect(url, {
       protocolVersion: 4,
       clean: true,
@@ -267,6 +271,7 @@ export class ComfortSensors {
       ...(username !== undefined ? { username } : {}),
       ...(password !== undefined ? { password } : {}),
       ...(ca !== undefined ? { ca } : {}),
+      ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
     });
     this.client = client;
     client.on('connect', () => {

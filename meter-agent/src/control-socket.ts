@@ -1,11 +1,15 @@
 /**
  * A local control socket (`<stateDir>/control.sock`, mode 0600) through which `meter-agent bids
- * approve|decline` reaches the running daemon. One JSON request per connection, one JSON answer.
+ * approve|decline|override` reaches the running daemon. One JSON request per connection, one JSON
+ * answer.
  */
 import { chmodSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 
-export type ControlRequest = { cmd: 'approve' | 'decline'; bidId: string };
+export type ControlRequest =
+  | { cmd: 'approve' | 'decline'; bidId: string }
+  /** The household takes back its accepted shed of `eventId` (`HouseholdAgent.override`). */
+  | { cmd: 'override'; eventId: string };
 export type ControlAnswer = { ok: true; detail?: unknown } | { ok: false; error: string };
 
 export function serveControl(path: string, handle: (req: ControlRequest) => ControlAnswer): Server {

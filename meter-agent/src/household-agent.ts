@@ -3,6 +3,10 @@
  * broadcasts and inbox messages are verified with the TRE's certificate key (from the attested
  * connection) before they count (a DR outcome by its inclusion proof under the round's TRE-signed
  * Merkle root); DR events go to the household policy; accepted bids shed loads for their window.
+ * The DSM may modify an event (the TRE announces the next revision: bids on the earlier one are
+ * void and the policy decides again) or cancel it (every bid void; an accepted shed is off at once);
+ * the household may override an accepted shed (`override`: its loads are on at once, the TRE is
+ * told on the household's own `override` topic and settles the bid as not delivered).
  * Everything the agent knows is kept in `status.json` for `meter-agent status`.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -30,6 +34,7 @@ import {
 } from '@tre/protocol';
 import { z } from 'zod';
 import type { LinkState, TreLink } from './tre-link.js';
+import { AGENT_VERSION } from './version.js';
 
 /** What the household policy proposes for an event (from hems-policy). */
 export type BidProposal =
@@ -78,12 +83,30 @@ export const proposalSchema = z.object({
   quantityWh: z.number().int().min(0),
   pricePerMWh: z.number().int(),
   loads: z.array(z.object({ name: z.string(), actuator: z.string(), from: z.string(), to: z.string() })),
-  status: z.enum(['proposed', 'bid', 'declined', 'accepted', 'not-accepted']),
+  /** The event's revision the proposal was made for (absent: 0, the event as first raised). */
+  revision: z.number().int().min(0).optional(),
+  /**
+   * `voided`: the DSM modified or cancelled the event before acceptance; `cancelled`: it did so
+   * after accepting this bid (shed off, credit reversed); `overridden`: the household took the
+   * accepted shed back (not delivered, no credit).
+   */
+  status: z.enum([
+    'proposed',
+    'bid',
+    'declined',
+    'accepted',
+    'not-accepted',
+    'voided',
+    'cancelled',
+    'overridden',
+  ]),
 });
 export type Proposal = z.infer<typeof proposalSchema>;
 
 /** What the agent knows, as `status.json` holds it for `meter-agent status` and `bids list`. */
 export interface AgentStatus {
+  /** The agent release that wrote it. */
+  version: string;
   trust: LinkState;
   lastInterval: { intervalStart: string; importWh: number } | null;
   outboxDepth: number;
@@ -116,6 +139,8 @@ export class HouseholdAgent {
   readonly rejected = { signatures: 0 };
   /** Pending load switching. */
   private readonly timers: PendingTimers;
+  /** The pending switching of each accepted bid (by bid id), cancelled when its shed ends early. */
+  private readonly sheds = new Map<string, (() => void)[]>();
   /** DR outcomes come batched: one TRE-signed root per round, verified once (see `verifiedOutcome`). */
   readonly outcomeVerifier = new DrOutcomeVerifier(AGENT_HISTORY);
 
@@ -126,6 +151,8 @@ export class HouseholdAgent {
     this.timers = new PendingTimers(opts.clock);
     for (const p of opts.proposals ?? []) this.proposals.set(p.bidId, { ...p });
     keepRecent(this.proposals);
+    // After a restart (or a power cut) an accepted shed still under way or to come is armed again.
+    for (const p of this.proposals.values()) if (p.status === 'accepted') this.armShed(p);
     opts.link.on('message', (topic, payload) => {
       const handled: Promise<void> = this.onMessage(topic, payload)
         .catch(() => {
@@ -182,9 +209,7 @@ export class HouseholdAgent {
         payload,
         drAnnouncementSchema,
       );
-      this.events.set(announcement.event.eventId, announcement);
-      keepRecent(this.events);
-      this.consider(announcement);
+      this.onAnnouncement(announcement);
     } else if (topic === topics.inbox(me, 'bill')) {
       this.bill = await this.verified<Bill>('bill', payload, billSchema);
     } else if (topic === topics.inbox(me, 'statement')) {
@@ -233,10 +258,93 @@ export class HouseholdAgent {
     return undefined;
   }
 
+  /**
+   * An event's TRE-signed announcement: a new event, the next revision of one (proposals for an
+   * earlier revision are void, an accepted one cancelled, and the policy decides again), or its
+   * cancellation (every proposal void, an accepted one cancelled). An announcement older than the
+   * one known (a late retained copy) is ignored.
+   */
+  private onAnnouncement(announcement: DrAnnouncement): void {
+    const { eventId } = announcement.event;
+    const revision = announcement.revision ?? 0;
+    const known = this.events.get(eventId);
+    const knownRevision = known?.revision ?? 0;
+    if (known && (knownRevision > revision || (knownRevision === revision && known.cancelled))) return;
+    this.events.set(eventId, announcement);
+    keepRecent(this.events);
+    this.withdraw(eventId, announcement.cancelled ? Number.POSITIVE_INFINITY : revision);
+    if (!announcement.cancelled) this.consider(announcement);
+  }
+
+  /**
+   * The household's proposals for `eventId` made for a revision before `revision` no longer
+   * stand: a proposal or bid is voided, an accepted (or overridden) bid cancelled and its shed ended
+   * at once.
+   */
+  private withdraw(eventId: string, revision: number): void {
+    for (const p of this.proposals.values()) {
+      if (p.eventId !== eventId || (p.revision ?? 0) >= revision) continue;
+      if (p.status === 'proposed' || p.status === 'bid') p.status = 'voided';
+      else if (p.status === 'accepted' || p.status === 'overridden') this.cancelShed(p, 'cancelled');
+    }
+  }
+
+  /** Ends an accepted shed now: its pending switching is cancelled and its loads restored. */
+  private cancelShed(p: Proposal, status: 'cancelled' | 'overridden'): void {
+    p.status = status;
+    for (const cancel of this.sheds.get(p.bidId) ?? []) cancel();
+    this.sheds.delete(p.bidId);
+    const loads = this.opts.loads;
+    if (!loads) return;
+    const now = this.opts.clock.now();
+    for (const load of p.loads)
+      if (Date.parse(load.from) <= now) this.actuate(() => loads.restore(load.actuator));
+  }
+
+  /**
+   * The household takes back its accepted shed of `eventId` (`meter-agent bids override <event>`,
+   * a Home Assistant button): its loads are restored at once, the rest of the shed is cancelled,
+   * and the TRE is told (queued durably on the household's own `override` topic, authenticated by
+   * its certificate); the bid settles as not delivered, with no credit (the event's terms carry no
+   * penalty). Returns the proposal, now `overridden`. Throws when the household has no accepted
+   * bid for the event, or its shed is over.
+   */
+  override(eventId: string): Proposal {
+    const p = [...this.proposals.values()].find((q) => q.eventId === eventId && q.status === 'accepted');
+    if (!p) throw new Error(`no accepted bid for event ${eventId}`);
+    const now = this.opts.clock.now();
+    if (p.loads.length > 0 && p.loads.every((l) => Date.parse(l.to) <= now))
+      throw new Error(`the shed of event ${eventId} is over`);
+    this.cancelShed(p, 'overridden');
+    this.opts.link.enqueue(`override:${p.bidId}`, topics.drOverride(this.opts.link.me.id), {
+      v: PROTOCOL_VERSION,
+      eventId: p.eventId,
+      bidId: p.bidId,
+    });
+    this.saveStatus();
+    return p;
+  }
+
+  /** Every accepted shed under way or to come is overridden (the Home Assistant button); returns their event ids. */
+  overrideActive(): string[] {
+    const now = this.opts.clock.now();
+    const events = new Set(
+      [...this.proposals.values()]
+        .filter((p) => p.status === 'accepted' && p.loads.some((l) => Date.parse(l.to) > now))
+        .map((p) => p.eventId),
+    );
+    for (const eventId of events) this.override(eventId);
+    return [...events];
+  }
+
   private consider(announcement: DrAnnouncement): void {
     const event = announcement.event;
+    const revision = announcement.revision ?? 0;
     if (this.opts.mode === 'never' || !this.opts.propose) return;
-    if ([...this.proposals.values()].some((p) => p.eventId === event.eventId)) return;
+    if (
+      [...this.proposals.values()].some((p) => p.eventId === event.eventId && (p.revision ?? 0) >= revision)
+    )
+      return;
     if (Date.parse(event.bidDeadline) <= this.opts.clock.now()) return;
     const proposal = this.opts.propose(event, this.committedBids());
     if (!('bid' in proposal)) return;
@@ -246,6 +354,7 @@ export class HouseholdAgent {
       windowStart: event.windowStart,
       bidDeadline: event.bidDeadline,
       ...proposal.bid,
+      ...(revision > 0 ? { revision } : {}),
       status: 'proposed',
     };
     this.proposals.set(p.bidId, p);
@@ -301,18 +410,31 @@ export class HouseholdAgent {
     keepRecent(this.outcomes);
     const p = this.proposals.get(outcome.bidId);
     if (!p) return;
-    if (outcome.outcome === 'not-accepted') p.status = 'not-accepted';
-    if (outcome.outcome !== 'accepted' || p.status === 'accepted') return;
+    if (outcome.outcome === 'cancelled') {
+      if (p.status === 'accepted' || p.status === 'overridden') this.cancelShed(p, 'cancelled');
+      return;
+    }
+    if (outcome.outcome === 'not-accepted' && p.status === 'bid') p.status = 'not-accepted';
+    // Only a bid still standing is accepted (not one voided by a change meanwhile).
+    if (outcome.outcome !== 'accepted' || p.status !== 'bid') return;
     p.status = 'accepted';
+    this.armShed(p);
+  }
+
+  /** Schedules an accepted bid's switching: each load shed at its `from`, restored at its `to` (a load whose window is over is left alone). */
+  private armShed(p: Proposal): void {
     const loads = this.opts.loads;
     if (!loads) return;
+    const pending: (() => void)[] = [];
+    const now = this.opts.clock.now();
     for (const load of p.loads) {
-      const now = this.opts.clock.now();
+      const to = Date.parse(load.to) - now;
+      if (to <= 0) continue;
       const from = Math.max(0, Date.parse(load.from) - now);
-      const to = Math.max(0, Date.parse(load.to) - now);
-      this.timers.after(from, () => this.actuate(() => loads.shed(load.actuator)));
-      this.timers.after(to, () => this.actuate(() => loads.restore(load.actuator)));
+      pending.push(this.timers.after(from, () => this.actuate(() => loads.shed(load.actuator))));
+      pending.push(this.timers.after(to, () => this.actuate(() => loads.restore(load.actuator))));
     }
+    this.sheds.set(p.bidId, pending);
   }
 
   /** Actuator failures (e.g. an actuator kind this box cannot drive) are counted, never fatal. */
@@ -328,6 +450,7 @@ export class HouseholdAgent {
 
   status(): AgentStatus {
     return {
+      version: AGENT_VERSION,
       trust: this.opts.link.state,
       lastInterval: this.lastInterval
         ? { intervalStart: this.lastInterval.intervalStart, importWh: this.lastInterval.importWh }
@@ -342,7 +465,7 @@ export class HouseholdAgent {
         : null,
       statements: this.statements.length,
       openEvents: [...this.events.values()]
-        .filter((e) => Date.parse(e.expiresAt) > this.opts.clock.now())
+        .filter((e) => !e.cancelled && Date.parse(e.expiresAt) > this.opts.clock.now())
         .map((e) => e.event.eventId),
       proposals: [...this.proposals.values()],
       rejectedSignatures: this.rejected.signatures,

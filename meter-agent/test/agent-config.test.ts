@@ -70,7 +70,7 @@ describe('agent config: comfort sensors', () => {
   cellar:
     source: command
     command: [cellar-temperature]
-homeMqtt:
+local:
   url: mqtt://homeassistant.local:1883
   passwordFile: home.password
 `;
@@ -97,18 +97,20 @@ homeMqtt:
       },
       cellar: expect.objectContaining({ command: ['cellar-temperature'] }), // a bare name: from PATH
     });
-    expect(config.homeMqtt).toEqual({
+    expect(config.local).toEqual({
       url: 'mqtt://homeassistant.local:1883',
       passwordFile: expect.stringMatching(/agent-config-.*\/home\.password$/),
+      publish: true,
+      discoveryPrefix: 'homeassistant',
+      publishEverySeconds: 10,
     });
-    expect((await load(good)) as { homeMqtt: unknown; sensors: unknown }).toMatchObject({
-      sensors: {},
-      homeMqtt: { url: 'mqtt://127.0.0.1:1883' },
-    });
+    const plain = (await load(good)) as Exclude<Awaited<ReturnType<typeof load>>, string[]>;
+    expect(plain.sensors).toEqual({});
+    expect(plain.local).toBeUndefined(); // nothing is published anywhere without it
     const wrong = (sensor: string) => load(`${good}sensors:\n  s:\n${sensor}`);
-    expect(await wrong('    source: mqtt\n    topic: home/+/temperature\n')).toEqual([
+    expect(await wrong('    source: mqtt\n    topic: home/+/temperature\n')).toContain(
       '<dir>/agent.yaml:13:12: sensors.s.topic: a topic without wildcards (+ or #)',
-    ]);
+    );
     expect(await wrong('    source: w1\n    path: /x\n    pollSeconds: 600\n    maxAgeMinutes: 5\n')).toEqual(
       [
         '<dir>/agent.yaml:14:18: sensors.s.pollSeconds: must be shorter than maxAgeMinutes (300 s), or every reading goes stale before the next',
@@ -120,10 +122,18 @@ homeMqtt:
     expect(await wrong('    source: command\n    command: []\n')).toEqual([
       expect.stringMatching(/^<dir>\/agent\.yaml:13:\d+: sensors\.s\.command: /),
     ]);
-    expect(await load(`${good}homeMqtt:\n  url: mqtt://user:secret@broker:1883\n`)).toEqual([
-      expect.stringMatching(
-        /^<dir>\/agent\.yaml:11:8: homeMqtt\.url: a URL such as mqtt:\/\/127\.0\.0\.1:1883/,
-      ),
+    expect(await load(`${good}local:\n  url: mqtt://user:secret@broker:1883\n`)).toEqual([
+      expect.stringMatching(/^<dir>\/agent\.yaml:11:8: local\.url: a URL such as mqtt:\/\/127\.0\.0\.1:1883/),
+    ]);
+    // An MQTT sensor needs the household broker; the household broker is never the TRE.
+    expect(await wrong('    source: mqtt\n    topic: home/t\n')).toEqual([
+      '<dir>/agent.yaml:12:13: sensors.s.source: mqtt needs the household broker: add local: { url: mqtt://<its host>:1883 }',
+    ]);
+    expect(await load(`${good}local:\n  url: mqtt://tre.local:8883\n`)).toEqual([
+      expect.stringMatching(/local\.url: is the TRE's endpoint mqtts:\/\/tre\.local:8883/),
+    ]);
+    expect(await load(`${good}local:\n  url: mqtt://h:1883\n  cert: c.pem\n`)).toEqual([
+      expect.stringMatching(/local\.key: cert and key go together/),
     ]);
   });
 });

@@ -2,7 +2,8 @@
  * `meter-agent run` as installed on a Pi, end to end: the daemon (a child process, built CLI) reads
  * DSMR telegrams from a real pseudo-terminal through the real serialport binding, attests the TRE
  * (swtpm quote against the regulator-signed whitelist), then sends 15-minute intervals; the TRE
- * stores each once with the energy the registers imply. SIGTERM stops it cleanly.
+ * stores each once with the energy the registers imply; the household's own broker (real
+ * mosquitto) gets the same meter, as Home Assistant discovers it. SIGTERM stops it cleanly.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
@@ -11,8 +12,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatDsmrTelegram, type Swtpm, startSwtpm } from '@tre/hardware';
 import { attestationPolicyFor } from '@tre/tre-broker';
+import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTreFixture, type TreFixture } from '../../tre-broker/test/support/tre-fixture.js';
+import { type HomeBrokerFixture, startHomeBroker } from './support/home-broker.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const feeder = fileURLToPath(new URL('./support/meter_pty.py', import.meta.url));
@@ -21,12 +24,15 @@ const STEP = 5 * 60_000;
 
 let swtpm: Swtpm;
 let fx: TreFixture;
+let home: HomeBrokerFixture;
 const children: ChildProcess[] = [];
 beforeAll(async () => {
   swtpm = await startSwtpm();
   fx = await startTreFixture({ tpmTcti: swtpm.tcti });
+  home = await startHomeBroker();
 });
 afterAll(async () => {
+  await home?.stop();
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   await fx?.close();
   await swtpm?.stop();
@@ -75,9 +81,17 @@ describe('meter-agent run on a serial port', () => {
         `  port: ${port}`,
         '  timeZone: Europe/Amsterdam',
         'stateDir: state',
+        'local:',
+        `  url: ${home.url}`,
+        '  publishEverySeconds: 1',
         '',
       ].join('\n'),
     );
+    // Home Assistant on the household's broker.
+    const ha = await mqtt.connectAsync(home.url, { protocolVersion: 4 });
+    const seen = new Map<string, string>();
+    ha.on('message', (topic, payload) => seen.set(topic, payload.toString('utf8')));
+    await ha.subscribeAsync(['homeassistant/#', 'meter-agent/#'], { qos: 1 });
     const agent = spawn(process.execPath, [cli, 'run', '--config', join(dir, 'agent.yaml')], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -102,9 +116,32 @@ describe('meter-agent run on a serial port', () => {
     expect(log).toMatch(/TRE trusted/);
     expect(stored()).toEqual(Array.from({ length: 8 }, (_, i) => ({ t: t0 + i * QUARTER, wh: 120 })));
 
+    // The same meter at home: the last telegram's registers in kWh, its last interval, the TRE's trust.
+    const json = (topic: string) => JSON.parse(seen.get(topic) ?? 'null');
+    await until(
+      'the last telegram at home',
+      () => json('meter-agent/pi1/meter')?.energy_import_t1 === 4321.96,
+    );
+    expect(json('meter-agent/pi1/meter')).toMatchObject({ energy_import_t2: 1234, energy_export: 0 });
+    expect(json('homeassistant/sensor/pi1_energy_import_t1/config')).toMatchObject({
+      device_class: 'energy',
+      state_class: 'total_increasing',
+      unit_of_measurement: 'kWh',
+      state_topic: 'meter-agent/pi1/meter',
+    });
+    await until(
+      'the last interval at home',
+      () => json('meter-agent/pi1/interval')?.interval_import === 0.12,
+    );
+    await until('trust at home', () => json('meter-agent/pi1/tre')?.tre_trust === 'trusted');
+    expect(seen.get('meter-agent/pi1/availability')).toBe('online');
+    expect([...seen.keys()].filter((t) => t.startsWith('tre/'))).toEqual([]);
+
     agent.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => agent.once('exit', resolve));
     expect(code).toBe(0);
+    await until('offline at home', () => seen.get('meter-agent/pi1/availability') === 'offline');
+    await ha.endAsync();
     meter.stdin!.end();
   });
 });

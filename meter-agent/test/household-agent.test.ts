@@ -21,7 +21,7 @@ import {
 } from '@tre/protocol';
 import { CertificateAuthority } from '@tre/tre-broker';
 import { describe, expect, it } from 'vitest';
-import { AGENT_HISTORY, HouseholdAgent } from '../src/household-agent.js';
+import { AGENT_HISTORY, HouseholdAgent, type Proposal } from '../src/household-agent.js';
 import type { TreLink } from '../src/tre-link.js';
 
 const T0 = Date.UTC(2026, 3, 1, 12);
@@ -72,7 +72,7 @@ async function signedRound(mine: OutcomeOf, key: ReturnType<typeof createPrivate
   return leaves.map((outcome, i) => ({ v: PROTOCOL_VERSION, outcome, proof: tree.proof(i), jws }));
 }
 
-async function setup() {
+async function setup(restored: Proposal[] = []) {
   const dir = await mkdtemp(join(tmpdir(), 'agent-'));
   await CertificateAuthority.initForDevelopment(join(dir, 'pki'));
   const treKey = createPrivateKey(await readFile(join(dir, 'pki', 'tre.key')));
@@ -97,6 +97,7 @@ async function setup() {
     mode: 'auto-bid',
     loads,
     randomId: () => 'bid-0000001',
+    proposals: restored,
     propose: (event) => ({
       bid: {
         quantityWh: 500,
@@ -144,6 +145,21 @@ const event: DrEvent = {
   priceCapPerMWh: 300_000,
 };
 
+/** An accepted bid as `status.json` keeps it (for a restarted agent), shedding `relay:<relay>` from `fromMs` to `toMs`. */
+function accepted(bidId: string, relay: number, fromMs: number, toMs: number): Proposal {
+  const at = (ms: number) => new Date(ms).toISOString();
+  return {
+    bidId,
+    eventId: `ev-${bidId}`,
+    windowStart: at(fromMs),
+    bidDeadline: at(fromMs - 1_800_000),
+    quantityWh: 500,
+    pricePerMWh: 100_000,
+    loads: [{ name: 'ev', actuator: `relay:${relay}`, from: at(fromMs), to: at(toMs) }],
+    status: 'accepted',
+  };
+}
+
 describe('household agent', () => {
   it('bids on a verified event, sheds on acceptance for the window, restores after', async () => {
     const { agent, clock, io, sent, deliver, deliverOutcome } = await setup();
@@ -169,6 +185,44 @@ describe('household agent', () => {
     expect(io.level(17)).toBe(0);
     expect(agent.actuatorFailures).toBe(2); // plug:laundry cannot be driven here: counted, not fatal
     expect(agent.status().proposals[0]).toMatchObject({ status: 'accepted' });
+    // The release that wrote the status, as `meter-agent status` shows it.
+    const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
+    expect(agent.status().version).toBe(pkg.version);
+  });
+
+  it('after a restart, an accepted shed still to come is armed again; one that is over is left alone', async () => {
+    const { clock, io } = await setup([
+      accepted('b-next', 17, T0 + 3_600_000, T0 + 7_200_000),
+      accepted('b-over', 18, T0 - 7_200_000, T0 - 3_600_000),
+    ]);
+    clock.advance(3_600_000); // the restored window starts
+    expect(io.level(17)).toBe(1);
+    clock.advance(3_600_000);
+    expect(io.level(17)).toBe(0);
+    expect(io.writes.filter(([p]) => p === 18)).toEqual([]);
+  });
+
+  it('the home override button ends every accepted shed under way or to come, and only those', async () => {
+    const { agent, clock, io, sent } = await setup([
+      accepted('now', 17, T0 + 3_600_000, T0 + 7_200_000),
+      accepted('later', 18, T0 + 4 * 3_600_000, T0 + 5 * 3_600_000),
+      accepted('over', 19, T0 - 7_200_000, T0 - 3_600_000),
+    ]);
+    clock.advance(3_600_000 + 60_000); // shedding relay 17
+    expect(io.level(17)).toBe(1);
+    expect(agent.overrideActive().sort()).toEqual(['ev-later', 'ev-now']);
+    expect(io.level(17)).toBe(0); // restored at once
+    expect(sent.map((s) => s.key).sort()).toEqual(['override:later', 'override:now']);
+    clock.advance(4 * 3_600_000); // the later window passes: nothing is shed
+    expect(io.writes.filter(([p]) => p === 18)).toEqual([]);
+    expect(agent.status().proposals.map((p) => [p.bidId, p.status])).toEqual([
+      ['now', 'overridden'],
+      ['later', 'overridden'],
+      ['over', 'accepted'],
+    ]);
+    expect(agent.overrideActive()).toEqual([]);
   });
 
   it('ignores content not signed by its TRE', async () => {

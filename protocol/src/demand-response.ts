@@ -24,13 +24,76 @@ export const drEventSchema = z.strictObject({
 });
 export type DrEvent = z.infer<typeof drEventSchema>;
 
-/** TRE-signed broadcast of an open event on `broadcast/dr-event/{e}` (retained until expiresAt). */
+/**
+ * TRE-signed broadcast of an event on `broadcast/dr-event/{e}` (retained until expiresAt): the open
+ * event, each modification of it (`revision` 1, 2, ...: bids on an earlier revision are void, and
+ * agents decide again against the new terms) and its cancellation (`cancelled`, with the terms of
+ * the revision cancelled: every bid is void, an accepted shed is off, its credit reversed).
+ */
 export const drAnnouncementSchema = z.strictObject({
   v: version,
   event: drEventSchema,
   expiresAt: instant,
+  /** 0 (or absent) for the event as first raised, then one more per modification. */
+  revision: z.number().int().min(0).max(1_000).optional(),
+  cancelled: z.literal(true).optional(),
 });
 export type DrAnnouncement = z.infer<typeof drAnnouncementSchema>;
+
+/** The terms a DSM's modification may change (at least one); the others stay as they were. */
+export const drTermsSchema = drEventSchema
+  .pick({
+    windowStart: true,
+    windowEnd: true,
+    bidDeadline: true,
+    acceptBy: true,
+    requestedReductionWh: true,
+    priceCapPerMWh: true,
+  })
+  .partial()
+  .refine((t) => Object.keys(t).length > 0, { message: 'a modification changes at least one term' });
+export type DrTerms = z.infer<typeof drTermsSchema>;
+
+/**
+ * Signed by the DSM (JWS typ `tre-dr-cancel+jws`) inside the signed envelope on
+ * `dsm/{x}/cancel/{e}`: names the event (the topic's) and the DSM (the signer and the event's
+ * owner). `issuedAt` orders the DSM's changes of an event: one not later than the last applied is
+ * a replay (`REPLAYED`); an identical resend of the last one is a duplicate.
+ */
+export const drCancelSchema = z.strictObject({
+  v: version,
+  eventId: partyId,
+  dsmId: partyId,
+  issuedAt: instant,
+});
+export type DrCancel = z.infer<typeof drCancelSchema>;
+
+/**
+ * Signed by the DSM (JWS typ `tre-dr-modify+jws`) on `dsm/{x}/modify/{e}`: new terms for its
+ * event, checked as a new event would be (so the bid deadline is in the future: a modification
+ * opens bidding again). Ordered and replay-checked by `issuedAt` like a cancellation.
+ */
+export const drModifySchema = z.strictObject({
+  v: version,
+  eventId: partyId,
+  dsmId: partyId,
+  issuedAt: instant,
+  terms: drTermsSchema,
+});
+export type DrModify = z.infer<typeof drModifySchema>;
+
+/**
+ * meter -> TRE on `meter/{m}/override` (authenticated by the household's certificate): the
+ * household takes back its accepted shed of `eventId` (its loads are on again). The bid settles as
+ * not delivered: its whole credit is reversed (the event's terms carry no penalty).
+ */
+export const drOverrideSchema = z.strictObject({
+  v: version,
+  requestId,
+  eventId: partyId,
+  bidId: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/),
+});
+export type DrOverride = z.infer<typeof drOverrideSchema>;
 
 /** meter -> TRE on `meter/{m}/bid`. Idempotency key: bidId. */
 export const bidSchema = z.strictObject({
@@ -90,12 +153,17 @@ const bidIdSchema = z.string().regex(/^[A-Za-z0-9_-]{8,64}$/);
 /** A SHA-256 hash, base64url without padding. */
 const hash256 = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'a SHA-256 hash, base64url (43 characters)');
 
-export const DR_OUTCOME_KINDS = ['acceptance', 'settlement'] as const;
+/**
+ * `cancellation`: the DSM cancelled or modified an event after accepting bids; each accepted
+ * household's outcome is `cancelled`, its credit the compensating ledger line (what it gives back).
+ */
+export const DR_OUTCOME_KINDS = ['acceptance', 'settlement', 'cancellation'] as const;
 export type DrOutcomeKind = (typeof DR_OUTCOME_KINDS)[number];
 /** Which outcomes each kind of round has. */
 export const OUTCOMES_OF_KIND = {
   acceptance: ['accepted', 'not-accepted'],
   settlement: ['delivered', 'not-delivered'],
+  cancellation: ['cancelled'],
 } as const satisfies Record<DrOutcomeKind, readonly string[]>;
 
 /** One household's outcome in a round: the Merkle leaf (its canonical bytes: `drOutcomeLeaf`). */
@@ -107,7 +175,7 @@ export const drOutcomeSchema = z
     /** The household the outcome is for (its certificate identity's id). */
     meterId: partyId,
     bidId: bidIdSchema,
-    outcome: z.enum(['accepted', 'not-accepted', 'delivered', 'not-delivered']),
+    outcome: z.enum(['accepted', 'not-accepted', 'delivered', 'not-delivered', 'cancelled']),
     /** Credit (negative ledger line) or its reversal, micro-minor units. */
     creditMicroMinor: safeInt.optional(),
     /** 128 random bits or more, base64url, fresh per leaf: hides the leaf from its siblings. */

@@ -10,6 +10,8 @@ export const SIGNED_TYPES = {
   tariff: 'tre-tariff+jws',
   drEvent: 'tre-dr-event+jws',
   drAcceptance: 'tre-dr-acceptance+jws',
+  drCancel: 'tre-dr-cancel+jws',
+  drModify: 'tre-dr-modify+jws',
   drAnnouncement: 'tre-dr-announcement+jws',
   regulatorConfig: 'tre-regulator-config+jws',
   statement: 'tre-statement+jws',

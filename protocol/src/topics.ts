@@ -24,6 +24,7 @@ const ALL: readonly PartyRole[] = PARTY_ROLES;
 export const PARTY_FAMILIES = {
   reading: { roles: ['meter'], direction: 'up' },
   bid: { roles: ['meter'], direction: 'up' },
+  override: { roles: ['meter'], direction: 'up' },
   attest: { roles: ALL, direction: 'up' },
   groups: { roles: ['dno'], direction: 'up' },
   tariff: { roles: ['supplier'], direction: 'up' },
@@ -31,6 +32,8 @@ export const PARTY_FAMILIES = {
   'statement-ack': { roles: ['supplier'], direction: 'up' },
   event: { roles: ['dsm'], direction: 'up' },
   accept: { roles: ['dsm'], direction: 'up', param: 'eventId' },
+  cancel: { roles: ['dsm'], direction: 'up', param: 'eventId' },
+  modify: { roles: ['dsm'], direction: 'up', param: 'eventId' },
   registry: { roles: ['regulator'], direction: 'up' },
   config: { roles: ['regulator'], direction: 'up' },
   inbox: { roles: ALL, direction: 'down', param: 'kind' },
@@ -129,6 +132,8 @@ const regulator = (id: string): Identity => ({ role: 'regulator', id });
 export const topics = {
   reading: (meterId: string) => party(meter(meterId), 'reading'),
   bid: (meterId: string) => party(meter(meterId), 'bid'),
+  /** The household takes back its accepted shed (`drOverrideSchema`). */
+  drOverride: (meterId: string) => party(meter(meterId), 'override'),
   attest: (who: Identity) => party(who, 'attest'),
   inbox: (who: Identity, kind: InboxKind) => party(who, 'inbox', kind),
   /** Subscription filter for all of a party's inbox kinds. */
@@ -146,6 +151,10 @@ export const topics = {
   /** Subscription filter for the pseudo-bids of all of a DSM's events. */
   pseudoBidsFilter: (dsmId: string) => partyFilter(dsm(dsmId), 'bids'),
   accept: (dsmId: string, eventId: string) => party(dsm(dsmId), 'accept', eventId),
+  /** The DSM cancels its event (`drCancelSchema`, signed). */
+  drCancel: (dsmId: string, eventId: string) => party(dsm(dsmId), 'cancel', eventId),
+  /** The DSM modifies its event's terms (`drModifySchema`, signed). */
+  drModify: (dsmId: string, eventId: string) => party(dsm(dsmId), 'modify', eventId),
   compliance: (dsmId: string, eventId: string) => party(dsm(dsmId), 'compliance', eventId),
   /** Subscription filter for the compliance reports of all of a DSM's events. */
   complianceFilter: (dsmId: string) => partyFilter(dsm(dsmId), 'compliance'),

@@ -63,6 +63,8 @@ export function buildProgram(): Command {
         days: 365,
         speed: o.speed,
         keep: o.keep,
+        // A DR round and a billing period close within the first simulated hours.
+        earlyRounds: true,
         progress,
       });
       const dashboard = await DashboardServer.start(o.port).catch(async (err: Error) => {

@@ -23,6 +23,8 @@ import { wireFlows } from './flows.js';
 import type { ReadingIngest } from './ingest/reading-ingest.js';
 import type { ReadingStore } from './ingest/reading-store.js';
 import type { Logger } from './log.js';
+import { type ListenAddress, type MetricsServer, serveMetrics } from './metrics/metrics-server.js';
+import { TreMetrics } from './metrics/tre-metrics.js';
 import type { MonitoringOptions, MonitoringService } from './monitoring/monitoring-service.js';
 import { pkiPaths } from './pki/certificate-authority.js';
 import { RevocationList } from './pki/revocation-list.js';
@@ -56,6 +58,8 @@ export interface TreOptions {
   tpm?: { tcti: string; akCertificate?: (tpm: Tpm) => Promise<string>; bootPcrs?: number[] };
   /** What the TRE measures as its configuration (the regulator whitelists the same). */
   measuredConfig?: Record<string, unknown>;
+  /** Where `/metrics`, `/healthz` and `/readyz` are served (metrics/metrics-server.ts); none without. */
+  metrics?: ListenAddress;
 }
 
 export interface RunningTre {
@@ -73,6 +77,8 @@ export interface RunningTre {
   /** Deletes what is no longer needed (retention/retention-rule.ts); `stats` counts what it deleted. */
   retention: RetentionService;
   attestation?: { service: AttestationService; tpm: Tpm; akPublicKeyPem: string; pcr: string };
+  /** The metrics endpoint, when `metrics` asked for one. */
+  metrics?: MetricsServer;
   stop(): Promise<void>;
 }
 
@@ -155,6 +161,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     },
     { monitoring: opts.monitoring, billing: opts.billing, demandResponse: opts.demandResponse },
   );
+  const metrics = opts.metrics && new TreMetrics();
   let attestation: RunningTre['attestation'];
   if (tpm) {
     const akPublicKeyPem = tpm.publicKeyPem();
@@ -182,7 +189,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
           const added = measurement!.remeasure();
           if (added.length)
             opts.log.warn({ added: added.map((e) => e.description) }, 'code mapped after start measured');
-          return tpm.quote(quoted, qd);
+          return metrics ? metrics.quote(() => tpm.quote(quoted, qd)) : tpm.quote(quoted, qd);
         },
       },
       eventLog: () => measurement!.events,
@@ -192,6 +199,13 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     attestation = { service, tpm, akPublicKeyPem, pcr: tpm.pcrRead(APPLICATION_PCR).toString('hex') };
   }
   flows.start();
+  let metricsServer: MetricsServer | undefined;
+  if (metrics && opts.metrics) {
+    metrics.watch({ broker, router, store, ...flows, attestation: attestation?.service });
+    metricsServer = await serveMetrics(opts.metrics, metrics);
+    const { address: host, port } = metricsServer.address;
+    opts.log.info({ host, port }, 'TRE metrics listening (HTTP: /metrics, /healthz, /readyz)');
+  }
   // Only now is every flow wired: the line that says where to connect comes last.
   await broker.listen();
   const { address, port } = broker.address;
@@ -210,12 +224,14 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     demandResponse: flows.demandResponse,
     retention: flows.retention,
     attestation,
+    metrics: metricsServer,
     async stop() {
       await flows.stop();
       await attestation?.service.stop();
       attestation?.tpm.close();
       await broker.close();
       store.close();
+      await metricsServer?.close(); // last: /readyz says not ready while the TRE stops
       opts.log.info('TRE stopped');
     },
   };

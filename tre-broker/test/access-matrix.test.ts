@@ -11,6 +11,7 @@ const ROLES: PartyRole[] = ['meter', 'dno', 'supplier', 'dsm', 'regulator'];
 const FAMILIES = [
   'reading',
   'bid',
+  'override',
   'attest',
   'groups',
   'tariff',
@@ -18,6 +19,8 @@ const FAMILIES = [
   'statement-ack',
   'event',
   'accept/e1',
+  'cancel/e1',
+  'modify/e1',
   'registry',
   'config',
   'inbox/receipt',
@@ -30,10 +33,10 @@ const FAMILIES = [
 ];
 
 const MAY_PUBLISH_OWN: Record<PartyRole, string[]> = {
-  meter: ['reading', 'bid', 'attest'],
+  meter: ['reading', 'bid', 'override', 'attest'],
   dno: ['groups', 'attest'],
   supplier: ['tariff', 'billing-period', 'statement-ack', 'attest'],
-  dsm: ['event', 'accept/e1', 'attest'],
+  dsm: ['event', 'accept/e1', 'cancel/e1', 'modify/e1', 'attest'],
   regulator: ['registry', 'config', 'attest'],
 };
 // Every party attests the TRE before sending anything: each publishes its own `attest` and

@@ -96,6 +96,7 @@ describe('retention rule (pure)', () => {
 
   it('a pseudonym map may go only once its event is settled', () => {
     expect(pseudonymsMayGo('settled')).toBe(true);
+    expect(pseudonymsMayGo('cancelled')).toBe(true);
     for (const stage of ['open', 'released', 'accepted'] as const) expect(pseudonymsMayGo(stage)).toBe(false);
   });
 

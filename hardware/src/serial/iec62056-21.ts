@@ -6,6 +6,7 @@
  * ETX. A block with a wrong BCC, or without an energy register, is rejected, never half-parsed.
  */
 import { decimalToMilli } from './dsmr-telegram.js';
+import type { MeterSnapshot } from './meter-snapshot.js';
 
 const STX = 0x02;
 const ETX = 0x03;
@@ -39,6 +40,7 @@ export interface ModeCReadout {
   importWh: number;
   exportWh: number;
   importByTariffWh: Record<string, number>;
+  exportByTariffWh: Record<string, number>;
   meterId?: string;
 }
 
@@ -58,7 +60,7 @@ export function parseModeCDataBlock(bytes: Uint8Array): ParsedReadout {
     return { ok: false, reason: 'BCC_MISMATCH', detail: `BCC ${buf[etx + 1]} != ${bcc}` };
   const text = buf.subarray(stx + 1, etx).toString('latin1');
   if (!text.includes('!')) return { ok: false, reason: 'TRUNCATED', detail: 'no "!" end of data' };
-  const readout: ModeCReadout = { importWh: 0, exportWh: 0, importByTariffWh: {} };
+  const readout: ModeCReadout = { importWh: 0, exportWh: 0, importByTariffWh: {}, exportByTariffWh: {} };
   let total: number | undefined;
   let exportTotal: number | undefined;
   for (const line of text.split(/\r?\n/)) {
@@ -70,6 +72,7 @@ export function parseModeCDataBlock(bytes: Uint8Array): ParsedReadout {
         if (m[2] === '0') total = wh;
         else readout.importByTariffWh[m[2]!] = wh;
       } else if (m[2] === '0') exportTotal = wh;
+      else readout.exportByTariffWh[m[2]!] = wh;
       continue;
     }
     const id = /^(?:0-0:)?(?:0\.0\.0|C\.1\.0|96\.1\.0)\(([^)]*)\)/.exec(line.trim());
@@ -79,8 +82,21 @@ export function parseModeCDataBlock(bytes: Uint8Array): ParsedReadout {
   if (total === undefined && tariffs.length === 0)
     return { ok: false, reason: 'NO_ENERGY_REGISTER', detail: 'no 1.8.x register' };
   readout.importWh = total ?? tariffs.reduce((a, b) => a + b, 0);
-  readout.exportWh = exportTotal ?? 0;
+  readout.exportWh = exportTotal ?? Object.values(readout.exportByTariffWh).reduce((a, b) => a + b, 0);
   return { ok: true, readout };
+}
+
+/** The readout as the common meter snapshot (mode C meters send registers, rarely their time). */
+export function modeCSnapshot(r: ModeCReadout): MeterSnapshot {
+  return {
+    protocol: 'iec62056-21',
+    importWh: r.importWh,
+    exportWh: r.exportWh,
+    importByTariffWh: { ...r.importByTariffWh },
+    exportByTariffWh: { ...r.exportByTariffWh },
+    mbus: [],
+    skippedLines: [],
+  };
 }
 
 /** A data block with its BCC, from lines (tests and simulated optical heads). */

@@ -5,13 +5,23 @@
  * `@serialport/binding-mock` in tests fed real telegram bytes.
  */
 import { EventEmitter } from 'node:events';
-import { SerialPortStream } from '@serialport/stream';
+import type { SerialPortStream } from '@serialport/stream';
 import { type DsmrTelegram, parseDsmrTelegram, type TelegramRejection } from './dsmr-telegram.js';
+import { type ReaderClock, ReopeningPort } from './reopening-port.js';
 import { TelegramFramer } from './telegram-framer.js';
 
-export interface ReaderClock {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
+export type { ReaderClock } from './reopening-port.js';
+
+/** What a reader has seen since it started, for metrics. */
+export interface ReaderStats {
+  /** Telegrams (SML files, mode C readouts) accepted. */
+  telegrams: number;
+  /** Rejected for a CRC (or BCC) mismatch. */
+  crcErrors: number;
+  /** Rejected for any other reason, including telegrams cut off in the byte stream. */
+  rejected: number;
+  /** Malformed lines skipped in accepted telegrams. */
+  skippedLines: number;
 }
 
 export interface MeterReaderOptions {
@@ -31,58 +41,57 @@ export interface MeterReaderEvents {
 }
 
 export class MeterReader extends EventEmitter<MeterReaderEvents> {
-  private port: SerialPortStream | undefined;
   private framer = new TelegramFramer();
-  private retry: unknown;
-  private attempt = 0;
-  private stopped = false;
   readonly counts = { telegrams: 0, rejected: {} as Partial<Record<TelegramRejection, number>> };
+  private skippedLines = 0;
+  /** Cut-off telegrams counted by the framers of earlier connections. */
+  private truncated = 0;
+  private readonly serial: ReopeningPort;
 
-  constructor(private readonly opts: MeterReaderOptions) {
+  constructor(opts: MeterReaderOptions) {
     super();
+    this.serial = new ReopeningPort(
+      {
+        binding: opts.binding,
+        path: opts.path,
+        baudRate: opts.baudRate ?? 115_200,
+        dataBits: opts.dataBits ?? 8,
+        parity: opts.parity ?? 'none',
+      },
+      opts.clock,
+      {
+        opening: () => {
+          this.truncated += this.framer.stats.truncated;
+          this.framer = new TelegramFramer();
+        },
+        data: (chunk) => this.onData(chunk),
+        state: (state, detail) => this.emit('state', state, detail),
+      },
+    );
+  }
+
+  get stats(): ReaderStats {
+    const { CRC_MISMATCH = 0, ...other } = this.counts.rejected;
+    const rejected = Object.values(other).reduce((a, n) => a + n, 0);
+    return {
+      telegrams: this.counts.telegrams,
+      crcErrors: CRC_MISMATCH,
+      rejected: rejected + this.truncated + this.framer.stats.truncated,
+      skippedLines: this.skippedLines,
+    };
   }
 
   /** The open serial stream (for virtual ports that play bytes into it). */
   get stream(): SerialPortStream | undefined {
-    return this.port;
+    return this.serial.stream;
   }
 
   start(): void {
-    this.stopped = false;
-    this.open();
+    this.serial.start();
   }
 
-  private open(): void {
-    if (this.stopped) return;
-    const o = this.opts;
-    const port = new SerialPortStream({
-      binding: o.binding,
-      path: o.path,
-      baudRate: o.baudRate ?? 115_200,
-      dataBits: o.dataBits ?? 8,
-      parity: o.parity ?? 'none',
-      autoOpen: false,
-    });
-    this.port = port;
-    this.framer = new TelegramFramer();
-    port.on('data', (chunk: Buffer) => this.onData(chunk));
-    port.on('close', () => this.reopenLater('closed'));
-    port.on('error', (err: Error) => this.reopenLater('error', err.message));
-    port.open((err) => {
-      if (err) return this.reopenLater('error', err.message);
-      this.attempt = 0;
-      this.emit('state', 'open');
-    });
-  }
-
-  private reopenLater(state: 'closed' | 'error', detail?: string): void {
-    this.emit('state', state, detail);
-    if (this.stopped || this.retry) return;
-    const delay = Math.min(30_000, 500 * 2 ** Math.min(this.attempt++, 6));
-    this.retry = this.opts.clock.setTimeout(() => {
-      this.retry = undefined;
-      this.open();
-    }, delay);
+  stop(): Promise<void> {
+    return this.serial.stop();
   }
 
   private onData(chunk: Buffer): void {
@@ -90,18 +99,12 @@ export class MeterReader extends EventEmitter<MeterReaderEvents> {
       const parsed = parseDsmrTelegram(text);
       if (parsed.ok) {
         this.counts.telegrams++;
+        this.skippedLines += parsed.telegram.skippedLines.length;
         this.emit('telegram', parsed.telegram);
       } else {
         this.counts.rejected[parsed.reason] = (this.counts.rejected[parsed.reason] ?? 0) + 1;
         this.emit('rejected', parsed.reason, parsed.detail);
       }
     }
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.retry) this.opts.clock.clearTimeout(this.retry);
-    const port = this.port;
-    if (port?.isOpen) await new Promise<void>((resolve) => port.close(() => resolve()));
   }
 }

@@ -14,7 +14,7 @@ import {
   parseModeCDataBlock,
   SIGN_ON,
 } from './iec62056-21.js';
-import type { ReaderClock } from './meter-reader.js';
+import type { ReaderClock, ReaderStats } from './meter-reader.js';
 
 export interface ModeCReaderOptions {
   path: string;
@@ -43,6 +43,17 @@ export class ModeCReader extends EventEmitter<ModeCReaderEvents> {
 
   constructor(private readonly opts: ModeCReaderOptions) {
     super();
+  }
+
+  /** Readouts, BCC failures, other failed exchanges (timeouts, bad identification ...). */
+  get stats(): ReaderStats {
+    const { BCC_MISMATCH = 0, ...other } = this.counts.rejected;
+    return {
+      telegrams: this.counts.readouts,
+      crcErrors: BCC_MISMATCH,
+      rejected: Object.values(other).reduce((a, n) => a + n, 0),
+      skippedLines: 0,
+    };
   }
 
   start(): void {

@@ -1,4 +1,7 @@
-/** `meter-agent bids list|approve|decline`: the proposals ask-first mode holds for the household. */
+/**
+ * `meter-agent bids list|approve|decline|override`: the proposals ask-first mode holds for the
+ * household, and taking back an accepted shed.
+ */
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_CONFIG_PATH, loadAgentConfig } from '../agent-config.js';
@@ -36,4 +39,18 @@ export function addBidsCommands(program: Command): void {
         console.log(`${cmd}d ${bidId}`);
       });
   }
+  bids
+    .command('override <eventId>')
+    .description(
+      'take back the accepted shed of an event: loads on at once; the bid settles as not delivered (no credit)',
+    )
+    .option('--config <file>', 'agent configuration', DEFAULT_CONFIG_PATH)
+    .action(async (eventId: string, o: { config: string }) => {
+      const answer = await sendControl(join(loadAgentConfig(o.config).stateDir, 'control.sock'), {
+        cmd: 'override',
+        eventId,
+      });
+      if (!answer.ok) throw new Error(answer.error);
+      console.log(`overrode the shed of event ${eventId}: loads restored; settles as not delivered`);
+    });
 }

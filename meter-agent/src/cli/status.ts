@@ -9,7 +9,7 @@ export function addStatusCommand(program: Command): void {
   program
     .command('status')
     .description(
-      'trust state, last reading, outbox depth, running bill, open events (from the running agent)',
+      'version, trust state, last reading, outbox depth, running bill, open events (from the running agent)',
     )
     .option('--config <file>', 'agent configuration', DEFAULT_CONFIG_PATH)
     .option('--json', 'print JSON')
@@ -17,6 +17,7 @@ export function addStatusCommand(program: Command): void {
       const config = loadAgentConfig(o.config);
       const status = readStatus(config.stateDir);
       if (o.json) return console.log(JSON.stringify(status, null, 2));
+      console.log(`agent version:  ${status.version ?? 'unknown (written by an older agent)'}`);
       console.log(`TRE trust:      ${status.trust}`);
       console.log(
         `last interval:  ${status.lastInterval ? `${status.lastInterval.intervalStart} (${status.lastInterval.importWh} Wh)` : 'none yet'}`,

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addAttestCommand } from './party-attest.js';
+import { addDsmCommands } from './party-dsm.js';
 import { addRegistryCommand } from './party-registry.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -25,10 +26,14 @@ Examples:
   tre-party attest --role supplier --id s1 --tre mqtts://tre.local:8883 --cert s1.crt --key s1.key \\
     --ca pki/ca.crt --crl pki/crl.pem --policy attestation-policy.jws --json
   tre-party registry --role regulator --id r1 --tre mqtts://tre.local:8883 --cert r1.crt --key r1.key \
-    --ca pki/ca.crt --policy attestation-policy.jws --file households.csv`,
+    --ca pki/ca.crt --policy attestation-policy.jws --file households.csv
+  tre-party dsm cancel evt-1 --role dsm --id x1 --tre mqtts://tre.local:8883 --cert x1.crt --key x1.key \
+    --ca pki/ca.crt --policy attestation-policy.jws
+  tre-party dsm modify evt-1 --bid-deadline 2026-03-18T17:00:00Z --price-cap 300000 --role dsm --id x1 ...`,
     );
   addAttestCommand(program);
   addRegistryCommand(program);
+  addDsmCommands(program);
   return program;
 }
 

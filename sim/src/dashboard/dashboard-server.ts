@@ -1,23 +1,18 @@
 /**
  * The demo's live dashboard: a static page plus a Server-Sent Events stream of snapshots. The page
- * draws with uPlot (served from node_modules); no build step, no page reload.
+ * draws its charts as plain SVG; no build step, no page reload.
  */
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const require = createRequire(import.meta.url);
-const uplotDir = dirname(require.resolve('uplot/dist/uPlot.iife.min.js'));
 const pageDir = fileURLToPath(new URL('../../public/', import.meta.url));
 
 const FILES: Record<string, [string, string]> = {
   '/': [join(pageDir, 'index.html'), 'text/html; charset=utf-8'],
   '/dashboard.js': [join(pageDir, 'dashboard.js'), 'text/javascript; charset=utf-8'],
-  '/uplot.js': [join(uplotDir, 'uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
-  '/uplot.css': [join(uplotDir, 'uPlot.min.css'), 'text/css; charset=utf-8'],
 };
 
 export class DashboardServer {

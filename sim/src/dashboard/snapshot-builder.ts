@@ -1,6 +1,7 @@
 /** Builds the dashboard's snapshot from the simulation's state (ground truth next to what parties got). */
+import { statementPeriods } from '../simulation/dashboard-feed.js';
 import type { Simulation } from '../simulation/simulation.js';
-import { trueGroupTotalWh } from '../simulation/true-group-total.js';
+import { clampedGroupTotalWh, trueGroupTotalWh } from '../simulation/true-group-total.js';
 import type { DashboardSnapshot } from './snapshot.js';
 
 const MAX_POINTS = 96;
@@ -18,11 +19,15 @@ export function buildSnapshot(sim: Simulation, speed: number): DashboardSnapshot
       t: Date.parse(r.intervalStart),
       noisyWh: r.noisyTotalWh,
       trueWh: trueGroupTotalWh(members, r, sim.opts.intervalMinutes),
+      clampedWh: clampedGroupTotalWh(members, r, sim.opts.intervalMinutes),
+      bound95Wh: r.bound95Wh,
     }));
     aggregates.push({ groupId, points });
   }
   const bills = sim.households.map((h) => h.agent.bill).filter((b) => b !== undefined);
-  sim.billingSeries.push({ t: now, runningTotalMinor: bills.reduce((a, b) => a + b.runningTotalMinor, 0) });
+  // One point per simulated instant (the page asks often; the clock moves by intervals).
+  if ((sim.billingSeries.at(-1)?.t ?? -Infinity) < now)
+    sim.billingSeries.push({ t: now, runningTotalMinor: bills.reduce((a, b) => a + b.runningTotalMinor, 0) });
   if (sim.billingSeries.length > 4 * MAX_POINTS)
     sim.billingSeries.splice(0, sim.billingSeries.length - 4 * MAX_POINTS);
   const alerts = sim.tre.readings.recentAlerts(20);
@@ -39,6 +44,7 @@ export function buildSnapshot(sim: Simulation, speed: number): DashboardSnapshot
     billing: {
       points: sim.billingSeries,
       statements: sim.statementCount(),
+      periods: statementPeriods(sim.supplier.statements.values()),
       currency: bills[0]?.currency ?? 'GBP',
     },
     dr: sim.drRounds(),

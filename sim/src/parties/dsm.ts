@@ -1,7 +1,8 @@
 /**
  * The reference DSM: raises signed demand-response events, clears the released pseudo-bids in
  * merit order and signs its acceptance (before the event's acceptBy), and records the compliance
- * reports. Everything it learns is in `rounds`.
+ * reports. It may cancel or modify an event (signed, ordered by `issuedAt`); a modified event is a
+ * new round under the same id (new bids, a new acceptance). Everything it learns is in `rounds`.
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -9,11 +10,15 @@ import {
   type Acceptance,
   type Compliance,
   complianceSchema,
+  type DrCancel,
   type DrEvent,
+  type DrModify,
+  type DrTerms,
   PROTOCOL_VERSION,
   type PseudoBids,
   parseTopic,
   pseudoBidsSchema,
+  type Receipt,
   signContent,
   topics,
 } from '@tre/protocol';
@@ -29,10 +34,15 @@ export interface Round {
   /** Sum of accepted q x p, micro-minor units (what the DSM pays before compliance). */
   creditMicro: number;
   compliance?: Compliance;
+  /** How often the DSM modified the event (its current revision). */
+  revision: number;
+  cancelled: boolean;
 }
 
 export class Dsm {
   readonly rounds = new Map<string, Round>();
+  /** issuedAt of the last change signed here: each change is later than the one before. */
+  private lastChange = 0;
   private constructor(
     readonly party: PartyClient,
     readonly dsmId: string,
@@ -57,15 +67,96 @@ export class Dsm {
   }
 
   static async create(party: PartyClient, dsmId: string, files: IssuedFiles): Promise<Dsm> {
-    const dsm = new Dsm(party, dsmId, createPrivateKey(await readFile(files.key)));
-    await party.subscribe([topics.pseudoBidsFilter(dsmId), topics.complianceFilter(dsmId)]);
+    return Dsm.withKey(party, dsmId, createPrivateKey(await readFile(files.key)));
+  }
+
+  /** A DSM signing with `key` (its certificate's key), e.g. for `tre-party dsm`. */
+  static async withKey(party: PartyClient, dsmId: string, key: KeyObject): Promise<Dsm> {
+    const dsm = new Dsm(party, dsmId, key);
+    await party.subscribe([
+      topics.pseudoBidsFilter(dsmId),
+      topics.complianceFilter(dsmId),
+      topics.inbox({ role: 'dsm', id: dsmId }, 'receipt'),
+    ]);
     return dsm;
+  }
+
+  /**
+   * Cancels an event (signed): its bids are void, and once accepted, its credits reversed. Resolves
+   * with the TRE's receipt (refused ones too: `reason`, `message`).
+   */
+  async cancel(eventId: string): Promise<Receipt> {
+    const cancel: DrCancel = { v: PROTOCOL_VERSION, eventId, dsmId: this.dsmId, issuedAt: this.issuedAt() };
+    const receipt = await this.request(topics.drCancel(this.dsmId, eventId), `cancel-${eventId}`, {
+      jws: await signContent('drCancel', cancel, this.key),
+    });
+    const round = this.rounds.get(eventId);
+    if (round && receipt.status === 'accepted') round.cancelled = true;
+    return receipt;
+  }
+
+  /**
+   * Modifies an event's terms (signed; the bid deadline must be in the future: bidding opens
+   * again, and the earlier bids are void). Resolves with the TRE's receipt.
+   */
+  async modify(eventId: string, terms: DrTerms): Promise<Receipt> {
+    const modify: DrModify = {
+      v: PROTOCOL_VERSION,
+      eventId,
+      dsmId: this.dsmId,
+      issuedAt: this.issuedAt(),
+      terms,
+    };
+    const receipt = await this.request(topics.drModify(this.dsmId, eventId), `modify-${eventId}`, {
+      jws: await signContent('drModify', modify, this.key),
+    });
+    const round = this.rounds.get(eventId);
+    if (round && receipt.status === 'accepted') {
+      round.event = { ...round.event, ...terms };
+      round.revision++;
+      round.accepted = [];
+      round.acceptedWh = 0;
+      round.creditMicro = 0;
+      delete round.bids;
+      delete round.compliance;
+    }
+    return receipt;
+  }
+
+  private issuedAt(): string {
+    this.lastChange = Math.max(Date.now(), this.lastChange + 1);
+    return new Date(this.lastChange).toISOString();
+  }
+
+  /** Publishes a signed request and waits for its receipt on the DSM's inbox. */
+  private async request(topic: string, prefix: string, body: { jws: string }): Promise<Receipt> {
+    const requestId = `${prefix}-${this.lastChange}`.slice(0, 64);
+    const inbox = topics.inbox({ role: 'dsm', id: this.dsmId }, 'receipt');
+    const receipt = new Promise<Receipt>((resolve) => {
+      const onMessage = (t: string, payload: Buffer) => {
+        if (t !== inbox) return;
+        const r = JSON.parse(payload.toString('utf8')) as Receipt;
+        if (r.requestId !== requestId) return;
+        this.party.client.removeListener('message', onMessage);
+        resolve(r);
+      };
+      this.party.client.on('message', onMessage);
+    });
+    await this.party.publish(topic, { v: PROTOCOL_VERSION, requestId, ...body });
+    return receipt;
   }
 
   /** Raises an event: bids until `bidDeadline`, acceptance until `acceptBy`, delivery in [windowStart, windowEnd). */
   async raise(event: Omit<DrEvent, 'v' | 'dsmId'>): Promise<void> {
     const full: DrEvent = { v: PROTOCOL_VERSION, dsmId: this.dsmId, ...event };
-    this.rounds.set(full.eventId, { event: full, accepted: [], acceptedWh: 0, creditMicro: 0 });
+    this.rounds.set(full.eventId, {
+      event: full,
+      accepted: [],
+      acceptedWh: 0,
+      creditMicro: 0,
+      revision: 0,
+      cancelled: false,
+    });
     await this.party.publish(topics.drEvent(this.dsmId), {
       v: PROTOCOL_VERSION,
       requestId: `event-${full.eventId}`,

@@ -1,6 +1,8 @@
 /** What the dashboard (and `tre-sim run`) reads from the running simulation beside the released totals. */
+
+import type { Statement } from '@tre/protocol';
 import type { RunningTre } from '@tre/tre-broker';
-import type { DrRoundRow } from '../dashboard/snapshot.js';
+import type { DrRoundRow, StatementPeriodRow } from '../dashboard/snapshot.js';
 import type { Dsm } from '../parties/dsm.js';
 
 const BUDGET_BUCKETS = [
@@ -20,6 +22,8 @@ const BUDGET_BUCKETS = [
 export function drRounds(dsm: Dsm): DrRoundRow[] {
   return [...dsm.rounds.values()].map((r) => ({
     eventId: r.event.eventId,
+    windowStart: r.event.windowStart,
+    windowEnd: r.event.windowEnd,
     bids: r.bids?.bids.length ?? 0,
     accepted: r.accepted.length,
     creditMinor: Math.round(r.creditMicro / 1e6),
@@ -37,4 +41,26 @@ export function budgetDistribution(
   const counts = BUDGET_BUCKETS.map(() => 0);
   for (const f of spent) counts[Math.min(9, Math.floor(f * 10))]!++;
   return BUDGET_BUCKETS.map((bucket, i) => ({ bucket, households: counts[i]! }));
+}
+
+/** The supplier's statements per billing period, newest first, at most `limit` periods. */
+export function statementPeriods(statements: Iterable<Statement>, limit = 8): StatementPeriodRow[] {
+  const byPeriod = new Map<string, StatementPeriodRow>();
+  for (const st of statements) {
+    const key = `${st.periodStart}/${st.periodEnd}`;
+    const row = byPeriod.get(key) ?? {
+      periodStart: st.periodStart,
+      periodEnd: st.periodEnd,
+      statements: 0,
+      totalMinor: 0,
+      estimated: 0,
+    };
+    row.statements++;
+    row.totalMinor += st.totalMinor;
+    if (st.basis === 'estimated') row.estimated++;
+    byPeriod.set(key, row);
+  }
+  return [...byPeriod.values()]
+    .sort((a, b) => Date.parse(b.periodStart) - Date.parse(a.periodStart))
+    .slice(0, limit);
 }

@@ -4,7 +4,7 @@
  * the supplier's tariff and billing period, and the DSM.
  */
 import { createPrivateKey, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { memoryTmpdir, type Swtpm } from '@tre/hardware';
 import { examplePolicy, type Policy } from '@tre/hems-policy';
@@ -38,6 +38,12 @@ export interface SimulationOptions {
   attestation?: boolean;
   /** Households up to this many read their meter over a virtual serial port (DSMR telegrams); default 50. */
   serialHouseholds?: number;
+  /**
+   * Something to see in the first simulated hours (the demo): a first DR event at the start
+   * (`dr-schedule.ts`) and a first billing period that ends two hours in. Default false: every
+   * simulated day alike (the DSM's evening event, billing periods of a day from the start).
+   */
+  earlyRounds?: boolean;
 }
 
 /** Everything the simulation runs, as set up. */
@@ -77,9 +83,31 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
   // In memory where there is a memory file system: the TRE's fsyncs cost a simulation dearly and
   // prove nothing here (`bench ingest` and the kill -9 test measure and check durability).
   const dir = opts.dir ?? (await mkdtemp(join(memoryTmpdir(), 'tre-sim-')));
-  const step = opts.intervalMinutes * 60_000;
-  const clock = new ManualClock(opts.startMs ?? Math.floor(Date.now() / step) * step);
+  // Aligned to the tariff's 30-minute intervals: no reading before the supplier's first price.
+  const clock = new ManualClock(opts.startMs ?? Math.floor(Date.now() / 1_800_000) * 1_800_000);
   const simulated = await startSimulatedTre(dir, clock, opts, progress);
+  // A set-up that fails half-way stops what it started (swtpm would keep the process alive).
+  const started: { stop(): Promise<void> }[] = [];
+  try {
+    return await setUpAround(opts, dir, clock, simulated, started, progress);
+  } catch (err) {
+    for (const s of started.reverse()) await s.stop().catch(() => {});
+    await simulated.tre.stop().catch(() => {});
+    await simulated.swtpm?.stop().catch(() => {});
+    if (!opts.keep && !opts.dir) await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** The parties and households around a started TRE; each started one is added to `started`. */
+async function setUpAround(
+  opts: SimulationOptions & { intervalMinutes: 15 | 30 },
+  dir: string,
+  clock: ManualClock,
+  simulated: SimulatedTre,
+  started: { stop(): Promise<void> }[],
+  progress: (line: string) => void,
+): Promise<SimulatedSystem> {
   const url = `mqtts://127.0.0.1:${simulated.tre.port}`;
   const { ca } = simulated;
   const caPem = await readFile(join(dir, 'pki', 'ca.crt'));
@@ -92,6 +120,7 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
 
   const regulatorFiles = await ca.issue('regulator', 'reg', { force: true });
   const regulator = await PartyClient.connect(url, regulatorFiles, 'regulator', attestor);
+  started.push({ stop: () => regulator.close() });
   const parties = [regulator];
   // The regulator allows daily billing periods in the simulation (the default minimum is a month).
   const config = {
@@ -109,6 +138,7 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
 
   // Agent state on tmpfs where there is one: the journal's fsyncs stay cheap for thousands of agents.
   const stateRoot = await mkdtemp(join(memoryTmpdir(), 'tre-sim-agents-'));
+  started.push({ stop: () => rm(stateRoot, { recursive: true, force: true }) });
   progress(`households: starting ${opts.households} agents`);
   const households: SimulatedHousehold[] = [];
   for (let i = 0; i < identities.length; i++) {
@@ -126,6 +156,7 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
       randomId: () => randomBytes(12).toString('base64url'),
     });
     households.push(h);
+    started.push(h);
     if (i < (opts.serialHouseholds ?? 50)) await h.attachSerialMeter(`/dev/ttySIM${i}`, clock);
     h.start();
   }
@@ -135,7 +166,7 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
     'agents did not all connect',
   );
 
-  const parts = await startGridParties(simulated, url, households, opts.days, clock, attestor, progress);
+  const parts = await startGridParties(simulated, url, households, opts, clock, attestor, progress);
   parties.push(parts.dno.party, parts.supplier.party, parts.dsm.party);
   return {
     opts,
@@ -188,7 +219,7 @@ async function startGridParties(
   { ca }: SimulatedTre,
   url: string,
   households: SimulatedHousehold[],
-  days: number,
+  { days, earlyRounds }: Pick<SimulationOptions, 'days' | 'earlyRounds'>,
   clock: ManualClock,
   attestor: TreAttestor,
   progress: (line: string) => void,
@@ -215,7 +246,18 @@ async function startGridParties(
     'supplier-1',
     supplierFiles,
   );
-  await supplier.start(Math.ceil(clock.now() / 1_800_000) * 1_800_000, Math.min(200, Math.ceil(days) + 1));
+  const from = Math.ceil(clock.now() / 1_800_000) * 1_800_000;
+  if (earlyRounds)
+    // Daily periods whose first boundary is two hours in: the first statements (for those two
+    // hours, "estimated") come after the TRE's grace hour. supplier.start's own request then
+    // finds the same length and changes nothing.
+    await supplier.party.publish(topics.billingPeriod('supplier-1'), {
+      v: PROTOCOL_VERSION,
+      requestId: 'first-period',
+      startsAt: new Date(from + 2 * 3_600_000 - 86_400_000).toISOString(),
+      length: { unit: 'day', count: 1 },
+    });
+  await supplier.start(from, Math.min(200, Math.ceil(days) + 1));
   const dsmFiles = await ca.issue('dsm', 'dsm-1', { force: true });
   const dsm = await Dsm.create(
     await PartyClient.connect(url, dsmFiles, 'dsm-1', attestor),

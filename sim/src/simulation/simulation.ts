@@ -13,7 +13,7 @@ import type { Dsm } from '../parties/dsm.js';
 import type { PartyClient } from '../parties/party-client.js';
 import type { Supplier } from '../parties/supplier.js';
 import { budgetDistribution, drRounds } from './dashboard-feed.js';
-import { eveningEvent } from './dr-schedule.js';
+import { drEventsAt } from './dr-schedule.js';
 import {
   billingInvariant,
   dpCheck,
@@ -105,9 +105,12 @@ export class Simulation {
     this.driver = new SimulationDriver(this.clock, this.opts.intervalMinutes * 60_000, this.opts.speed, {
       atBoundary: async (t) => {
         for (const h of this.households) h.closeInterval(t);
-        // The DSM raises an evening event every day at 14:00 UTC when the feeders are loaded.
-        const event = eveningEvent(t, this.households.length);
-        if (event) await this.dsm.raise(event);
+        // The DSM raises an evening event every day at 14:00 UTC when the feeders are loaded
+        // (and in the demo a first one at once).
+        const step = this.opts.intervalMinutes * 60_000;
+        const first = (Math.floor(from / step) + 1) * step;
+        for (const event of drEventsAt(t, first, this.households.length, this.opts.earlyRounds === true))
+          await this.dsm.raise(event);
       },
       quiet: () =>
         this.tre.router.inFlight === 0 &&

@@ -7,6 +7,11 @@
  * written (its `statement_id` is set then), so a late reading is billed in the next statement
  * instead of being lost; each statement rounds its sum half-to-even to minor units, once. Energy
  * lines carry the reading's length in minutes (what the household's copy counts as billed time).
+ *
+ * A DR event's lines are referenced by `drRef` (its id, and its revision once the DSM modified it).
+ * When the DSM cancels or modifies an event after accepting bids, each household's lines of that
+ * revision are compensated exactly by one more line (`postCompensation`: a `dr-reversal` of minus
+ * their sum, reference `<drRef>:void`): nothing is deleted or changed, and the sum is back to zero.
  */
 import type { Db, Store } from '../store/store.js';
 
@@ -31,6 +36,41 @@ export function migrateLedger(store: Store): void {
     'ledger-2',
     `ALTER TABLE ledger ADD COLUMN minutes INTEGER; UPDATE ledger SET minutes = 15 WHERE kind = 'energy';`,
   );
+  // The DR lines of an event by reference (a cancellation finds them without its pseudonym map).
+  store.migrate('ledger-3-dr-ref', "CREATE INDEX ledger_dr ON ledger (ref) WHERE kind != 'energy'");
+}
+
+/** The ledger reference of a DR event's lines: its id as first raised, `<id>#<n>` for revision n. */
+export function drRef(eventId: string, revision: number): string {
+  return revision === 0 ? eventId : `${eventId}#${revision}`;
+}
+
+/**
+ * Per household, the sum of its DR lines (credit, reversals) of reference `ref` and their interval
+ * start, micro-minor units; households whose lines sum to zero are left out.
+ */
+export function drLinesNet(db: Db, ref: string): { meterId: string; micro: number; intervalStart: number }[] {
+  return db
+    .prepare(
+      `SELECT meter_id AS meterId, sum(amount_micro) AS micro, min(interval_start) AS intervalStart FROM ledger
+        WHERE kind != 'energy' AND ref = ? GROUP BY meter_id HAVING sum(amount_micro) != 0`,
+    )
+    .all(ref) as { meterId: string; micro: number; intervalStart: number }[];
+}
+
+/**
+ * The compensating line of a household's DR lines of `ref`: `amountMicro` (minus their sum) as a
+ * `dr-reversal` line referenced `<ref>:void`, at the same interval start (so it is stated with
+ * them, or in the next statement when theirs was issued). Written once. Inside a commit.
+ */
+export function postCompensation(
+  db: Db,
+  meterId: string,
+  ref: string,
+  intervalStart: number,
+  amountMicro: number,
+): boolean {
+  return postLine(db, meterId, 'dr-reversal', `${ref}:void`, intervalStart, amountMicro);
 }
 
 /** Writes a line unless it exists; returns true if written. Call inside the caller's transaction. */
@@ -93,27 +133,27 @@ export function postEnergy(
   return insertLine(db, meterId, 'energy', '', intervalStart, amountMicro, minutes);
 }
 
-/** A DR credit: q (Wh) x p (minor per MWh), as a negative line. */
+/** A DR credit: q (Wh) x p (minor per MWh), as a negative line (`ref`: `drRef`). */
 export function postCredit(
   db: Db,
   meterId: string,
-  eventId: string,
+  ref: string,
   windowStart: number,
   quantityWh: number,
   pricePerMWh: number,
 ): boolean {
-  return postLine(db, meterId, 'dr-credit', eventId, windowStart, -quantityWh * pricePerMWh);
+  return postLine(db, meterId, 'dr-credit', ref, windowStart, -quantityWh * pricePerMWh);
 }
 
 /** Reverses (part of) a DR credit: a positive line of `amountMicro` (see demand-response/settlement.ts). */
 export function postReversal(
   db: Db,
   meterId: string,
-  eventId: string,
+  ref: string,
   windowStart: number,
   amountMicro: number,
 ): boolean {
-  return postLine(db, meterId, 'dr-reversal', eventId, windowStart, amountMicro);
+  return postLine(db, meterId, 'dr-reversal', ref, windowStart, amountMicro);
 }
 
 /** Rounds micro-minor units to minor units, half to even. */

@@ -71,6 +71,8 @@ export class MessageRouter {
   private readonly handlers = new Map<PartyFamily, { handler: MessageHandler; opts: HandlerOptions }>();
   /** Messages being handled right now (the simulator waits for 0). */
   inFlight = 0;
+  /** Refusal receipts sent, by reason (the TRE's metrics). */
+  readonly refusals = new Map<RefusalReason, number>();
 
   constructor(
     private readonly outbound: Outbound,
@@ -114,6 +116,7 @@ export class MessageRouter {
     if (!result) return result;
     if (result.status === 'accepted' && entry?.opts.acceptedByPuback) return result;
     if (result.status === 'refused') {
+      this.refusals.set(result.reason, (this.refusals.get(result.reason) ?? 0) + 1);
       this.log.warn(
         { family: msg.topic.family, reason: result.reason, ...loggableIdentity(msg.from) },
         'request refused',
@@ -130,6 +133,7 @@ export class MessageRouter {
 
   /** Sends a refusal receipt without running the handler (e.g. rate limits). */
   async refuse(msg: InboundMessage, reason: RefusalReason, message: string): Promise<void> {
+    this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
     this.log.warn({ family: msg.topic.family, reason, ...loggableIdentity(msg.from) }, 'request refused');
     await this.reply(msg.from, 'receipt', {
       v: PROTOCOL_VERSION,

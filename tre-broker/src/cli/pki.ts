@@ -1,9 +1,17 @@
-/** `tre pki ...`: the regulator's root CA, client certificates and revocation. */
-import { readFileSync } from 'node:fs';
+/**
+ * `tre pki ...`: the regulator's root CA, client certificates, revocation, and zero-touch device
+ * enrollment (one-time tokens, the EST service).
+ */
+import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { isPartyRole, PARTY_ROLES, type PartyRole } from '@tre/protocol';
-import { type Command, CommanderError, Option } from 'commander';
+import { assertId, isPartyRole, PARTY_ROLES, type PartyRole } from '@tre/protocol';
+import { type Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { createLogger } from '../log.js';
+import { parseListenAddress } from '../metrics/metrics-server.js';
 import { CertificateAuthority, type IssuedFiles } from '../pki/certificate-authority.js';
+import { parseDuration } from '../pki/enrollment-rules.js';
+import { EnrollmentService, EST_PATH } from '../pki/enrollment-service.js';
+import { EnrollmentTokens } from '../pki/enrollment-tokens.js';
 import { addEndorseAkCommands } from './endorse-ak.js';
 
 function parseRole(value: string): PartyRole {
@@ -20,7 +28,9 @@ function printFiles(files: IssuedFiles, json: boolean): void {
 }
 
 export function addPkiCommands(program: Command): void {
-  const pki = program.command('pki').description('regulator PKI: root CA, client certificates, revocation');
+  const pki = program
+    .command('pki')
+    .description('regulator PKI: root CA, client certificates, revocation, zero-touch device enrollment');
   pki
     .command('init')
     .description(
@@ -34,7 +44,9 @@ export function addPkiCommands(program: Command): void {
     });
   pki
     .command('issue')
-    .description("issue a party's client certificate with SAN URI urn:tre:<role>:<id>")
+    .description(
+      "issue a party's client certificate with SAN URI urn:tre:<role>:<id>, its key made here: pre-provisioning for small batches only, since the private key then travels (into a device image); for fleets the device makes its key and enrolls (tre pki token, tre pki serve-enrollment)",
+    )
     .requiredOption('--dir <dir>', 'PKI directory')
     .addOption(roleOption())
     .requiredOption('--id <id>', 'party id: 1-64 of a-z 0-9 . _ -')
@@ -88,5 +100,111 @@ export function addPkiCommands(program: Command): void {
       const serials = await ca.revoke(o.role, o.id);
       console.log(`revoked ${serials.length} certificate(s): ${serials.join(', ')}`);
     });
+  addEnrollmentCommands(pki);
   addEndorseAkCommands(pki);
+}
+
+function optionParser<T>(parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
+}
+
+/** `tre pki token` and `tre pki serve-enrollment`: zero-touch enrollment, the device's key made on it. */
+function addEnrollmentCommands(pki: Command): void {
+  pki
+    .command('token')
+    .description(
+      'make a one-time enrollment token for a meter (zero-touch: the device makes its key on first boot and enrolls with the token at `tre pki serve-enrollment`); the token is shown once, only its hash is kept',
+    )
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .requiredOption('--meter <id>', 'the meter the token enrolls: 1-64 of a-z 0-9 . _ -')
+    .addOption(
+      new Option('--expires <duration>', 'lifetime: s, m, h or d (e.g. 12h, 7d); at most 365d')
+        .argParser(optionParser(parseDuration))
+        .default(parseDuration('7d'), '7d'),
+    )
+    .option('--out <file>', 'write the token to this file (0600, never overwritten) instead of printing it')
+    .action(async (o: { dir: string; meter: string; expires: number; out?: string }) => {
+      assertId(o.meter, 'meter id');
+      await CertificateAuthority.open(o.dir);
+      if (o.out && existsSync(o.out))
+        throw new Error(`${o.out} already exists: a token file is never overwritten; give another --out`);
+      const expiresAt = new Date(Date.now() + o.expires);
+      const token = await new EnrollmentTokens(o.dir).create(o.meter, expiresAt);
+      const what = `single-use enrollment token for meter ${o.meter}, expires ${expiresAt.toISOString()}`;
+      if (o.out) {
+        await writeFile(o.out, `${token}\n`, { mode: 0o600, flag: 'wx' });
+        console.log(`${o.out}: ${what}`);
+      } else {
+        console.error(`${what} (shown once):`);
+        console.log(token);
+      }
+    });
+  pki
+    .command('serve-enrollment')
+    .description(
+      `run the EST enrollment service (RFC 7030) devices enroll at with their token (meter-agent provision enroll): GET ${EST_PATH}/cacerts, POST ${EST_PATH}/simpleenroll with HTTP Basic <meter id>:<token>; SIGTERM or Ctrl-C stops it`,
+    )
+    .requiredOption('--dir <dir>', 'PKI directory (the CA signs here: run it on the regulator side)')
+    .addOption(
+      new Option(
+        '--listen <host:port>',
+        'address to listen on (port 0 picks a free one; the log line says which)',
+      )
+        .argParser(optionParser(parseListenAddress))
+        .default(parseListenAddress('127.0.0.1:8443'), '127.0.0.1:8443'),
+    )
+    .option(
+      '--host <name...>',
+      'DNS names or IP addresses devices reach the service at, for the server certificate the CA issues (default: the --listen address, localhost, 127.0.0.1)',
+    )
+    .option('--tls-cert <file>', 'use this server certificate (PEM) instead, with --tls-key')
+    .option('--tls-key <file>', "the --tls-cert's key (PEM)")
+    .option('--log-level <level>', 'pino log level (or TRE_LOG_LEVEL)')
+    .action(
+      async (o: {
+        dir: string;
+        listen: { host: string; port: number };
+        host?: string[];
+        tlsCert?: string;
+        tlsKey?: string;
+        logLevel?: string;
+      }) => {
+        if (!o.tlsCert !== !o.tlsKey)
+          throw new CommanderError(
+            2,
+            'tre.tls',
+            '--tls-cert and --tls-key go together: give both or neither',
+          );
+        const ca = await CertificateAuthority.open(o.dir);
+        const wildcard = ['0.0.0.0', '::'].includes(o.listen.host);
+        const hosts = o.host ?? [...(wildcard ? [] : [o.listen.host]), 'localhost', '127.0.0.1'];
+        const tls =
+          o.tlsCert && o.tlsKey
+            ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) }
+            : await ca.issueEnrollmentServer(hosts);
+        const log = createLogger({ level: o.logLevel, name: 'tre-enrollment' });
+        const stopped = new Promise<string>((resolve) => {
+          process.once('SIGTERM', () => resolve('SIGTERM'));
+          process.once('SIGINT', () => resolve('SIGINT'));
+        });
+        const service = new EnrollmentService({
+          ca,
+          tokens: new EnrollmentTokens(o.dir),
+          tls,
+          host: o.listen.host,
+          port: o.listen.port,
+          log,
+        });
+        await service.start();
+        const signal = await stopped;
+        log.info({ signal }, 'stopping');
+        await service.stop();
+      },
+    );
 }

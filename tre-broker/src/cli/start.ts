@@ -1,7 +1,8 @@
 /** `tre start`: run the TRE broker until SIGTERM or Ctrl-C. */
 import { AcceleratedClock, systemClock } from '@tre/protocol';
-import type { Command } from 'commander';
+import { type Command, CommanderError, InvalidArgumentError } from 'commander';
 import { createLogger } from '../log.js';
+import { type ListenAddress, parseListenAddress } from '../metrics/metrics-server.js';
 import { startTre } from '../tre.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from './tre-options.js';
 
@@ -11,6 +12,15 @@ interface StartFlags extends TreFlags {
   host: string;
   port: number;
   tpm?: string;
+  metricsListen?: ListenAddress;
+}
+
+function listenAddress(text: string): ListenAddress {
+  try {
+    return parseListenAddress(text);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 export function addStartCommand(program: Command): void {
@@ -32,11 +42,23 @@ export function addStartCommand(program: Command): void {
         8883,
       )
       .option(
+        '--metrics-listen <host:port>',
+        'with --metrics: serve /metrics (Prometheus), /healthz and /readyz over plain HTTP there',
+        listenAddress,
+        parseListenAddress('127.0.0.1:9464'),
+      )
+      .option(
         '--tpm <tcti>',
         'the TPM: device:/dev/tpmrm0 (Pi HAT) or swtpm:host=127.0.0.1,port=N; needs `tre enroll` done with the same options',
       ),
-  ).action(async (o: StartFlags) => {
+  ).action(async (o: StartFlags, command: Command) => {
     const settings = treSettingsFrom(o);
+    if (!settings.metrics && command.getOptionValueSource('metricsListen') === 'cli')
+      throw new CommanderError(
+        2,
+        'tre.metrics',
+        '--metrics-listen needs --metrics (served metrics are measured: give --metrics to tre enroll and tre attest-policy too)',
+      );
     const log = createLogger({ level: settings.logLevel });
     // Signals are taken from the start, so a stop during start-up is still graceful.
     const stopped = new Promise<string>((resolve) => {
@@ -49,6 +71,7 @@ export function addStartCommand(program: Command): void {
       host: o.host,
       port: o.port,
       log,
+      metrics: settings.metrics ? o.metricsListen : undefined,
       monitoring: settings.monitoring,
       tpm: o.tpm ? { tcti: o.tpm, bootPcrs: settings.bootPcrs } : undefined,
       measuredConfig: measuredConfigOf(settings),

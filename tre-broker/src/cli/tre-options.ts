@@ -18,6 +18,7 @@ export interface TreFlags {
   clockSpeed: number;
   clockEpoch?: number;
   bootPcrs?: number[];
+  metrics?: boolean;
 }
 
 export interface TreSettings {
@@ -26,6 +27,8 @@ export interface TreSettings {
   clockSpeed: number;
   clockEpoch?: number;
   bootPcrs: number[];
+  /** Whether /metrics, /healthz and /readyz are served (where: `tre start --metrics-listen`). */
+  metrics: boolean;
 }
 
 export function withTreOptions(command: Command): Command {
@@ -66,6 +69,10 @@ export function withTreOptions(command: Command): Command {
       '--boot-pcrs <list>',
       'with --tpm on a machine with measured boot: quote these boot PCRs too and seal the keys to them (e.g. 0,1,2,3,4,5,6,7)',
       pcrList,
+    )
+    .option(
+      '--metrics',
+      'serve Prometheus /metrics, /healthz and /readyz (tre start --metrics-listen says where); measured, so the whitelist says whether a TRE may',
     );
 }
 
@@ -89,12 +96,14 @@ export function treSettingsFrom(o: TreFlags): TreSettings {
     clockSpeed: o.clockSpeed,
     clockEpoch: o.clockEpoch,
     bootPcrs: bootPcrsOf(o.bootPcrs),
+    metrics: o.metrics === true,
   };
 }
 
 /**
  * What the TRE measures as its configuration (the regulator's whitelist is made from the same):
- * everything but where it listens and where its files are.
+ * everything but where it listens and where its files are. Served metrics are measured (their
+ * totals leave the TRE unsigned); a TRE without them measures as before.
  */
 export const measuredConfigOf = (s: TreSettings): Record<string, unknown> => ({
   monitoring: s.monitoring,
@@ -102,4 +111,5 @@ export const measuredConfigOf = (s: TreSettings): Record<string, unknown> => ({
   clockSpeed: s.clockSpeed,
   clockEpoch: s.clockEpoch,
   bootPcrs: s.bootPcrs,
+  ...(s.metrics ? { metrics: true } : {}),
 });

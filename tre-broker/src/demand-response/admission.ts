@@ -94,6 +94,11 @@ export const bidChecks: readonly Check<BidRequest>[] = [
     check: ({ event }) => (event ? undefined : reject('UNKNOWN_EVENT', 'no such demand-response event')),
   },
   {
+    name: 'not cancelled',
+    check: ({ event }) =>
+      event!.stage === 'cancelled' ? reject('EVENT_INVALID', 'this event was cancelled') : undefined,
+  },
+  {
     name: 'before the deadline',
     check: ({ event, now }) =>
       event!.stage !== 'open' || now >= Date.parse(event!.bidDeadline)
@@ -154,6 +159,13 @@ export const acceptanceChecks: readonly Check<AcceptanceRequest>[] = [
     check: ({ event, acceptance }) =>
       !event || event.dsmId !== acceptance.dsmId
         ? reject('UNKNOWN_EVENT', 'no such event of this DSM')
+        : undefined,
+  },
+  {
+    name: 'not cancelled',
+    check: ({ event }) =>
+      event!.stage === 'cancelled'
+        ? reject('EVENT_INVALID', 'this event was cancelled; nothing of it can be accepted')
         : undefined,
   },
   {

@@ -15,32 +15,28 @@
  *  - compliance: after the window (+ grace), measured vs baseline (see baseline.ts), per pseudonym
  *    delivered / not delivered to the DSM (never readings); a shortfall reverses the credit pro rata;
  *    every accepted household is told its outcome.
- * Household outcomes are signed once per round (acceptance, settlement): a Merkle tree over one
- * salted leaf per household, one TRE signature over its root; each household gets its leaf, its
- * inclusion proof and the signed root (`notifyRound`, protocol `drOutcomeTree`).
+ * Household outcomes are signed once per round (acceptance, settlement, cancellation): a Merkle
+ * tree over one salted leaf per household, one TRE signature over its root; each household gets its
+ * leaf, its inclusion proof and the signed root (household-notices.ts, protocol `drOutcomeTree`).
+ * Cancellation, modification and the household's override: lifecycle-service.ts (rules in
+ * lifecycle.ts). An overridden bid settles as not delivered, with its whole credit reversed.
+ * Ledger lines of an event are referenced by `drRef` (its id and revision).
  * Sheddable bound: a bid may not exceed the household's baseline energy in the window, or, without
  * any history, its installed capacity x window length.
  * The rules are pure: admission.ts (named checks), settlement.ts, baseline.ts; the rows dr-book.ts.
  */
 
-import { randomBytes } from 'node:crypto';
 import {
   acceptanceSchema,
   bidSchema,
-  type DrAnnouncement,
-  type DrOutcome,
-  type DrOutcomeKind,
-  type DrOutcomeRoot,
   decodePayload,
   drEventSchema,
-  drOutcomeTree,
   MAX_BULK_PAYLOAD_BYTES,
   PendingTimers,
   PROTOCOL_VERSION,
-  signContent,
   topics,
 } from '@tre/protocol';
-import { postCredit, postReversal } from '../billing/ledger.js';
+import { drRef, postCredit, postReversal } from '../billing/ledger.js';
 import { type HandlerResult, type InboundMessage, refusal, refusalOf } from '../broker/message-router.js';
 import { verifySignedRequest } from '../broker/signed-request.js';
 import type { FlowBase } from '../flow-base.js';
@@ -48,11 +44,10 @@ import type { ReadingStore } from '../ingest/reading-store.js';
 import { acceptanceChecks, admit, bidChecks, eventChecks } from './admission.js';
 import { baselineWh, type EnergyIn, measuredWh } from './baseline.js';
 import type { DrBook } from './dr-book.js';
+import { announce, clearAnnouncement, notifyRound } from './household-notices.js';
+import { DrLifecycle } from './lifecycle-service.js';
 import { newPseudonym, shuffled } from './pseudonyms.js';
-import { settle } from './settlement.js';
-
-/** Random bytes per outcome leaf: 128 bits, so a sibling hash cannot be brute-forced. */
-const SALT_BYTES = 16;
+import { settle, settleOverridden } from './settlement.js';
 
 export interface DemandResponseOptions {
   /** Readings for the window are awaited this long after it ends before compliance (default 1 h). */
@@ -76,6 +71,8 @@ export class DemandResponseService {
   private readonly timers: PendingTimers;
   private readonly energyIn: EnergyIn;
   readonly stats = { events: 0, bids: 0, released: 0 };
+  /** Cancellation, modification, override. */
+  readonly lifecycle: DrLifecycle;
 
   constructor(
     private readonly deps: DemandResponseDeps,
@@ -83,6 +80,11 @@ export class DemandResponseService {
   ) {
     this.timers = new PendingTimers(deps.clock);
     this.energyIn = (meterId, from, to) => deps.readings.energyIn(meterId, from, to);
+    this.lifecycle = new DrLifecycle({
+      ...deps,
+      at: (t, fn) => this.at(t, fn),
+      release: (eventId) => this.release(eventId),
+    });
   }
 
   start(): void {
@@ -90,6 +92,7 @@ export class DemandResponseService {
     router.on('event', (m) => this.handleEvent(m));
     router.on('bid', (m) => this.handleBid(m));
     router.on('accept', (m) => this.handleAcceptance(m));
+    this.lifecycle.start();
     for (const e of dr.unsettled()) {
       if (e.stage === 'open') this.at(e.deadline, () => this.release(e.eventId));
       if (e.stage === 'accepted') this.at(e.windowEnd + this.grace, () => this.settle(e.eventId));
@@ -123,13 +126,7 @@ export class DemandResponseService {
     const stored = await this.deps.store.commit(() => this.deps.dr.addEvent(event));
     if (!stored) return refusal(requestId, 'REPLAYED', `event ${event.eventId} already exists`);
     this.stats.events++;
-    const announcement: DrAnnouncement = { v: PROTOCOL_VERSION, event, expiresAt: event.bidDeadline };
-    const jws = await signContent('drAnnouncement', announcement, this.deps.signingKey);
-    await this.deps.outbound.publish(
-      topics.broadcastDrEvent(event.eventId),
-      JSON.stringify({ v: PROTOCOL_VERSION, jws }),
-      { retain: true },
-    );
+    await announce(this.deps, { v: PROTOCOL_VERSION, event, expiresAt: event.bidDeadline }, true);
     this.at(Date.parse(event.bidDeadline), () => this.release(event.eventId));
     return { status: 'accepted', requestId, message: `event ${event.eventId} announced` };
   }
@@ -205,16 +202,22 @@ export class DemandResponseService {
     return same && previous.status === 'live' ? 'duplicate' : 'replayed';
   }
 
-  /** At the deadline: all live pseudo-bids in one message, in random order. */
+  /**
+   * At the deadline: all live pseudo-bids in one message, in random order. Nothing before the
+   * deadline of the event's current terms (a modification may have moved it later).
+   */
   async release(eventId: string): Promise<void> {
     const { dr, store, outbound } = this.deps;
     const event = dr.event(eventId);
-    if (event?.stage !== 'open') return;
+    if (event?.stage !== 'open' || this.deps.clock.now() < Date.parse(event.bidDeadline)) return;
     const bids = await store.commit(() => {
+      // Checked again inside the transaction: a change may have been committed meanwhile.
+      if (dr.event(eventId)?.stage !== 'open') return undefined;
       dr.setStage(eventId, 'released');
       return dr.bidsOf(eventId, 'live');
     });
-    await outbound.publish(topics.broadcastDrEvent(eventId), '', { retain: true }); // clears the retained announcement
+    if (!bids) return;
+    await clearAnnouncement(this.deps, eventId);
     const body = {
       v: PROTOCOL_VERSION,
       eventId,
@@ -255,19 +258,21 @@ export class DemandResponseService {
     if (!event) throw new Error('acceptance admitted without its event'); // the checks require it
     const chosen = new Set(accepted);
     const windowStart = Date.parse(event.windowStart);
+    const ref = drRef(eventId, event.revision);
     const recorded = await store.commit((db) => {
-      // Checked again inside the transaction: another acceptance may have been committed meanwhile.
+      // Checked again inside the transaction: another acceptance (or a change) may have been committed meanwhile.
       if (!dr.accept(eventId, jws)) return false;
       dr.markAccepted(eventId, accepted);
       for (const b of live)
-        if (chosen.has(b.pseudonym)) postCredit(db, b.meter_id, eventId, windowStart, b.quantity_wh, b.price);
+        if (chosen.has(b.pseudonym)) postCredit(db, b.meter_id, ref, windowStart, b.quantity_wh, b.price);
       return true;
     });
     if (!recorded) {
       if (dr.acceptanceOf(eventId) === jws) return { status: 'accepted', requestId, duplicate: true };
       return refusal(requestId, 'REPLAYED', 'this event was already accepted; its pseudonyms are dead');
     }
-    await this.notifyRound(
+    await notifyRound(
+      this.deps,
       eventId,
       'acceptance',
       live.map((b) => {
@@ -286,72 +291,48 @@ export class DemandResponseService {
   }
 
   /**
-   * Tells every household of a round its outcome with one TRE signature: the leaves (each with
-   * 128 fresh random bits, in random order, so neither a sibling hash nor a leaf's position says
-   * anything about another household) form a Merkle tree whose root is signed once; each household
-   * gets its own leaf, its inclusion proof and the signed root.
+   * After the window: compliance per pseudonym to the DSM, credit reversals, household outcomes.
+   * Nothing before the grace after the window of the event's current terms. An overridden bid is
+   * not delivered, whatever the readings.
    */
-  private async notifyRound(
-    eventId: string,
-    kind: DrOutcomeKind,
-    outcomes: Pick<DrOutcome, 'meterId' | 'bidId' | 'outcome' | 'creditMicroMinor'>[],
-  ): Promise<void> {
-    if (outcomes.length === 0) return;
-    const salts = randomBytes(SALT_BYTES * outcomes.length);
-    const leaves: DrOutcome[] = shuffled(outcomes).map((o, i) => ({
-      v: PROTOCOL_VERSION,
-      eventId,
-      kind,
-      ...o,
-      salt: salts.subarray(i * SALT_BYTES, (i + 1) * SALT_BYTES).toString('base64url'),
-    }));
-    const tree = drOutcomeTree(leaves);
-    const root: DrOutcomeRoot = {
-      v: PROTOCOL_VERSION,
-      eventId,
-      kind,
-      root: tree.root,
-      leafCount: tree.leafCount,
-      issuedAt: new Date(this.deps.clock.now()).toISOString(),
-    };
-    const jws = await signContent('drOutcome', root, this.deps.signingKey);
-    // What router.reply would send, with each notice's JSON text built by the tree (reusing the
-    // leaf's canonical text) instead of re-serialised: a round may have 100,000 households.
-    for (const [i, leaf] of leaves.entries())
-      await this.deps.outbound.publish(
-        topics.inbox({ role: 'meter', id: leaf.meterId }, 'dr-outcome'),
-        tree.notice(i, jws),
-      );
-  }
-
-  /** After the window: compliance per pseudonym to the DSM, credit reversals, household outcomes. */
   async settle(eventId: string): Promise<void> {
     const { dr, store, outbound } = this.deps;
     const event = dr.event(eventId);
     if (event?.stage !== 'accepted') return;
     const [start, end] = [Date.parse(event.windowStart), Date.parse(event.windowEnd)];
+    if (this.deps.clock.now() < end + this.grace) return;
     const thresholdMilli = this.options.deliveryThresholdMilli ?? 900;
+    const ref = drRef(eventId, event.revision);
     const results = await store.commit((db) => {
-      const out = dr.bidsOf(eventId, 'accepted').map((b) => {
-        const settled = settle(
-          { quantityWh: b.quantity_wh, pricePerMWh: b.price },
-          baselineWh(this.energyIn, b.meter_id, start, end),
-          measuredWh(this.energyIn, b.meter_id, start, end),
-          thresholdMilli,
-        );
-        if (settled.keepMilli < 1000) postReversal(db, b.meter_id, eventId, start, settled.reversalMicro);
+      // Checked again inside the transaction: a change may have been committed meanwhile.
+      if (dr.event(eventId)?.stage !== 'accepted') return undefined;
+      const bids = [...dr.bidsOf(eventId, 'accepted'), ...dr.bidsOf(eventId, 'overridden')];
+      const out = bids.map((b) => {
+        const bid = { quantityWh: b.quantity_wh, pricePerMWh: b.price };
+        const settled =
+          b.status === 'overridden'
+            ? settleOverridden(bid)
+            : settle(
+                bid,
+                baselineWh(this.energyIn, b.meter_id, start, end),
+                measuredWh(this.energyIn, b.meter_id, start, end),
+                thresholdMilli,
+              );
+        if (settled.keepMilli < 1000) postReversal(db, b.meter_id, ref, start, settled.reversalMicro);
         return { bid: b, delivered: settled.delivered, reversal: settled.reversalMicro };
       });
       dr.setStage(eventId, 'settled');
       return out;
     });
+    if (!results) return;
     const report = {
       v: PROTOCOL_VERSION,
       eventId,
       results: shuffled(results).map((r) => ({ pseudonym: r.bid.pseudonym, delivered: r.delivered })),
     };
     await outbound.publish(topics.compliance(event.dsmId, eventId), JSON.stringify(report));
-    await this.notifyRound(
+    await notifyRound(
+      this.deps,
       eventId,
       'settlement',
       results.map((r) => ({

@@ -2,12 +2,35 @@
  * Demand-response events and bids as the TRE keeps them (`dr_events`, `dr_bids`). The bid table is
  * the pseudonym map: only the TRE can link a pseudonym to its household, and only until the event is
  * settled (retention deletes its bids then, `forgetPseudonyms`).
+ *
+ * An event's lifecycle (lifecycle.ts): a modification replaces its terms as the next `revision`
+ * (open for bids again), a cancellation marks it `cancelled` (a stage of its own, kept in a column:
+ * the stored stage says how far it had got); each keeps the DSM's signed change as evidence, and
+ * the terms and acceptance it replaced in `history`. Bids of a changed revision are `voided`; an
+ * accepted bid the household took back is `overridden`.
  */
 import type { DrEvent } from '@tre/protocol';
 import type { Store } from '../store/store.js';
 
-export type EventStage = 'open' | 'released' | 'accepted' | 'settled';
-export type BidStatus = 'live' | 'superseded' | 'accepted' | 'rejected';
+export type EventStage = 'open' | 'released' | 'accepted' | 'settled' | 'cancelled';
+export type BidStatus = 'live' | 'superseded' | 'accepted' | 'rejected' | 'voided' | 'overridden';
+
+/** An event as stored: its current terms, stage, revision and when the DSM last changed it. */
+export type StoredEvent = DrEvent & {
+  stage: EventStage;
+  /** 0 as first raised, one more per modification. */
+  revision: number;
+  /** issuedAt (ms) of the DSM's last applied change; 0 if none. */
+  changedAt: number;
+};
+
+/** What a revision was, kept when it is changed (`history`). */
+interface Replaced {
+  revision: number;
+  body: DrEvent;
+  stage: EventStage;
+  acceptanceJws: string | null;
+}
 
 export interface BidRow {
   bid_id: string;
@@ -27,6 +50,12 @@ const SCHEMA = `CREATE TABLE dr_events (event_id TEXT PRIMARY KEY, dsm_id TEXT N
   CREATE INDEX dr_bids_event ON dr_bids (event_id, status);`;
 /** The DSM's signed acceptance (compact JWS), kept as evidence of what it accepted. */
 const ACCEPTANCE = 'ALTER TABLE dr_events ADD COLUMN acceptance_jws TEXT;';
+/** Lifecycle: the revision, cancellation, the DSM's last signed change and what it replaced. */
+const LIFECYCLE = `ALTER TABLE dr_events ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE dr_events ADD COLUMN cancelled INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE dr_events ADD COLUMN changed_at INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE dr_events ADD COLUMN change_jws TEXT;
+  ALTER TABLE dr_events ADD COLUMN history TEXT NOT NULL DEFAULT '[]';`;
 
 export class DrBook {
   private constructor(private readonly store: Store) {}
@@ -40,17 +69,109 @@ export class DrBook {
       'dr-3-bid-by-household',
       'CREATE INDEX dr_bids_event_meter ON dr_bids (event_id, meter_id, status)',
     );
+    store.migrate('dr-4-lifecycle', LIFECYCLE);
     return new DrBook(store);
   }
 
-  event(eventId: string): (DrEvent & { stage: EventStage }) | undefined {
-    const row = this.store.statement('SELECT body, stage FROM dr_events WHERE event_id = ?').get(eventId) as
-      | { body: string; stage: EventStage }
+  event(eventId: string): StoredEvent | undefined {
+    const row = this.store
+      .statement(
+        'SELECT body, stage, revision, cancelled, changed_at AS changedAt FROM dr_events WHERE event_id = ?',
+      )
+      .get(eventId) as
+      | { body: string; stage: EventStage; revision: number; cancelled: number; changedAt: number }
       | undefined;
     if (!row) return undefined;
     const body = JSON.parse(row.body) as DrEvent;
-    // Events stored before acceptBy existed may be accepted until their window starts.
-    return { ...body, acceptBy: body.acceptBy ?? body.windowStart, stage: row.stage };
+    return {
+      ...body,
+      // Events stored before acceptBy existed may be accepted until their window starts.
+      acceptBy: body.acceptBy ?? body.windowStart,
+      stage: row.cancelled ? 'cancelled' : row.stage,
+      revision: row.revision,
+      changedAt: row.changedAt,
+    };
+  }
+
+  /** The DSM's last applied signed change (cancel or modify) of an event, if any. */
+  changeOf(eventId: string): string | undefined {
+    const row = this.store.statement('SELECT change_jws FROM dr_events WHERE event_id = ?').get(eventId) as
+      | { change_jws: string | null }
+      | undefined;
+    return row?.change_jws ?? undefined;
+  }
+
+  /** The revisions an event's changes replaced, oldest first (evidence; never deleted). */
+  history(eventId: string): Replaced[] {
+    const row = this.store.statement('SELECT history FROM dr_events WHERE event_id = ?').get(eventId) as
+      | { history: string }
+      | undefined;
+    return row ? (JSON.parse(row.history) as Replaced[]) : [];
+  }
+
+  /**
+   * Applies the DSM's change to `revision` of an event: cancelled (`next` undefined), or the next
+   * revision with the terms `next`, open for bids again. The replaced revision's terms, stage and
+   * acceptance go to `history`. False if the event is no longer at that revision or is cancelled
+   * (a concurrent change). Inside a commit.
+   */
+  change(
+    eventId: string,
+    revision: number,
+    change: { issuedAt: number; jws: string; next?: DrEvent },
+  ): boolean {
+    const row = this.store
+      .statement(
+        'SELECT body, stage, acceptance_jws, history FROM dr_events WHERE event_id = ? AND revision = ? AND cancelled = 0',
+      )
+      .get(eventId, revision) as
+      | { body: string; stage: EventStage; acceptance_jws: string | null; history: string }
+      | undefined;
+    if (!row) return false;
+    const history = JSON.parse(row.history) as Replaced[];
+    history.push({
+      revision,
+      body: JSON.parse(row.body) as DrEvent,
+      stage: row.stage,
+      acceptanceJws: row.acceptance_jws,
+    });
+    const { issuedAt, jws, next } = change;
+    if (!next) {
+      this.store
+        .statement(
+          'UPDATE dr_events SET cancelled = 1, changed_at = ?, change_jws = ?, history = ? WHERE event_id = ?',
+        )
+        .run(issuedAt, jws, JSON.stringify(history), eventId);
+      return true;
+    }
+    this.store
+      .statement(
+        `UPDATE dr_events SET body = ?, deadline = ?, window_start = ?, window_end = ?, stage = 'open', revision = revision + 1,
+          acceptance_jws = NULL, changed_at = ?, change_jws = ?, history = ? WHERE event_id = ?`,
+      )
+      .run(
+        JSON.stringify(next),
+        Date.parse(next.bidDeadline),
+        Date.parse(next.windowStart),
+        Date.parse(next.windowEnd),
+        issuedAt,
+        jws,
+        JSON.stringify(history),
+        eventId,
+      );
+    return true;
+  }
+
+  /**
+   * Voids the event's bids that still count (live, accepted, overridden): their pseudonyms die.
+   * Returns how many. Inside a commit.
+   */
+  voidBids(eventId: string): number {
+    return this.store
+      .statement(
+        "UPDATE dr_bids SET status = 'voided' WHERE event_id = ? AND status IN ('live', 'accepted', 'overridden')",
+      )
+      .run(eventId).changes;
   }
 
   /** The DSM's signed acceptance of an event, if it was accepted. */
@@ -76,7 +197,7 @@ export class DrBook {
   unsettled(): { eventId: string; stage: EventStage; deadline: number; windowEnd: number }[] {
     return this.store
       .statement(
-        "SELECT event_id AS eventId, stage, deadline, window_end AS windowEnd FROM dr_events WHERE stage != 'settled'",
+        "SELECT event_id AS eventId, stage, deadline, window_end AS windowEnd FROM dr_events WHERE stage != 'settled' AND cancelled = 0",
       )
       .all() as { eventId: string; stage: EventStage; deadline: number; windowEnd: number }[];
   }
@@ -107,7 +228,7 @@ export class DrBook {
   /** Start of the earliest window of an accepted event not yet settled (its settlement still needs that window's baseline). */
   earliestUnsettledWindow(): number | undefined {
     const row = this.store
-      .statement("SELECT min(window_start) AS t FROM dr_events WHERE stage = 'accepted'")
+      .statement("SELECT min(window_start) AS t FROM dr_events WHERE stage = 'accepted' AND cancelled = 0")
       .get() as { t: number | null };
     return row.t ?? undefined;
   }
@@ -116,7 +237,7 @@ export class DrBook {
   eventsWithBids(): { eventId: string; stage: EventStage }[] {
     return this.store
       .statement(
-        'SELECT e.event_id AS eventId, e.stage FROM dr_events e WHERE EXISTS (SELECT 1 FROM dr_bids b WHERE b.event_id = e.event_id)',
+        "SELECT e.event_id AS eventId, CASE WHEN e.cancelled = 1 THEN 'cancelled' ELSE e.stage END AS stage FROM dr_events e WHERE EXISTS (SELECT 1 FROM dr_bids b WHERE b.event_id = e.event_id)",
       )
       .all() as { eventId: string; stage: EventStage }[];
   }

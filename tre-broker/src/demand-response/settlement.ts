@@ -55,3 +55,14 @@ export function settle(
   const keepMilli = delivered ? 1000 : share < MIN_KEEP_MILLI ? 0 : share;
   return { delivered, keepMilli, reversalMicro: perMilleOf(credit, 1000 - keepMilli) };
 }
+
+/**
+ * A bid whose household overrode its shed (took its loads back): not delivered, whatever the
+ * readings say, and the whole credit reversed. The event's terms carry no penalty for
+ * non-delivery, so nothing more.
+ */
+export function settleOverridden(bid: { quantityWh: number; pricePerMWh: number }): Settled {
+  const credit = bid.quantityWh * bid.pricePerMWh;
+  assertSafe('the credit quantityWh x pricePerMWh', credit, 0);
+  return { delivered: false, keepMilli: 0, reversalMicro: credit };
+}

@@ -76,6 +76,8 @@ export class MonitoringService {
     outOfBudget: 0,
     clamped: 0,
     clampedWh: 0,
+    /** Release runs that failed (each is retried at the next interval). */
+    failedRuns: 0,
   };
 
   constructor(
@@ -127,9 +129,10 @@ export class MonitoringService {
     this.timer = this.deps.clock.setTimeout(
       () => {
         this.releasing = this.releaseDue()
-          .catch((err: Error) =>
-            this.deps.log.error({ err: err.message }, 'release failed; retrying at the next interval'),
-          )
+          .catch((err: Error) => {
+            this.stats.failedRuns++;
+            this.deps.log.error({ err: err.message }, 'release failed; retrying at the next interval');
+          })
           .finally(() => {
             this.releasing = undefined;
             if (!this.stopped) this.schedule();

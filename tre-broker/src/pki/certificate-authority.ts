@@ -10,6 +10,7 @@
  *   D/clients/<role>-<id>.crt|key client certificates (clientAuth)
  *   D/index.json                 every certificate issued: role, id, serial, expiry, revocation
  *   D/crl.pem                    CRL signed by the CA, rewritten on every revocation
+ *   D/enrollment-tokens/         hashes of one-time enrollment tokens (`enrollment-tokens.ts`)
  * Keys are written 0600; nothing is overwritten without `force`.
  */
 import { randomBytes, webcrypto } from 'node:crypto';
@@ -216,6 +217,33 @@ export class CertificateAuthority {
     await writeNew(paths.treKey, await privateKeyPem(keys.privateKey), 0o600, !!opts.force);
     await writeNew(paths.treCert, certPem, 0o644, !!opts.force);
     return { key: paths.treKey, cert: paths.treCert, ca: paths.caCert };
+  }
+
+  /**
+   * The enrollment service's TLS identity (`tre pki serve-enrollment`): a key made in memory (never
+   * written) and a serverAuth certificate naming only the hosts (DNS or IP), recorded as role
+   * `enrollment`, id `est`. It names no urn:tre: identity, so it never passes for a TRE.
+   */
+  async issueEnrollmentServer(hosts: string[], v?: Validity): Promise<{ key: string; cert: string }> {
+    if (hosts.length === 0) throw new PkiError('INVALID_ARGUMENT', 'give at least one host name or address');
+    const keys = await generateKeys();
+    const names = [...new Set(hosts)].map(
+      (host): x509.JsonGeneralName => ({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host }),
+    );
+    const cert = await this.sign(
+      keys.publicKey,
+      'CN=TRE enrollment, O=TRE regulator',
+      names,
+      'server',
+      validity(v, 825),
+    );
+    await this.record({
+      role: 'enrollment',
+      id: 'est',
+      serial: cert.serialNumber,
+      notAfter: cert.notAfter.toISOString(),
+    });
+    return { key: await privateKeyPem(keys.privateKey), cert: cert.toString('pem') };
   }
 
   /** The TRE's server certificate: SAN DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, plus hosts. */

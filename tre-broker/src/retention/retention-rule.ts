@@ -89,8 +89,10 @@ export function retentionHorizon(f: RetentionFacts): number | undefined {
  * A DR event's pseudonym map (its bids: household, bid id, pseudonym) may go once the event is
  * settled: its credits were posted at acceptance and its reversals in the settlement's own
  * transaction, and compliance is built from the bids inside that transaction. Before that,
- * acceptance needs the live bids and settlement the accepted ones.
+ * acceptance needs the live bids and settlement the accepted ones. A cancelled event's map may go
+ * too: its bids were voided and its compensating lines posted in the cancellation's transaction,
+ * and its cancellation round was built from the bids read there; nothing settles it later.
  */
 export function pseudonymsMayGo(stage: EventStage): boolean {
-  return stage === 'settled';
+  return stage === 'settled' || stage === 'cancelled';
 }

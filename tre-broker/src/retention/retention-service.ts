@@ -5,7 +5,7 @@
  *  - per supplier with a calendar, its households' readings before the horizon
  *    (`ReadingStore.deleteBefore`, in batches of `batchSize` rows per transaction so a backlog
  *    never holds the store for long) and the alerts raised before it (`deleteAlertsBefore`);
- *  - per settled DR event, its bids: the pseudonym <-> household map (`DrBook.forgetPseudonyms`).
+ *  - per settled or cancelled DR event, its bids: the pseudonym <-> household map (`DrBook.forgetPseudonyms`).
  * What stays: the ledger, statements, releases, budgets, DR events (with the DSM's signed
  * acceptance). Counts are logged at debug only; nothing logged names a household, bid or event.
  */

@@ -67,6 +67,8 @@ export class Store {
   private closed = false;
   /** Number of transactions committed and writes they carried, for benchmarks. */
   readonly stats = { transactions: 0, writes: 0 };
+  /** Told of each group commit: how long its transaction took, in seconds (the TRE's metrics). */
+  onCommit: ((seconds: number) => void) | undefined;
 
   private readonly maxBatch: number;
 
@@ -173,6 +175,7 @@ export class Store {
     if (batch.length === 0) return;
     this.queue = [];
     const results: { ok: boolean; value: unknown }[] = [];
+    const started = performance.now();
     try {
       this.batchTransaction(batch, results);
     } catch (err) {
@@ -182,6 +185,7 @@ export class Store {
     }
     this.stats.transactions++;
     this.stats.writes += batch.length;
+    this.onCommit?.((performance.now() - started) / 1000);
     batch.forEach((w, i) => {
       const r = results[i]!;
       if (r.ok) w.resolve(r.value);

@@ -54,6 +54,8 @@ export async function startTreFixture(
     logDestination?: NodeJS.WritableStream;
     /** A TPM behind this TCTI; the fixture's regulator CA certifies its attestation key. */
     tpmTcti?: string;
+    /** Serve /metrics, /healthz and /readyz there (`tre.metrics.address` says the port for 0). */
+    metrics?: { host: string; port: number };
   } = {},
 ): Promise<TreFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'tre-test-'));
@@ -86,6 +88,7 @@ export async function startTreFixture(
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     monitoring: opts.monitoring,
     demandResponse: opts.demandResponse,
+    metrics: opts.metrics,
     measuredConfig,
     tpm: opts.tpmTcti
       ? {
