@@ -283,7 +283,7 @@ export function billState(bill: NonNullable<AgentStatus['runningBill']>): Record
 
 /** Where a proposal stands at `nowMs`, as the DR state names it. */
 function proposalState(p: Proposal, nowMs: number): DrState | undefined {
-  const status = p.status as string;
+  const { status } = p;
   if (status === 'overridden') return 'overridden';
   if (status === 'proposed') return 'offered';
   if (status === 'bid') return 'bid';

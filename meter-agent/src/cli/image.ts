@@ -11,37 +11,19 @@ import {
   type DeviceInput,
   loadDeviceSeed,
   loadSharedSeed,
+  type SharedInput,
   writeDeviceImages,
   writeSharedImage,
 } from '../device-image.js';
 
-interface ImageCliOptions {
+/** The command line: a device's inputs (one device, or the defaults of a batch) and the shared ones. */
+interface ImageCliOptions extends Omit<DeviceInput, 'meterId'>, Omit<SharedInput, 'firstBootScript'> {
   base: string;
-  deb: string;
   out?: string;
   outDir?: string;
   batch?: string;
   shared?: boolean;
   meter?: string;
-  agentConfig?: string;
-  policy?: string;
-  ca: string;
-  crl: string;
-  attestationPolicy: string;
-  key?: string;
-  cert?: string;
-  enrollServer?: string;
-  tokenFile?: string;
-  hostname?: string;
-  wifiSsid?: string;
-  wifiPskFile?: string;
-  wifiCountry?: string;
-  sshKey?: string;
-  sshUser: string;
-  timeZone?: string;
-  aptDir?: string;
-  aptUri?: string;
-  aptKeyring?: string;
   xz?: boolean;
   bmap?: boolean;
   imagerJson?: string;

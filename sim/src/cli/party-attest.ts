@@ -100,6 +100,27 @@ export async function connectAttested(
   return { party, key: createPrivateKey(await readFile(o.key)) };
 }
 
+/**
+ * For a command that sends something: connects and attests the TRE, then runs `send` with the
+ * connected party and closes it; an untrusted TRE gets nothing (`NOT trusted: ...`, exit code 1).
+ */
+export async function asTrustedParty(
+  o: AttestOptions,
+  send: (attested: { party: PartyClient; key: KeyObject }) => Promise<void>,
+): Promise<void> {
+  const attested = await connectAttested(o);
+  if ('verdict' in attested) {
+    console.error(`NOT trusted: ${attested.verdict.check}: ${attested.verdict.reason}; nothing sent`);
+    process.exitCode = 1;
+    return;
+  }
+  try {
+    await send(attested);
+  } finally {
+    await attested.party.close();
+  }
+}
+
 /** Connects once with the party's certificate, attests the TRE and reports the verdict. */
 async function attestOnce(o: AttestOptions): Promise<TrustVerdict> {
   const attested = await connectAttested(o);

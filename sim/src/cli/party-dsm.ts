@@ -6,7 +6,7 @@
 import type { DrTerms, Receipt } from '@tre/protocol';
 import { type Command, InvalidArgumentError } from 'commander';
 import { Dsm } from '../parties/dsm.js';
-import { type AttestOptions, connectAttested, withPartyOptions } from './party-attest.js';
+import { type AttestOptions, asTrustedParty, withPartyOptions } from './party-attest.js';
 
 interface ModifyOptions {
   windowStart?: string;
@@ -44,22 +44,14 @@ export function termsOf(o: ModifyOptions): DrTerms {
 }
 
 async function asDsm(o: AttestOptions, send: (dsm: Dsm) => Promise<Receipt>): Promise<void> {
-  const attested = await connectAttested(o);
-  if ('verdict' in attested) {
-    console.error(`NOT trusted: ${attested.verdict.check}: ${attested.verdict.reason}; nothing sent`);
-    process.exitCode = 1;
-    return;
-  }
-  try {
-    const receipt = await send(await Dsm.withKey(attested.party, o.id, attested.key));
+  await asTrustedParty(o, async ({ party, key }) => {
+    const receipt = await send(await Dsm.withKey(party, o.id, key));
     if (o.json) console.log(JSON.stringify(receipt));
     else if (receipt.status === 'accepted')
       console.log(receipt.duplicate ? 'already applied' : receipt.message);
     else console.error(`refused: ${receipt.reason}: ${receipt.message}`);
     if (receipt.status !== 'accepted') process.exitCode = 1;
-  } finally {
-    await attested.party.close();
-  }
+  });
 }
 
 export function addDsmCommands(program: Command): void {

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { HouseholdRegistry } from '@tre/tre-broker';
 import type { Command } from 'commander';
 import { registerHouseholds } from '../parties/regulator.js';
-import { type AttestOptions, connectAttested, withPartyOptions } from './party-attest.js';
+import { type AttestOptions, asTrustedParty, withPartyOptions } from './party-attest.js';
 
 export function addRegistryCommand(program: Command): void {
   withPartyOptions(
@@ -21,17 +21,9 @@ export function addRegistryCommand(program: Command): void {
     .requiredOption('--file <csv>', 'households CSV with header meterId,supplierId,dnoId,capacityW,account')
     .action(async (o: AttestOptions & { file: string }) => {
       const households = HouseholdRegistry.parseCsv(await readFile(o.file, 'utf8'), o.file);
-      const attested = await connectAttested(o);
-      if ('verdict' in attested) {
-        console.error(`NOT trusted: ${attested.verdict.check}: ${attested.verdict.reason}; nothing sent`);
-        process.exitCode = 1;
-        return;
-      }
-      try {
-        await registerHouseholds(attested.party, o.id, households, attested.key, Date.now());
+      await asTrustedParty(o, async ({ party, key }) => {
+        await registerHouseholds(party, o.id, households, key, Date.now());
         console.log(`registered ${households.length} households with ${o.tre}`);
-      } finally {
-        await attested.party.close();
-      }
+      });
     });
 }
