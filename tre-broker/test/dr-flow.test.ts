@@ -39,7 +39,7 @@ async function send(client: MqttClient, inbox: string, topic: string, body: unkn
 const bid = (m: string, body: object) =>
   send(clients[m]!, `tre/v1/meter/${m}/inbox/receipt`, topics.bid(m), {
     v: 1,
-    requestId: `r-${Math.random().toString(36).slice(2)}`,
+    requestId: `household-bid-req-${Math.random().toString(36).slice(2)}`,
     ...body,
   });
 
@@ -75,7 +75,7 @@ async function readings(m: string, from: number, n: number, wh: number) {
       topics.reading(m),
       JSON.stringify({
         v: 1,
-        requestId: `h-${from + i * Q}`,
+        requestId: `household-reading-req-${from + i * Q}`,
         intervalStart: new Date(from + i * Q).toISOString(),
         intervalMinutes: 15,
         energyWh: wh,
@@ -269,7 +269,7 @@ describe('demand-response round', () => {
 
   it('the DSM never received a household identifier, and one message per stage', () => {
     const all = [...dsmGot.map((m) => `${m.topic} ${m.payload}`), ...dsmInbox].join('\n');
-    for (const secret of [...meters, ...meters.map((m) => `acc-${m}`), ...bidIds, 'h-', 'r-'])
+    for (const secret of [...meters, ...meters.map((m) => `acc-${m}`), ...bidIds, 'household-bid-req-', 'household-reading-req-'])
       expect(all).not.toContain(secret);
     expect(dsmGot.map((m) => m.topic)).toEqual([
       'tre/v1/dsm/x1/bids/evt-1',
