@@ -13,11 +13,12 @@ purpose="${1:-test}"
 # a C++ toolchain because better-sqlite3-multiple-ciphers (the encrypted store) compiles from source when no prebuilt binary can be fetched.
 packages=(libtss2-dev swtpm swtpm-tools tpm2-tools build-essential python3)
 case "$purpose" in
-  demo) ;;
+  # nats-server: the shards' engine (tre cluster, npm run demo -- --shards N, the cluster tests).
+  demo) packages+=(nats-server) ;;
   # mtools dosfstools fdisk e2fsprogs xz-utils cloud-init bmap-tools: meter-agent's image tests
   # (a Pi OS layout built without root, cloud-init schema on the user-data, bmaptool create).
-  test) packages+=(mosquitto mosquitto-clients chromium file prometheus reprepro gnupg mtools dosfstools fdisk e2fsprogs xz-utils cloud-init bmap-tools) ;;
-  bench) packages+=(mosquitto mosquitto-clients) ;;
+  test) packages+=(nats-server mosquitto mosquitto-clients chromium file prometheus reprepro gnupg mtools dosfstools fdisk e2fsprogs xz-utils cloud-init bmap-tools) ;;
+  bench) packages+=(nats-server mosquitto mosquitto-clients) ;;
   arm64) packages+=(reprepro gnupg mmdebstrap qemu-user-static binfmt-support arch-test) ;;
   *) echo "setup.sh: unknown purpose '$purpose' (use demo, test, bench or arm64)" >&2; exit 2 ;;
 esac

@@ -124,6 +124,7 @@ export {
   type TariffRules,
   tariffRulesSchema,
 } from './regulator.js';
+export { checkShard, senderOf, shardPermissions, shardSubjects } from './shard-subjects.js';
 export { SignatureError, type SignedType, signContent, verifyContent } from './signed-content.js';
 export {
   allowedSubscriptions,
@@ -134,6 +135,7 @@ export {
   type ParsedTopic,
   type PartyFamily,
   parseTopic,
+  partyTopic,
   topics,
 } from './topics.js';
 export { makeCredential } from './tpm-credential.js';

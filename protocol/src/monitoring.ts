@@ -61,5 +61,10 @@ export const householdSchema = z.strictObject({
   /** Installed capacity in W: the bound for the readings' sanity check and DP clamping. */
   capacityW: z.number().int().min(1).max(1_000_000),
   account: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
+  /** The TRE shard the household lives in (a cluster of TREs, issue 21); absent for a single TRE. */
+  shard: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "a shard: a TRE id without '.'")
+    .optional(),
 });
 export type Household = z.infer<typeof householdSchema>;

@@ -106,6 +106,11 @@ function party(owner: Identity, family: PartyFamily, param?: string): string {
   return `${base}/${checkId(param)}`;
 }
 
+/** The topic string of a parsed party topic (`parseTopic`'s inverse). */
+export function partyTopic(parsed: Extract<ParsedTopic, { scope: 'party' }>): string {
+  return party(parsed.owner, parsed.family, parsed.param);
+}
+
 /** Subscription filter for every parameter of one of a party's families (`.../<family>/+`). */
 function partyFilter(owner: Identity, family: PartyFamily): string {
   const spec = familySpec(family);

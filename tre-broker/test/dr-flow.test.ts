@@ -269,7 +269,13 @@ describe('demand-response round', () => {
 
   it('the DSM never received a household identifier, and one message per stage', () => {
     const all = [...dsmGot.map((m) => `${m.topic} ${m.payload}`), ...dsmInbox].join('\n');
-    for (const secret of [...meters, ...meters.map((m) => `acc-${m}`), ...bidIds, 'household-bid-req-', 'household-reading-req-'])
+    for (const secret of [
+      ...meters,
+      ...meters.map((m) => `acc-${m}`),
+      ...bidIds,
+      'household-bid-req-',
+      'household-reading-req-',
+    ])
       expect(all).not.toContain(secret);
     expect(dsmGot.map((m) => m.topic)).toEqual([
       'tre/v1/dsm/x1/bids/evt-1',

@@ -32,6 +32,11 @@ export interface InboundMessage {
   from: PeerIdentity;
   topic: Extract<ParsedTopic, { scope: 'party' }>;
   payload: Buffer;
+  /**
+   * The shard the sender is connected to, when another shard replicated the message here
+   * (cluster/provider-replication.ts); undefined when the sender is connected to this TRE.
+   */
+  via?: string;
 }
 
 /** What a handler answers: a receipt (without envelope fields), or nothing when it replies itself. */
@@ -67,8 +72,12 @@ export interface Outbound {
   publish(topic: string, payload: string | Buffer, opts?: { retain?: boolean }): Promise<void>;
 }
 
+/** Passes an accepted message on to the other shards of a cluster (cluster/provider-replication.ts). */
+export type Replicator = (msg: InboundMessage) => Promise<void>;
+
 export class MessageRouter {
   private readonly handlers = new Map<PartyFamily, { handler: MessageHandler; opts: HandlerOptions }>();
+  private replicator: Replicator | undefined;
   /** Messages being handled right now (the simulator waits for 0). */
   inFlight = 0;
   /** Refusal receipts sent, by reason (the TRE's metrics). */
@@ -78,6 +87,15 @@ export class MessageRouter {
     private readonly outbound: Outbound,
     private readonly log: Logger,
   ) {}
+
+  /**
+   * In a cluster: every message this TRE's handler accepted from a party connected here is given to
+   * `replicate` before its receipt (and PUBACK) go out. When it fails the sender gets no PUBACK and
+   * resends (a duplicate here, passed on again). Replicated messages (`via` set) get no receipt.
+   */
+  replicateWith(replicate: Replicator): void {
+    this.replicator = replicate;
+  }
 
   on(family: PartyFamily, handler: MessageHandler, opts: HandlerOptions = {}): void {
     if (this.handlers.has(family)) throw new Error(`a handler for ${family} is already registered`);
@@ -114,6 +132,30 @@ export class MessageRouter {
       }
     }
     if (!result) return result;
+    if (msg.via !== undefined) {
+      // Replicated from the shard the sender is connected to: that shard sent the receipt.
+      if (result.status === 'refused')
+        this.log.warn(
+          { family: msg.topic.family, reason: result.reason, via: msg.via },
+          'replicated request refused here',
+        );
+      return result;
+    }
+    if (result.status === 'accepted' && this.replicator) {
+      try {
+        await this.replicator(msg);
+      } catch (err) {
+        this.log.error(
+          { err: (err as Error).message, family: msg.topic.family },
+          'not passed to the other shards',
+        );
+        result = refusal(
+          result.requestId,
+          'STORAGE_UNAVAILABLE',
+          'accepted here but not yet passed to every shard of the cluster; resend (the resend is a duplicate here)',
+        );
+      }
+    }
     if (result.status === 'accepted' && entry?.opts.acceptedByPuback) return result;
     if (result.status === 'refused') {
       this.refusals.set(result.reason, (this.refusals.get(result.reason) ?? 0) + 1);

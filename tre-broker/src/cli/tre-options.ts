@@ -19,6 +19,7 @@ export interface TreFlags {
   clockEpoch?: number;
   bootPcrs?: number[];
   metrics?: boolean;
+  cluster?: boolean;
 }
 
 export interface TreSettings {
@@ -29,6 +30,8 @@ export interface TreSettings {
   bootPcrs: number[];
   /** Whether /metrics, /healthz and /readyz are served (where: `tre start --metrics-listen`). */
   metrics: boolean;
+  /** Whether this TRE is one shard of a cluster (where and with whom: `tre start --shard --nats --shards`). */
+  cluster: boolean;
 }
 
 export function withTreOptions(command: Command): Command {
@@ -73,6 +76,10 @@ export function withTreOptions(command: Command): Command {
     .option(
       '--metrics',
       'serve Prometheus /metrics, /healthz and /readyz (tre start --metrics-listen says where); measured, so the whitelist says whether a TRE may',
+    )
+    .option(
+      '--cluster',
+      "run as one shard of a cluster of TREs: exchange sealed partial sums, bid batches and the providers' messages with the other attested shards over NATS (tre start --shard, --nats, --shards say where); measured, so the whitelist says whether a TRE may",
     );
 }
 
@@ -97,13 +104,16 @@ export function treSettingsFrom(o: TreFlags): TreSettings {
     clockEpoch: o.clockEpoch,
     bootPcrs: bootPcrsOf(o.bootPcrs),
     metrics: o.metrics === true,
+    cluster: o.cluster === true,
   };
 }
 
 /**
  * What the TRE measures as its configuration (the regulator's whitelist is made from the same):
  * everything but where it listens and where its files are. Served metrics are measured (their
- * totals leave the TRE unsigned); a TRE without them measures as before.
+ * totals leave the TRE unsigned), and so is being a shard (its households' partial sums and bids
+ * leave it, sealed to attested shards); a TRE without either measures as before. Which shard, which
+ * NATS servers and which peers are not measured: the peers are attested themselves.
  */
 export const measuredConfigOf = (s: TreSettings): Record<string, unknown> => ({
   monitoring: s.monitoring,
@@ -112,4 +122,5 @@ export const measuredConfigOf = (s: TreSettings): Record<string, unknown> => ({
   clockEpoch: s.clockEpoch,
   bootPcrs: s.bootPcrs,
   ...(s.metrics ? { metrics: true } : {}),
+  ...(s.cluster ? { cluster: true } : {}),
 });

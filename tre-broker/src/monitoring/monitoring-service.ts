@@ -12,6 +12,11 @@
  * excluded, missing, budget-exhausted or clamped households never leave the TRE (they are kept as
  * totals in `stats`). Each (group, interval) is released at most once, recorded durably, so a
  * restart never releases twice.
+ *
+ * In a cluster of shards (issue 21) a group whose members live in several shards is released by
+ * its owner, the first of those shards by name: every member shard charges its own households and
+ * sends its exact partial (sealed, `monitoring.partial`); the owner adds one noise sample to the
+ * sum (group-partials.ts). The DNO gets the same single message as from one TRE.
  */
 import {
   type Aggregate,
@@ -22,12 +27,14 @@ import {
   type TimerHandle,
   topics,
 } from '@tre/protocol';
+import { z } from 'zod';
 import { type HandlerResult, type InboundMessage, refusalOf } from '../broker/message-router.js';
 import type { FlowBase } from '../flow-base.js';
 import type { ReadingStore } from '../ingest/reading-store.js';
 import { aggregate, contributions, intervalBoundWh } from './aggregate.js';
 import type { RandomSource } from './discrete-laplace.js';
 import type { Group, GroupBook } from './group-book.js';
+import { combinePartials, GroupPartials, type Partial } from './group-partials.js';
 import { checkGroups, DEFAULT_MIN_GROUP_SIZE } from './group-rules.js';
 import { type PrivacyBudget, utcDay } from './privacy-budget.js';
 
@@ -43,10 +50,22 @@ export interface MonitoringOptions {
   releaseMinutes?: 15 | 30;
   releaseDelayMs?: number;
   random?: RandomSource;
+  /** How long a group's owner shard waits for the other member shards' partials (default 2 min). */
+  shardGraceMs?: number;
 }
 
+const PARTIAL = 'monitoring.partial';
+
+const partialSchema = z.strictObject({
+  dnoId: z.string(),
+  groupId: z.string(),
+  intervalStart: z.number().int(),
+  totalWh: z.number().int().min(0),
+  deltaWh: z.number().int().min(1),
+});
+
 export interface MonitoringDeps
-  extends Pick<FlowBase, 'store' | 'registry' | 'router' | 'outbound' | 'clock' | 'log'> {
+  extends Pick<FlowBase, 'store' | 'registry' | 'router' | 'outbound' | 'clock' | 'log' | 'cluster'> {
   groups: GroupBook;
   budget: PrivacyBudget;
   readings: ReadingStore;
@@ -64,6 +83,8 @@ export class MonitoringService {
   private releasing: Promise<void> | undefined;
   private stopped = false;
   private lastReleased = 0;
+  /** The owner shard's partials of groups spanning shards, until complete. */
+  private readonly partials: GroupPartials;
   /**
    * Totals over all releases (operator statistics; never sent to a DNO). `clamped` contributions
    * were above the bound; `clampedWh` is what clamping cut off (the bias of the released totals).
@@ -78,6 +99,8 @@ export class MonitoringService {
     clampedWh: 0,
     /** Release runs that failed (each is retried at the next interval). */
     failedRuns: 0,
+    /** Member shards whose partial came after the owner's grace (their households counted missing). */
+    lateShards: 0,
   };
 
   constructor(
@@ -88,6 +111,7 @@ export class MonitoringService {
     this.epsilon = options.epsilon ?? [1, 1];
     this.releaseMs = (options.releaseMinutes ?? 30) * 60_000;
     this.delayMs = options.releaseDelayMs ?? 5 * 60_000;
+    this.partials = new GroupPartials(deps.clock, options.shardGraceMs ?? 2 * 60_000);
   }
 
   start(): void {
@@ -95,6 +119,7 @@ export class MonitoringService {
     this.lastReleased =
       Math.floor((this.deps.clock.now() - this.delayMs - this.releaseMs) / this.releaseMs) * this.releaseMs;
     this.deps.router.on('groups', (msg) => this.handleGroups(msg));
+    this.deps.cluster?.on(PARTIAL, (from, body) => this.receivePartial(from, body));
     this.schedule();
   }
 
@@ -153,22 +178,72 @@ export class MonitoringService {
       const boundWh = intervalBoundWh(this.deps.contributionBoundWh(), this.releaseMs / 60_000);
       for (const group of this.groups()) await this.release(group, start, boundWh);
       this.lastReleased = start;
+      this.partials.prune(4 * this.releaseMs);
     }
   }
 
+  /**
+   * Releases one group's interval: alone when every member lives here, as the owner or a member of
+   * a group spanning shards otherwise, not at all when no member lives here.
+   */
   private async release(group: Group, start: number, boundWh: number): Promise<void> {
+    const { cluster } = this.deps;
+    const shards =
+      cluster && [...new Set(group.meters.map((m) => cluster.shardOf(m) ?? cluster.shard))].sort();
+    const spread = cluster && shards && !(shards.length === 1 && shards[0] === cluster.shard);
+    const local = spread ? group.meters.filter((m) => cluster.shardOf(m) === cluster.shard) : group.meters;
+    if (local.length === 0) return;
+    const partial = await this.charge(group, local, start, boundWh, spread ? 'partial' : 'released');
+    if (!partial) return;
+    if (!spread) return this.publish(group, start, partial);
+    const owner = shards[0]!;
+    if (owner !== cluster.shard) {
+      await cluster.send(owner, PARTIAL, {
+        dnoId: group.dnoId,
+        groupId: group.groupId,
+        intervalStart: start,
+        ...partial,
+      });
+      return;
+    }
+    this.partials.own(partialKey(group.dnoId, group.groupId, start), owner, partial, shards, (got, late) => {
+      if (late.length > 0) {
+        this.stats.lateShards += late.length;
+        this.deps.log.warn(
+          { groupId: group.groupId, late },
+          'member shards late: released without their partials',
+        );
+      }
+      this.publish(group, start, combinePartials([...got.values()])).catch((err: Error) => {
+        this.stats.failedRuns++;
+        this.deps.log.error({ err: err.message }, 'release of a group spanning shards failed');
+      });
+    });
+  }
+
+  /**
+   * Charges the budgets of the given members' contributions to one interval and records the
+   * group's interval as done here, in one commit; undefined when it was done before.
+   */
+  private charge(
+    group: Group,
+    meters: readonly string[],
+    start: number,
+    boundWh: number,
+    outcome: 'released' | 'partial',
+  ): Promise<Partial | undefined> {
     const { store, groups, budget, readings, registry } = this.deps;
     const minutes = this.releaseMs / 60_000;
     const [p, q] = this.epsilon;
-    const message = await store.commit((): Aggregate | undefined => {
+    return store.commit((): Partial | undefined => {
       if (groups.released(group, start)) return undefined;
-      const members = group.meters.map((meterId) => ({
+      const members = meters.map((meterId) => ({
         meterId,
         capacityWh: Math.floor(((registry.get(meterId)?.capacityW ?? 0) * minutes) / 60),
       }));
       const counted = contributions(
         members,
-        readings.windowOf(group.meters, start, start + this.releaseMs),
+        readings.windowOf(meters, start, start + this.releaseMs),
         minutes,
         boundWh,
       );
@@ -180,9 +255,7 @@ export class MonitoringService {
         ),
       );
       const used = counted.included.filter((c) => charged.has(c.meterId));
-      const totalWh = used.reduce((sum, c) => sum + c.wh, 0);
-      const noised = aggregate(totalWh, counted.deltaWh, this.epsilon, this.options.random);
-      groups.recordRelease(group, start, 'released');
+      groups.recordRelease(group, start, outcome);
       this.stats.contributions += charged.size;
       this.stats.excluded += counted.excluded;
       this.stats.missing += counted.missing;
@@ -192,20 +265,42 @@ export class MonitoringService {
           this.stats.clamped++;
           this.stats.clampedWh += c.clippedWh;
         }
-      return {
-        v: PROTOCOL_VERSION,
-        groupId: group.groupId,
-        intervalStart: new Date(start).toISOString(),
-        intervalMinutes: minutes as 15 | 30,
-        noisyTotalWh: noised.noisyTotalWh,
-        epsilon: `${p}/${q}`,
-        noiseScaleWh: noised.noiseScaleWh,
-        bound95Wh: noised.bound95Wh,
-      };
+      return { totalWh: used.reduce((sum, c) => sum + c.wh, 0), deltaWh: counted.deltaWh };
     });
-    if (!message) return;
+  }
+
+  /** Adds one noise sample to the exact total and publishes it to the DNO. */
+  private async publish(group: Group, start: number, exact: Partial): Promise<void> {
+    const [p, q] = this.epsilon;
+    const noised = aggregate(exact.totalWh, exact.deltaWh, this.epsilon, this.options.random);
+    const message: Aggregate = {
+      v: PROTOCOL_VERSION,
+      groupId: group.groupId,
+      intervalStart: new Date(start).toISOString(),
+      intervalMinutes: (this.releaseMs / 60_000) as 15 | 30,
+      noisyTotalWh: noised.noisyTotalWh,
+      epsilon: `${p}/${q}`,
+      noiseScaleWh: noised.noiseScaleWh,
+      bound95Wh: noised.bound95Wh,
+    };
     this.stats.released++;
     await this.deps.outbound.publish(topics.aggregate(group.dnoId, group.groupId), JSON.stringify(message));
+  }
+
+  /** Another member shard's partial of a group this shard owns. */
+  private async receivePartial(from: string, body: unknown): Promise<void> {
+    const partial = partialSchema.parse(body);
+    const group = this.groups(partial.dnoId).find((g) => g.groupId === partial.groupId);
+    const cluster = this.deps.cluster!;
+    if (!group?.meters.some((m) => cluster.shardOf(m) === from)) {
+      this.deps.log.warn({ from }, 'partial for a group without members in its shard refused');
+      return;
+    }
+    const { totalWh, deltaWh } = partial;
+    this.partials.add(partialKey(group.dnoId, group.groupId, partial.intervalStart), from, {
+      totalWh,
+      deltaWh,
+    });
   }
 
   /** Fractions of today's budget spent by the given households (dashboard). */
@@ -218,5 +313,8 @@ export class MonitoringService {
     this.stopped = true;
     if (this.timer) this.deps.clock.clearTimeout(this.timer);
     await this.releasing;
+    this.partials.clear();
   }
 }
+
+const partialKey = (dnoId: string, groupId: string, start: number) => `${dnoId}/${groupId}/${start}`;

@@ -7,6 +7,12 @@
  * registry (`upsert`, a registry update) and, checked once per event-loop tick with SQLite's
  * `data_version`, whenever another connection (the CLI) committed to the store, so changes made by
  * the CLI apply from the next tick.
+ *
+ * In a cluster of shards (issue 21) each household names its shard: a shard keeps in `households`
+ * only its own (they alone may connect; their accounts are stored nowhere else), and in
+ * `household_shards` where every household of the cluster lives, with its DNO, so DNO groups are
+ * checked across shards and each flow knows which shard holds a member (`shardOf`). An update
+ * moving a household to another shard deletes it here; one without a shard is refused.
  */
 import { type Household, householdSchema, MAX_BULK_PAYLOAD_BYTES, registryUpdateSchema } from '@tre/protocol';
 import { hasSealedSecrets } from '../attestation/sealed-secrets.js';
@@ -32,6 +38,8 @@ export class RegistryError extends Error {
 }
 
 const CSV_COLUMNS = ['meterId', 'supplierId', 'dnoId', 'capacityW', 'account'] as const;
+/** The optional last column of the CSV: the household's shard in a cluster. */
+const CSV_SHARD = 'shard';
 
 /** Households kept by the lookup cache at most. */
 export const REGISTRY_CACHE_SIZE = 50_000;
@@ -46,6 +54,8 @@ export class HouseholdRegistry {
   constructor(
     private readonly store: Store,
     private readonly cacheSize = REGISTRY_CACHE_SIZE,
+    /** This TRE's shard in a cluster; undefined for a single TRE. */
+    readonly shard?: string,
   ) {
     store.migrate(
       'registry-1',
@@ -62,6 +72,15 @@ export class HouseholdRegistry {
     store.migrate(
       'registry-2',
       'CREATE TABLE registry_updates (id INTEGER PRIMARY KEY CHECK (id = 1), issued_at TEXT NOT NULL);',
+    );
+    store.migrate(
+      'registry-3',
+      `CREATE TABLE household_shards (
+         meter_id TEXT PRIMARY KEY,
+         dno_id TEXT NOT NULL,
+         shard TEXT NOT NULL
+       );
+       CREATE INDEX household_shards_dno ON household_shards (dno_id);`,
     );
   }
 
@@ -91,6 +110,8 @@ export class HouseholdRegistry {
     );
     if (!signed.ok) return signed.refusal;
     const { households, issuedAt } = signed.content;
+    const unplaced = this.unplaced(households);
+    if (unplaced) return refusal(signed.requestId, 'MALFORMED', unplaced);
     const outcome = await this.store.commit((db) => {
       const last = db.prepare('SELECT issued_at FROM registry_updates WHERE id = 1').get() as
         | { issued_at: string }
@@ -99,7 +120,7 @@ export class HouseholdRegistry {
       db.prepare(
         'INSERT INTO registry_updates (id, issued_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET issued_at = excluded.issued_at',
       ).run(issuedAt);
-      return { registered: upsertAll(db, households) };
+      return { registered: upsertAll(db, households, this.shard) };
     });
     if ('stale' in outcome)
       return refusal(
@@ -163,12 +184,39 @@ export class HouseholdRegistry {
     );
   }
 
-  /** Meters registered with a DNO (the only meters it may group). */
+  /** Meters registered with a DNO (the only meters it may group), in every shard of a cluster. */
   metersOfDno(dnoId: string): Set<string> {
-    const rows = this.store.db.prepare('SELECT meter_id FROM households WHERE dno_id = ?').all(dnoId) as {
+    const table = this.shard === undefined ? 'households' : 'household_shards';
+    const rows = this.store.db.prepare(`SELECT meter_id FROM ${table} WHERE dno_id = ?`).all(dnoId) as {
       meter_id: string;
     }[];
     return new Set(rows.map((r) => r.meter_id));
+  }
+
+  /** The shard a household of the cluster lives in (undefined for a single TRE or an unknown meter). */
+  shardOf(meterId: string): string | undefined {
+    return this.store
+      .statement('SELECT shard FROM household_shards WHERE meter_id = ?')
+      .pluck()
+      .get(meterId) as string | undefined;
+  }
+
+  /** Every shard holding a registered household, sorted. */
+  shardsWithHouseholds(): string[] {
+    return this.store
+      .statement('SELECT DISTINCT shard FROM household_shards ORDER BY shard')
+      .pluck()
+      .all() as string[];
+  }
+
+  /** Why these households cannot be registered in this TRE's cluster, if they cannot. */
+  private unplaced(households: readonly Household[]): string | undefined {
+    if (this.shard === undefined) return undefined;
+    const without = households.find((h) => h.shard === undefined);
+    return (
+      without &&
+      `household ${without.meterId} names no shard: in a cluster of TREs every household lives in one (give each a shard)`
+    );
   }
 
   metersOfSupplier(supplierId: string): Household[] {
@@ -194,15 +242,22 @@ export class HouseholdRegistry {
           `household ${JSON.stringify(h.meterId)}: ${parsed.error.issues[0]?.message}`,
         );
     }
-    return this.store.commit((db) => upsertAll(db, households)).finally(() => this.invalidate());
+    const unplaced = this.unplaced(households);
+    if (unplaced) throw new RegistryError('INVALID_HOUSEHOLD', unplaced);
+    return this.store.commit((db) => upsertAll(db, households, this.shard)).finally(() => this.invalidate());
   }
 
-  /** Parses `meterId,supplierId,dnoId,capacityW,account` CSV (with that header line). */
+  /** Parses `meterId,supplierId,dnoId,capacityW,account[,shard]` CSV (with that header line). */
   static parseCsv(text: string, file = 'households.csv'): Household[] {
     const lines = text.split(/\r?\n/);
     const header = lines[0]?.split(',').map((s) => s.trim());
-    if (!header || CSV_COLUMNS.some((c, i) => header[i] !== c) || header.length !== CSV_COLUMNS.length) {
-      throw new RegistryError('CSV_INVALID', `${file}:1: the header must be ${CSV_COLUMNS.join(',')}`);
+    const withShard = header?.length === CSV_COLUMNS.length + 1 && header.at(-1) === CSV_SHARD;
+    const columns = CSV_COLUMNS.length + (withShard ? 1 : 0);
+    if (!header || CSV_COLUMNS.some((c, i) => header[i] !== c) || header.length !== columns) {
+      throw new RegistryError(
+        'CSV_INVALID',
+        `${file}:1: the header must be ${CSV_COLUMNS.join(',')} (and ,${CSV_SHARD} for a cluster of TREs)`,
+      );
     }
     const out: Household[] = [];
     lines.slice(1).forEach((line, i) => {
@@ -214,11 +269,12 @@ export class HouseholdRegistry {
         dnoId: cells[2],
         capacityW: /^\d+$/.test(cells[3] ?? '') ? Number(cells[3]) : cells[3],
         account: cells[4],
+        ...(withShard && { shard: cells[5] }),
       };
       const parsed = householdSchema.safeParse(candidate);
-      if (cells.length !== CSV_COLUMNS.length || !parsed.success) {
+      if (cells.length !== columns || !parsed.success) {
         const issue = parsed.success
-          ? `expected ${CSV_COLUMNS.length} columns`
+          ? `expected ${columns} columns`
           : `${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`;
         throw new RegistryError('CSV_INVALID', `${file}:${i + 2}: ${issue}`);
       }
@@ -228,13 +284,24 @@ export class HouseholdRegistry {
   }
 }
 
-function upsertAll(db: Db, households: Household[]): number {
+/** Stores households: in `households` those living here (all of them for a single TRE, `shard` undefined). */
+function upsertAll(db: Db, households: Household[], shard: string | undefined): number {
   const stmt = db.prepare(
     `INSERT INTO households (meter_id, supplier_id, dno_id, capacity_w, account) VALUES (?, ?, ?, ?, ?)
      ON CONFLICT (meter_id) DO UPDATE SET supplier_id = excluded.supplier_id, dno_id = excluded.dno_id,
        capacity_w = excluded.capacity_w, account = excluded.account`,
   );
-  for (const h of households) stmt.run(h.meterId, h.supplierId, h.dnoId, h.capacityW, h.account);
+  const placed = db.prepare(
+    `INSERT INTO household_shards (meter_id, dno_id, shard) VALUES (?, ?, ?)
+     ON CONFLICT (meter_id) DO UPDATE SET dno_id = excluded.dno_id, shard = excluded.shard`,
+  );
+  const movedAway = db.prepare('DELETE FROM households WHERE meter_id = ?');
+  for (const h of households) {
+    if (h.shard !== undefined) placed.run(h.meterId, h.dnoId, h.shard);
+    if (shard === undefined || h.shard === shard)
+      stmt.run(h.meterId, h.supplierId, h.dnoId, h.capacityW, h.account);
+    else movedAway.run(h.meterId);
+  }
   return households.length;
 }
 

@@ -14,6 +14,8 @@ import {
   wireFlows,
 } from '@tre/tre-broker';
 import { developmentDataKey } from '../../src/attestation/tre-enrollment.js';
+import { relayedOutbound, relayProviders } from '../../src/cluster/provider-relay.js';
+import type { ShardCluster } from '../../src/cluster/shard-cluster.js';
 import { Store } from '../../src/store/store.js';
 
 export interface Published {
@@ -41,27 +43,42 @@ export async function developmentStore(dataDir: string): Promise<Store> {
  * `durable`: a real SQLite file in a temp dir, encrypted under `testDataKey()`; otherwise in memory
  * (fast, for property tests).
  */
-export function flowContext(startMs: number, opts: { durable?: boolean } = {}) {
+export function flowContext(
+  startMs: number,
+  opts: {
+    durable?: boolean;
+    /** One shard of a cluster (support/memory-cluster.ts), made over this context's registry. */
+    cluster?: (registry: HouseholdRegistry) => ShardCluster;
+    /** This shard's name (with `cluster`). */
+    shard?: string;
+    clock?: ManualClock;
+  } = {},
+) {
   const dir = mkdtempSync(join(tmpdir(), 'tre-flow-'));
   const store = opts.durable ? Store.openIn(dir, { dataKey: testDataKey() }) : new Store(':memory:');
   const published: Published[] = [];
-  const outbound = {
+  const local = {
     async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}) {
       published.push({ topic, payload: payload.toString(), retain: !!opts.retain, at: ctx.clock.now() });
     },
   };
+  const registry = new HouseholdRegistry(store, undefined, opts.shard);
+  const cluster = opts.cluster?.(registry);
+  const outbound = cluster ? relayedOutbound(local, cluster) : local;
   const log = createLogger({ level: 'silent' });
   const router = new MessageRouter(outbound, log);
   const tre = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const ctx: FlowBase = {
     store,
-    registry: new HouseholdRegistry(store),
+    registry,
     router,
     outbound,
-    clock: new ManualClock(startMs),
+    clock: opts.clock ?? new ManualClock(startMs),
     log,
     signingKey: tre.privateKey,
+    cluster,
   };
+  if (cluster) relayProviders({ cluster, router, local, log });
   return {
     ctx,
     /** Every flow wired to this context and started, as in a running TRE. */

@@ -1,0 +1,31 @@
+/**
+ * What a flow sees of the other shards (issue 21): its own shard's name, where a household lives
+ * (the regulator's registry), and sealed messages to and from other attested shards. NATS carries
+ * them; it sees subjects, sizes and ciphertext only (shard-link.ts seals each to the receiving
+ * shard's attested key and signs it with the sender's TLS key).
+ *
+ * A flow without a cluster (a single TRE) gets `undefined` and behaves as before.
+ */
+
+/** A message kind between shards, e.g. `monitoring.partial`, `dr.batch` (one handler per kind). */
+export type ShardMessageKind = `${string}.${string}`;
+
+export type ShardMessageHandler = (from: string, body: unknown) => Promise<void>;
+
+export interface ShardCluster {
+  /** This shard's name (its TRE certificate's `urn:tre:tre:<shard>`). */
+  readonly shard: string;
+  /** Every shard of the cluster (the deployment's roster, `tre start --shards`), sorted, this one included. */
+  readonly shards: readonly string[];
+  /** The shard a registered household lives in (the registry's assignment), if registered. */
+  shardOf(meterId: string): string | undefined;
+  /** Every shard holding at least one registered household, sorted (this one only if it holds one). */
+  shardsWithHouseholds(): string[];
+  /**
+   * Sends a sealed message to another shard; resolves once NATS took it (not once it was handled).
+   * Sending to this shard's own name runs its handler in process.
+   */
+  send(to: string, kind: ShardMessageKind, body: unknown): Promise<void>;
+  /** Registers the handler of a kind (one per kind); `from` is the sending shard, authenticated. */
+  on(kind: ShardMessageKind, handler: ShardMessageHandler): void;
+}

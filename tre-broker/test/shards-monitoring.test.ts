@@ -1,0 +1,213 @@
+/**
+ * Three shards in one process, joined in memory (support/memory-cluster.ts): the regulator's
+ * registry sent to one shard places each household in exactly one; a DNO connected to another
+ * shard defines a group spanning two shards and gets one release with one noise sample, its
+ * budgets charged where the households live; a late member shard is left out, never waited for
+ * twice; what crossed between shards for a release is a partial sum, no household in it.
+ */
+import { ManualClock, signContent, topics } from '@tre/protocol';
+import type { Flows } from '@tre/tre-broker';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { aggregate } from '../src/monitoring/aggregate.js';
+import type { RandomSource } from '../src/monitoring/discrete-laplace.js';
+import { flowContext } from './support/flow-context.js';
+import { memoryCluster } from './support/memory-cluster.js';
+import { seededRandom } from './support/seeded-random.js';
+
+const T0 = Date.UTC(2026, 2, 2, 12, 0); // interval [12:00, 12:30)
+const Q = 15 * 60_000;
+const SHARDS = ['s1', 's2', 's3'] as const;
+const clock = new ManualClock(T0);
+const mc = memoryCluster(SHARDS);
+/** 12 households per shard: h0 in s1, h1 in s2, h2 in s3, ... */
+const households = Array.from({ length: 36 }, (_, i) => ({
+  meterId: `h${i}`,
+  supplierId: 'sup1',
+  dnoId: 'd1',
+  capacityW: 8_000,
+  account: `acc-h${i}`,
+  shard: SHARDS[i % 3]!,
+}));
+const inShard = (s: string) => households.filter((h) => h.shard === s).map((h) => h.meterId);
+const noNoise: RandomSource = {
+  uniformInt() {
+    throw new Error('only the owner shard draws noise');
+  },
+};
+
+type Shard = { f: ReturnType<typeof flowContext>; flows: Flows };
+const shards = new Map<string, Shard>();
+const at = (s: string) => shards.get(s)!;
+
+beforeAll(async () => {
+  for (const s of SHARDS) {
+    const f = flowContext(T0, { cluster: mc.shard(s), shard: s, clock, durable: true });
+    f.ctx.registry.serve(f.ctx.router); // as tre.ts does
+    const flows = f.flows({
+      monitoring: {
+        minGroupSize: 10,
+        releaseMinutes: 30,
+        releaseDelayMs: 5 * 60_000,
+        shardGraceMs: 60_000,
+        // s1 owns the group spanning shards (the first member shard by name), s3 its own group; s2 none.
+        random: s === 's2' ? noNoise : seededRandom(s === 's1' ? 7 : 9),
+      },
+    });
+    shards.set(s, { f, flows });
+  }
+});
+afterAll(async () => {
+  for (const { f, flows } of shards.values()) {
+    await flows.stop();
+    f.close();
+  }
+});
+
+const registers = new Map<string, number>();
+
+/** Two 15-minute readings of each meter, sent once the interval [from, from + 30 min) ended. */
+async function readings(meters: string[], from: number, wh: (m: string) => number) {
+  clock.advance(Math.max(0, from + 2 * Q - clock.now()));
+  for (const m of meters) {
+    const s = households.find((h) => h.meterId === m)!.shard;
+    const meter = at(s).f.party({ role: 'meter', id: m });
+    for (let t = from; t < from + 2 * Q; t += Q) {
+      const r = await meter.send(topics.reading(m), {
+        v: 1,
+        requestId: `rd-${t}`,
+        intervalStart: new Date(t).toISOString(),
+        intervalMinutes: 15,
+        energyWh: wh(m),
+        registerWh: registers.set(m, (registers.get(m) ?? 100_000) + wh(m)).get(m),
+      });
+      expect(r.status, r.message).toBe('accepted');
+    }
+  }
+}
+
+/** Advances the clock past an interval's release; `until` holds once every shard did its part. */
+async function releaseInterval(start: number, until: () => void) {
+  clock.advance(start + 30 * 60_000 + 5 * 60_000 + 1 - clock.now());
+  await vi.waitFor(async () => {
+    await mc.settled();
+    until();
+  });
+  expect(mc.errors).toEqual([]);
+}
+
+/** The releases of one group's interval that reached a shard's connections. */
+const aggregatesAt = (s: string, groupId: string, start: number) =>
+  at(s)
+    .f.published.filter((p) => p.topic === topics.aggregate('d1', groupId))
+    .map((p) => JSON.parse(p.payload) as { noisyTotalWh: number; intervalStart: string })
+    .filter((a) => a.intervalStart === new Date(start).toISOString());
+
+describe('a DNO group spanning shards', () => {
+  it('the registry sent to one shard places each household in exactly one', async () => {
+    const regulator = at('s1').f.party({ role: 'regulator', id: 'r1' });
+    const jws = await signContent(
+      'registryUpdate',
+      { v: 1, households, issuedAt: new Date(T0 - 60_000).toISOString() },
+      regulator.privateKey,
+    );
+    expect(await regulator.send(topics.registry('r1'), { v: 1, requestId: 'reg-1', jws })).toMatchObject({
+      status: 'accepted',
+    });
+    await mc.settled();
+    for (const s of SHARDS) {
+      const { registry } = at(s).f.ctx;
+      expect(registry.count()).toBe(12);
+      for (const h of households) expect(registry.get(h.meterId) !== undefined).toBe(h.shard === s);
+      expect(registry.shardOf('h4')).toBe('s2');
+      expect(registry.shardsWithHouseholds()).toEqual(['s1', 's2', 's3']);
+      expect(registry.metersOfDno('d1').size).toBe(36);
+    }
+    // Only the shard the regulator is connected to answered it.
+    for (const s of ['s2', 's3'])
+      expect(at(s).f.published.filter((p) => p.topic.endsWith('/inbox/receipt'))).toEqual([]);
+  });
+
+  it('a group over two shards is released once, by its owner, with one noise sample', async () => {
+    const members = [...inShard('s1'), ...inShard('s2')];
+    const dno = at('s2').f.party({ role: 'dno', id: 'd1' });
+    const defined = await dno.send(topics.groups('d1'), {
+      v: 1,
+      requestId: 'g-1',
+      groups: [
+        { groupId: 'g-span', meters: members },
+        { groupId: 'g-s3', meters: inShard('s3') },
+      ],
+    });
+    expect(defined, defined.message).toMatchObject({ status: 'accepted' });
+    await mc.settled();
+    for (const s of SHARDS)
+      expect(
+        at(s)
+          .flows.monitoring.groups('d1')
+          .map((g) => g.groupId),
+      ).toHaveLength(2);
+
+    const wh = (m: string) => 100 + Number(m.slice(1));
+    await readings(
+      households.map((h) => h.meterId),
+      T0,
+      wh,
+    );
+    const exact = members.reduce((sum, m) => sum + 2 * wh(m), 0);
+    // s1's draws: the empty interval before T0 (released as the flows started), then this one.
+    const draws = seededRandom(7);
+    aggregate(0, 4_000, [1, 1], draws);
+    const expected = aggregate(exact, 4_000, [1, 1], draws).noisyTotalWh;
+    await releaseInterval(T0, () => {
+      for (const s of SHARDS) expect(aggregatesAt(s, 'g-span', T0)).toHaveLength(1);
+    });
+    // Every shard relays it to the DNO's connections there: each has the one release, no second one.
+    for (const s of SHARDS) {
+      expect(aggregatesAt(s, 'g-span', T0)).toEqual([expect.objectContaining({ noisyTotalWh: expected })]);
+      expect(aggregatesAt(s, 'g-s3', T0)).toHaveLength(1);
+    }
+    // g-span is s1's to release, g-s3 is s3's (each also released the interval before T0, empty).
+    expect(at('s1').flows.monitoring.stats.released).toBe(2);
+    expect(at('s2').flows.monitoring.stats.released).toBe(0);
+    for (const s of SHARDS) expect(at(s).flows.monitoring.stats.failedRuns).toBe(0);
+    expect(at('s3').flows.monitoring.stats.released).toBe(2);
+
+    // Budgets are charged where the households live, once each.
+    const spent = (s: string, meters: string[]) => at(s).flows.monitoring.budgetSpent(meters);
+    expect(spent('s1', inShard('s1')).every((x) => x > 0)).toBe(true);
+    expect(spent('s2', inShard('s2')).every((x) => x > 0)).toBe(true);
+    expect(spent('s1', inShard('s2')).every((x) => x === 0)).toBe(true);
+
+    // What crossed for the release: s2's partial to the owner, with no household in it.
+    const partials = mc.crossed.filter(
+      (c) => c.kind === 'monitoring.partial' && JSON.parse(c.body).intervalStart === T0,
+    );
+    expect(partials.map((c) => [c.from, c.to])).toEqual([['s2', 's1']]);
+    expect(JSON.parse(partials[0]!.body)).toEqual({
+      dnoId: 'd1',
+      groupId: 'g-span',
+      intervalStart: T0,
+      totalWh: inShard('s2').reduce((sum, m) => sum + 2 * wh(m), 0),
+      deltaWh: 4_000,
+    });
+  });
+
+  it('a member shard that does not answer is left out after the grace, and said so', async () => {
+    const next = T0 + 30 * 60_000;
+    const wh = () => 50;
+    await readings(
+      households.map((h) => h.meterId),
+      next,
+      wh,
+    );
+    mc.down.add('s2');
+    try {
+      await releaseInterval(next, () => expect(at('s2').flows.monitoring.stats.contributions).toBe(24));
+      clock.advance(60_000); // the owner's grace
+      await vi.waitFor(() => expect(aggregatesAt('s1', 'g-span', next)).toHaveLength(1));
+    } finally {
+      mc.down.delete('s2');
+    }
+    expect(at('s1').flows.monitoring.stats.lateShards).toBe(1);
+  });
+});
