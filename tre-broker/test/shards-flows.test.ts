@@ -6,7 +6,7 @@
  * twice; what crossed between shards for a release is a partial sum, no household in it.
  */
 import { ManualClock, signContent, topics } from '@tre/protocol';
-import type { Flows } from '@tre/tre-broker';
+import { type Flows, HouseholdRegistry } from '@tre/tre-broker';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { aggregate } from '../src/monitoring/aggregate.js';
 import type { RandomSource } from '../src/monitoring/discrete-laplace.js';
@@ -102,7 +102,7 @@ const aggregatesAt = (s: string, groupId: string, start: number) =>
     .map((p) => JSON.parse(p.payload) as { noisyTotalWh: number; intervalStart: string })
     .filter((a) => a.intervalStart === new Date(start).toISOString());
 
-describe('a DNO group spanning shards', () => {
+describe('three shards: the registry and a DNO group spanning shards', () => {
   it('the registry sent to one shard places each household in exactly one', async () => {
     const regulator = at('s1').f.party({ role: 'regulator', id: 'r1' });
     const jws = await signContent(
@@ -125,6 +125,40 @@ describe('a DNO group spanning shards', () => {
     // Only the shard the regulator is connected to answered it.
     for (const s of ['s2', 's3'])
       expect(at(s).f.published.filter((p) => p.topic.endsWith('/inbox/receipt'))).toEqual([]);
+  });
+
+  it('a shard refuses households without a shard, and forgets one that moved away', async () => {
+    const { registry } = at('s1').f.ctx;
+    const one = households[0]!;
+    expect(() => registry.upsert([{ ...one, shard: undefined }])).toThrow(/names no shard/);
+    const regulator = at('s1').f.party({ role: 'regulator', id: 'r1' });
+    const jws = await signContent(
+      'registryUpdate',
+      { v: 1, households: [{ ...one, shard: undefined }], issuedAt: new Date(T0 - 30_000).toISOString() },
+      regulator.privateKey,
+    );
+    expect(await regulator.send(topics.registry('r1'), { v: 1, requestId: 'reg-2', jws })).toMatchObject({
+      status: 'refused',
+      reason: 'MALFORMED',
+    });
+    // Moved to s2 and back: s1 stops admitting it while it lives elsewhere.
+    await registry.upsert([{ ...one, shard: 's2' }]);
+    expect(registry.get(one.meterId)).toBeUndefined();
+    expect(registry.shardOf(one.meterId)).toBe('s2');
+    await registry.upsert([one]);
+    expect(registry.get(one.meterId)).toMatchObject({ account: one.account });
+    expect(registry.shardOf(one.meterId)).toBe('s1');
+  });
+
+  it('the registry CSV takes an optional shard column', () => {
+    const csv = 'meterId,supplierId,dnoId,capacityW,account,shard\nm1,sup1,d1,8000,a1,s2\n';
+    expect(HouseholdRegistry.parseCsv(csv)).toEqual([
+      { meterId: 'm1', supplierId: 'sup1', dnoId: 'd1', capacityW: 8000, account: 'a1', shard: 's2' },
+    ]);
+    expect(() => HouseholdRegistry.parseCsv(csv.replace(',s2', ',s.2'))).toThrow(/shard/);
+    expect(
+      HouseholdRegistry.parseCsv('meterId,supplierId,dnoId,capacityW,account\nm1,sup1,d1,8000,a1\n'),
+    ).toEqual([{ meterId: 'm1', supplierId: 'sup1', dnoId: 'd1', capacityW: 8000, account: 'a1' }]);
   });
 
   it('a group over two shards is released once, by its owner, with one noise sample', async () => {
