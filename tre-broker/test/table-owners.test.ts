@@ -12,6 +12,7 @@ const OWNERS: Record<string, string> = {
   migrations: 'tre-broker/src/store/store.ts',
   households: 'tre-broker/src/registry/household-registry.ts',
   registry_updates: 'tre-broker/src/registry/household-registry.ts',
+  household_shards: 'tre-broker/src/registry/household-registry.ts',
   readings: 'tre-broker/src/ingest/reading-store.ts',
   alerts: 'tre-broker/src/ingest/reading-store.ts',
   dno_groups: 'tre-broker/src/monitoring/group-book.ts',

@@ -135,7 +135,8 @@ export interface AcceptanceRequest {
   acceptance: { eventId: string; dsmId: string; accepted: readonly string[] };
   topicEventId: string | undefined;
   event: (DrEvent & { stage: EventStage }) | undefined;
-  live: readonly BidRow[];
+  /** The released pseudo-bids still open (in a cluster: the union the gateway released). */
+  live: readonly Pick<BidRow, 'pseudonym'>[];
   now: number;
 }
 

@@ -24,9 +24,19 @@
  * Sheddable bound: a bid may not exceed the household's baseline energy in the window, or, without
  * any history, its installed capacity x window length.
  * The rules are pure: admission.ts (named checks), settlement.ts, baseline.ts; the rows dr-book.ts.
+ *
+ * In a cluster of shards (issue 21; `cluster` set) every shard gets every event (replicated, `via`
+ * the shard the DSM is connected to, recorded as the round's gateway) and keeps its own
+ * households' bids, pseudonyms, credits and notices. At the deadline it sends its shuffled bids to
+ * the gateway instead of the DSM; the gateway releases the union once, checks the acceptance and
+ * forwards it; each shard verifies and applies it to its own bids, then after the window sends
+ * its compliance results to the gateway, which reports once (round-gateway.ts). The DSM gets one
+ * message per stage, in the shape one TRE sends.
  */
 
+import { createPublicKey } from 'node:crypto';
 import {
+  type Acceptance,
   acceptanceSchema,
   bidSchema,
   decodePayload,
@@ -35,18 +45,28 @@ import {
   PendingTimers,
   PROTOCOL_VERSION,
   topics,
+  verifyContent,
 } from '@tre/protocol';
 import { drRef, postCredit, postReversal } from '../billing/ledger.js';
 import { type HandlerResult, type InboundMessage, refusal, refusalOf } from '../broker/message-router.js';
-import { verifySignedRequest } from '../broker/signed-request.js';
+import { type SignedRequest, verifySignedRequest } from '../broker/signed-request.js';
 import type { FlowBase } from '../flow-base.js';
 import type { ReadingStore } from '../ingest/reading-store.js';
 import { acceptanceChecks, admit, bidChecks, eventChecks } from './admission.js';
 import { baselineWh, type EnergyIn, measuredWh } from './baseline.js';
-import type { DrBook } from './dr-book.js';
+import type { BidRow, DrBook, StoredEvent } from './dr-book.js';
 import { announce, clearAnnouncement, notifyRound } from './household-notices.js';
 import { DrLifecycle } from './lifecycle-service.js';
 import { newPseudonym, shuffled } from './pseudonyms.js';
+import {
+  ACCEPTANCE,
+  BATCH,
+  COMPLIANCE,
+  forwardedAcceptanceSchema,
+  LATE,
+  lateSchema,
+  RoundGateway,
+} from './round-gateway.js';
 import { settle, settleOverridden } from './settlement.js';
 
 export interface DemandResponseOptions {
@@ -57,10 +77,24 @@ export interface DemandResponseOptions {
    * per mille in [1, 1000] (default 900, i.e. 90 %).
    */
   deliveryThresholdMilli?: number;
+  /**
+   * In a cluster of shards: how long a round's gateway waits for the other shards' bid batches
+   * after its own deadline, and for their compliance results after its own grace (default 2 min).
+   */
+  shardGraceMs?: number;
 }
 
+const DEFAULTS: Required<DemandResponseOptions> = {
+  complianceGraceMs: 3_600_000,
+  deliveryThresholdMilli: 900,
+  shardGraceMs: 2 * 60_000,
+};
+
 export interface DemandResponseDeps
-  extends Pick<FlowBase, 'store' | 'registry' | 'router' | 'outbound' | 'clock' | 'log' | 'signingKey'> {
+  extends Pick<
+    FlowBase,
+    'store' | 'registry' | 'router' | 'outbound' | 'clock' | 'log' | 'signingKey' | 'cluster'
+  > {
   dr: DrBook;
   readings: ReadingStore;
   /** The members of a DNO group, for targeted events (from the monitoring flow). */
@@ -73,17 +107,32 @@ export class DemandResponseService {
   readonly stats = { events: 0, bids: 0, released: 0 };
   /** Cancellation, modification, override. */
   readonly lifecycle: DrLifecycle;
+  /** In a cluster: the rounds this shard is the gateway of (undefined for a single TRE). */
+  readonly gateway: RoundGateway | undefined;
+  private readonly options: Required<DemandResponseOptions>;
 
   constructor(
     private readonly deps: DemandResponseDeps,
-    private readonly options: DemandResponseOptions = {},
+    options: DemandResponseOptions = {},
   ) {
+    this.options = {
+      complianceGraceMs: options.complianceGraceMs ?? DEFAULTS.complianceGraceMs,
+      deliveryThresholdMilli: options.deliveryThresholdMilli ?? DEFAULTS.deliveryThresholdMilli,
+      shardGraceMs: options.shardGraceMs ?? DEFAULTS.shardGraceMs,
+    };
     this.timers = new PendingTimers(deps.clock);
     this.energyIn = (meterId, from, to) => deps.readings.energyIn(meterId, from, to);
+    this.gateway =
+      deps.cluster &&
+      new RoundGateway(
+        { ...deps, cluster: deps.cluster },
+        { shardGraceMs: this.options.shardGraceMs, complianceGraceMs: this.options.complianceGraceMs },
+      );
     this.lifecycle = new DrLifecycle({
       ...deps,
       at: (t, fn) => this.at(t, fn),
       release: (eventId) => this.release(eventId),
+      changed: (eventId) => this.gateway?.drop(eventId),
     });
   }
 
@@ -93,6 +142,11 @@ export class DemandResponseService {
     router.on('bid', (m) => this.handleBid(m));
     router.on('accept', (m) => this.handleAcceptance(m));
     this.lifecycle.start();
+    if (this.deps.cluster && this.gateway) {
+      this.gateway.start();
+      this.deps.cluster.on(ACCEPTANCE, (from, body) => this.applyForwarded(from, body));
+      this.deps.cluster.on(LATE, (from, body) => this.lapse(from, body));
+    }
     for (const e of dr.unsettled()) {
       if (e.stage === 'open') this.at(e.deadline, () => this.release(e.eventId));
       if (e.stage === 'accepted') this.at(e.windowEnd + this.grace, () => this.settle(e.eventId));
@@ -100,7 +154,12 @@ export class DemandResponseService {
   }
 
   private get grace(): number {
-    return this.options.complianceGraceMs ?? 3_600_000;
+    return this.options.complianceGraceMs;
+  }
+
+  /** The shard through which the event's round runs, in a cluster; undefined: this TRE alone. */
+  private gatewayOf(eventId: string): string | undefined {
+    return this.deps.cluster && this.deps.dr.gatewayOf(eventId);
   }
 
   private at(t: number, fn: () => Promise<unknown>): void {
@@ -123,7 +182,9 @@ export class DemandResponseService {
       targetMembers: this.targetMembers(event),
     });
     if (rejected) return refusal(requestId, rejected.reason, rejected.message);
-    const stored = await this.deps.store.commit(() => this.deps.dr.addEvent(event));
+    // In a cluster, the round runs through the shard the DSM is connected to.
+    const gateway = this.deps.cluster && (msg.via ?? this.deps.cluster.shard);
+    const stored = await this.deps.store.commit(() => this.deps.dr.addEvent(event, gateway));
     if (!stored) return refusal(requestId, 'REPLAYED', `event ${event.eventId} already exists`);
     this.stats.events++;
     await announce(this.deps, { v: PROTOCOL_VERSION, event, expiresAt: event.bidDeadline }, true);
@@ -203,31 +264,40 @@ export class DemandResponseService {
   }
 
   /**
-   * At the deadline: all live pseudo-bids in one message, in random order. Nothing before the
-   * deadline of the event's current terms (a modification may have moved it later).
+   * At the deadline: all live pseudo-bids in one message, in random order (in a cluster: one batch
+   * to the round's gateway, which releases the union). Nothing before the deadline of the event's
+   * current terms (a modification may have moved it later).
    */
   async release(eventId: string): Promise<void> {
-    const { dr, store, outbound } = this.deps;
+    const { dr, store, outbound, cluster } = this.deps;
     const event = dr.event(eventId);
     if (event?.stage !== 'open' || this.deps.clock.now() < Date.parse(event.bidDeadline)) return;
+    const gateway = this.gatewayOf(eventId);
+    const own = gateway !== undefined && gateway === cluster?.shard;
+    if (own) this.gateway?.open(event);
     const bids = await store.commit(() => {
       // Checked again inside the transaction: a change may have been committed meanwhile.
       if (dr.event(eventId)?.stage !== 'open') return undefined;
       dr.setStage(eventId, 'released');
       return dr.bidsOf(eventId, 'live');
     });
-    if (!bids) return;
+    if (!bids) {
+      if (own) this.gateway?.drop(eventId, event.revision);
+      return;
+    }
     await clearAnnouncement(this.deps, eventId);
-    const body = {
-      v: PROTOCOL_VERSION,
-      eventId,
-      bids: shuffled(bids).map((b) => ({
-        pseudonym: b.pseudonym,
-        quantityWh: b.quantity_wh,
-        pricePerMWh: b.price,
-      })),
-    };
-    await outbound.publish(topics.pseudoBids(event.dsmId, eventId), JSON.stringify(body));
+    const pseudoBids = shuffled(bids).map((b) => ({
+      pseudonym: b.pseudonym,
+      quantityWh: b.quantity_wh,
+      pricePerMWh: b.price,
+    }));
+    if (gateway && cluster)
+      await cluster.send(gateway, BATCH, { eventId, revision: event.revision, bids: pseudoBids });
+    else
+      await outbound.publish(
+        topics.pseudoBids(event.dsmId, eventId),
+        JSON.stringify({ v: PROTOCOL_VERSION, eventId, bids: pseudoBids }),
+      );
     this.stats.released++;
   }
 
@@ -244,6 +314,8 @@ export class DemandResponseService {
     const { requestId, content: acceptance, jws } = signed;
     const { eventId, accepted } = acceptance;
     const event = msg.topic.param === eventId ? dr.event(eventId) : undefined;
+    const gateway = event && this.gatewayOf(eventId);
+    if (event && gateway) return this.acceptAtGateway(msg, signed, event, gateway);
     if (event?.dsmId === acceptance.dsmId && dr.acceptanceOf(eventId) === jws)
       return { status: 'accepted', requestId, duplicate: true };
     const live = event?.stage === 'released' ? dr.bidsOf(eventId, 'live') : [];
@@ -271,37 +343,140 @@ export class DemandResponseService {
       if (dr.acceptanceOf(eventId) === jws) return { status: 'accepted', requestId, duplicate: true };
       return refusal(requestId, 'REPLAYED', 'this event was already accepted; its pseudonyms are dead');
     }
-    await notifyRound(
-      this.deps,
-      eventId,
-      'acceptance',
-      live.map((b) => {
-        const ok = chosen.has(b.pseudonym);
-        return {
-          meterId: b.meter_id,
-          bidId: b.bid_id,
-          outcome: ok ? 'accepted' : 'not-accepted',
-          ...(ok ? { creditMicroMinor: -b.quantity_wh * b.price } : {}),
-        };
-      }),
-    );
+    await notifyRound(this.deps, eventId, 'acceptance', acceptanceOutcomes(live, chosen));
     this.at(Date.parse(event.windowEnd) + this.grace, () => this.settle(eventId));
     // The same text for every acceptance: nothing in it depends on the bids or the households.
     return { status: 'accepted', requestId, message: 'acceptance recorded' };
   }
 
   /**
-   * After the window: compliance per pseudonym to the DSM, credit reversals, household outcomes.
+   * In a cluster: the DSM's acceptance at the round's gateway, checked as one TRE checks it but
+   * against the union the gateway released, recorded here once, and forwarded to the shards that
+   * sent bids (each credits and tells its own households). A repeat is forwarded again.
+   */
+  private async acceptAtGateway(
+    msg: InboundMessage,
+    signed: Extract<SignedRequest<Acceptance>, { ok: true }>,
+    event: StoredEvent,
+    gateway: string,
+  ): Promise<HandlerResult> {
+    const { dr, store } = this.deps;
+    const { requestId, content: acceptance, jws } = signed;
+    const { eventId, accepted } = acceptance;
+    if (gateway !== this.deps.cluster?.shard || !this.gateway)
+      return refusal(
+        requestId,
+        'EVENT_INVALID',
+        `this event's round runs through shard ${gateway}; send the acceptance while connected there`,
+      );
+    const dsmKey = msg.from.publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
+    if (event.dsmId === acceptance.dsmId && dr.acceptanceOf(eventId) === jws) {
+      await this.gateway.forward(event, jws, dsmKey, accepted);
+      return { status: 'accepted', requestId, duplicate: true };
+    }
+    const released = this.gateway.released(event);
+    const rejected = admit(acceptanceChecks, {
+      acceptance,
+      topicEventId: msg.topic.param,
+      // Released to the DSM once the union is out, not when this shard's own deadline passed.
+      event: event.stage === 'released' && !released ? { ...event, stage: 'open' } : event,
+      live: released ? [...released.keys()].map((pseudonym) => ({ pseudonym })) : [],
+      now: this.deps.clock.now(),
+    });
+    if (rejected) return refusal(requestId, rejected.reason, rejected.message);
+    // Checked again inside the transaction: another acceptance (or a change) may have been committed meanwhile.
+    if (!(await store.commit(() => dr.accept(eventId, jws)))) {
+      if (dr.acceptanceOf(eventId) === jws) return { status: 'accepted', requestId, duplicate: true };
+      return refusal(requestId, 'REPLAYED', 'this event was already accepted; its pseudonyms are dead');
+    }
+    await this.gateway.forward(event, jws, dsmKey, accepted);
+    // The gateway settles too: its (possibly empty) results are part of the one report.
+    this.at(Date.parse(event.windowEnd) + this.grace, () => this.settle(eventId));
+    return { status: 'accepted', requestId, message: 'acceptance recorded' };
+  }
+
+  /**
+   * In a cluster: the DSM's acceptance forwarded by the round's gateway. Its signature is verified
+   * here (the signed content, not the gateway, authorises the credits); this shard's live bids are
+   * accepted or not and credited in one commit, once (a repeat finds none live), and its bidders told.
+   */
+  private async applyForwarded(from: string, body: unknown): Promise<void> {
+    const { dr, store, log } = this.deps;
+    const { eventId, revision, jws, dsmKey } = forwardedAcceptanceSchema.parse(body);
+    const event = dr.event(eventId);
+    if (event?.revision !== revision || dr.gatewayOf(eventId) !== from) {
+      log.warn({ from }, 'a forwarded acceptance for no round of that gateway refused');
+      return;
+    }
+    let acceptance: Acceptance;
+    try {
+      const key = createPublicKey({ key: Buffer.from(dsmKey, 'base64'), format: 'der', type: 'spki' });
+      acceptance = await verifyContent('drAcceptance', jws, key, acceptanceSchema);
+    } catch (err) {
+      log.warn({ from, err: (err as Error).message }, 'a forwarded acceptance that does not verify refused');
+      return;
+    }
+    if (acceptance.eventId !== eventId || acceptance.dsmId !== event.dsmId) {
+      log.warn({ from }, 'a forwarded acceptance of another event or DSM refused');
+      return;
+    }
+    const chosen = new Set(acceptance.accepted);
+    const ref = drRef(eventId, revision);
+    const windowStart = Date.parse(event.windowStart);
+    const live = await store.commit((db) => {
+      // The gateway recorded it first when it is this shard; a repeat finds no live bid left.
+      const now = dr.event(eventId);
+      if (now?.revision !== revision) return undefined;
+      if (now.stage === 'released') dr.accept(eventId, jws);
+      else if (now.stage !== 'accepted' || dr.acceptanceOf(eventId) !== jws) return undefined;
+      const bids = dr.bidsOf(eventId, 'live');
+      dr.markAccepted(eventId, acceptance.accepted);
+      for (const b of bids)
+        if (chosen.has(b.pseudonym)) postCredit(db, b.meter_id, ref, windowStart, b.quantity_wh, b.price);
+      return bids;
+    });
+    if (!live) {
+      log.warn({ from }, 'a forwarded acceptance of a round changed or accepted otherwise here refused');
+      return;
+    }
+    if (live.length === 0) return;
+    await notifyRound(this.deps, eventId, 'acceptance', acceptanceOutcomes(live, chosen));
+    this.at(Date.parse(event.windowEnd) + this.grace, () => this.settle(eventId));
+  }
+
+  /** In a cluster: this shard's batch came after the gateway's release; its bids lapse, its bidders are told. */
+  private async lapse(from: string, body: unknown): Promise<void> {
+    const { dr, store, log } = this.deps;
+    const { eventId, revision } = lateSchema.parse(body);
+    if (dr.gatewayOf(eventId) !== from) {
+      log.warn({ from }, 'a late notice from another shard than the round’s gateway refused');
+      return;
+    }
+    const lapsed = await store.commit(() => {
+      const event = dr.event(eventId);
+      if (event?.revision !== revision || event.stage !== 'released') return [];
+      const live = dr.bidsOf(eventId, 'live');
+      dr.markAccepted(eventId, []);
+      return live;
+    });
+    if (lapsed.length === 0) return;
+    log.warn({ gateway: from }, 'bid batch late at the gateway: this shard’s bids lapsed');
+    await notifyRound(this.deps, eventId, 'acceptance', acceptanceOutcomes(lapsed, new Set()));
+  }
+
+  /**
+   * After the window: compliance per pseudonym to the DSM (in a cluster: this shard's results to
+   * the round's gateway, which reports once), credit reversals, household outcomes.
    * Nothing before the grace after the window of the event's current terms. An overridden bid is
    * not delivered, whatever the readings.
    */
   async settle(eventId: string): Promise<void> {
-    const { dr, store, outbound } = this.deps;
+    const { dr, store, outbound, cluster } = this.deps;
     const event = dr.event(eventId);
     if (event?.stage !== 'accepted') return;
     const [start, end] = [Date.parse(event.windowStart), Date.parse(event.windowEnd)];
     if (this.deps.clock.now() < end + this.grace) return;
-    const thresholdMilli = this.options.deliveryThresholdMilli ?? 900;
+    const thresholdMilli = this.options.deliveryThresholdMilli;
     const ref = drRef(eventId, event.revision);
     const results = await store.commit((db) => {
       // Checked again inside the transaction: a change may have been committed meanwhile.
@@ -325,12 +500,15 @@ export class DemandResponseService {
       return out;
     });
     if (!results) return;
-    const report = {
-      v: PROTOCOL_VERSION,
-      eventId,
-      results: shuffled(results).map((r) => ({ pseudonym: r.bid.pseudonym, delivered: r.delivered })),
-    };
-    await outbound.publish(topics.compliance(event.dsmId, eventId), JSON.stringify(report));
+    const delivered = shuffled(results).map((r) => ({ pseudonym: r.bid.pseudonym, delivered: r.delivered }));
+    const gateway = this.gatewayOf(eventId);
+    if (gateway && cluster)
+      await cluster.send(gateway, COMPLIANCE, { eventId, revision: event.revision, results: delivered });
+    else
+      await outbound.publish(
+        topics.compliance(event.dsmId, eventId),
+        JSON.stringify({ v: PROTOCOL_VERSION, eventId, results: delivered }),
+      );
     await notifyRound(
       this.deps,
       eventId,
@@ -346,5 +524,19 @@ export class DemandResponseService {
 
   stop(): void {
     this.timers.clear();
+    this.gateway?.stop();
   }
+}
+
+/** Each live bid's outcome when the acceptance is recorded: accepted with its credit, or not. */
+function acceptanceOutcomes(live: readonly BidRow[], chosen: ReadonlySet<string>) {
+  return live.map((b) => {
+    const ok = chosen.has(b.pseudonym);
+    return {
+      meterId: b.meter_id,
+      bidId: b.bid_id,
+      outcome: ok ? ('accepted' as const) : ('not-accepted' as const),
+      ...(ok ? { creditMicroMinor: -b.quantity_wh * b.price } : {}),
+    };
+  });
 }

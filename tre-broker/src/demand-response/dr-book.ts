@@ -8,6 +8,10 @@
  * the stored stage says how far it had got); each keeps the DSM's signed change as evidence, and
  * the terms and acceptance it replaced in `history`. Bids of a changed revision are `voided`; an
  * accepted bid the household took back is `overridden`.
+ *
+ * In a cluster of shards (issue 21) every shard keeps every event, with its round's `gateway`: the
+ * shard the DSM raised it (or last modified it) through, where the round's bids are joined and
+ * its acceptance arrives (round-gateway.ts). NULL for a single TRE.
  */
 import type { DrEvent } from '@tre/protocol';
 import type { Store } from '../store/store.js';
@@ -56,6 +60,8 @@ const LIFECYCLE = `ALTER TABLE dr_events ADD COLUMN revision INTEGER NOT NULL DE
   ALTER TABLE dr_events ADD COLUMN changed_at INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE dr_events ADD COLUMN change_jws TEXT;
   ALTER TABLE dr_events ADD COLUMN history TEXT NOT NULL DEFAULT '[]';`;
+/** Shards: the round's gateway shard (NULL for a single TRE, and for events stored before shards). */
+const GATEWAY = 'ALTER TABLE dr_events ADD COLUMN gateway TEXT;';
 
 export class DrBook {
   private constructor(private readonly store: Store) {}
@@ -70,6 +76,7 @@ export class DrBook {
       'CREATE INDEX dr_bids_event_meter ON dr_bids (event_id, meter_id, status)',
     );
     store.migrate('dr-4-lifecycle', LIFECYCLE);
+    store.migrate('dr-5-gateway', GATEWAY);
     return new DrBook(store);
   }
 
@@ -109,16 +116,24 @@ export class DrBook {
     return row ? (JSON.parse(row.history) as Replaced[]) : [];
   }
 
+  /** The shard through which the event's round runs, in a cluster (undefined for a single TRE). */
+  gatewayOf(eventId: string): string | undefined {
+    const row = this.store.statement('SELECT gateway FROM dr_events WHERE event_id = ?').get(eventId) as
+      | { gateway: string | null }
+      | undefined;
+    return row?.gateway ?? undefined;
+  }
+
   /**
    * Applies the DSM's change to `revision` of an event: cancelled (`next` undefined), or the next
-   * revision with the terms `next`, open for bids again. The replaced revision's terms, stage and
-   * acceptance go to `history`. False if the event is no longer at that revision or is cancelled
-   * (a concurrent change). Inside a commit.
+   * revision with the terms `next`, open for bids again (its round through `gateway` when given).
+   * The replaced revision's terms, stage and acceptance go to `history`. False if the event is no
+   * longer at that revision or is cancelled (a concurrent change). Inside a commit.
    */
   change(
     eventId: string,
     revision: number,
-    change: { issuedAt: number; jws: string; next?: DrEvent },
+    change: { issuedAt: number; jws: string; next?: DrEvent; gateway?: string | undefined },
   ): boolean {
     const row = this.store
       .statement(
@@ -135,7 +150,7 @@ export class DrBook {
       stage: row.stage,
       acceptanceJws: row.acceptance_jws,
     });
-    const { issuedAt, jws, next } = change;
+    const { issuedAt, jws, next, gateway } = change;
     if (!next) {
       this.store
         .statement(
@@ -147,7 +162,7 @@ export class DrBook {
     this.store
       .statement(
         `UPDATE dr_events SET body = ?, deadline = ?, window_start = ?, window_end = ?, stage = 'open', revision = revision + 1,
-          acceptance_jws = NULL, changed_at = ?, change_jws = ?, history = ? WHERE event_id = ?`,
+          acceptance_jws = NULL, changed_at = ?, change_jws = ?, history = ?, gateway = coalesce(?, gateway) WHERE event_id = ?`,
       )
       .run(
         JSON.stringify(next),
@@ -157,6 +172,7 @@ export class DrBook {
         issuedAt,
         jws,
         JSON.stringify(history),
+        gateway ?? null,
         eventId,
       );
     return true;
@@ -202,12 +218,12 @@ export class DrBook {
       .all() as { eventId: string; stage: EventStage; deadline: number; windowEnd: number }[];
   }
 
-  /** Stores a new event; false if its id exists. Inside a commit. */
-  addEvent(e: DrEvent): boolean {
+  /** Stores a new event (its round through `gateway` in a cluster); false if its id exists. Inside a commit. */
+  addEvent(e: DrEvent, gateway?: string): boolean {
     return (
       this.store
         .statement(
-          'INSERT INTO dr_events (event_id, dsm_id, body, deadline, window_start, window_end) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+          'INSERT INTO dr_events (event_id, dsm_id, body, deadline, window_start, window_end, gateway) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
         )
         .run(
           e.eventId,
@@ -216,6 +232,7 @@ export class DrBook {
           Date.parse(e.bidDeadline),
           Date.parse(e.windowStart),
           Date.parse(e.windowEnd),
+          gateway ?? null,
         ).changes === 1
     );
   }

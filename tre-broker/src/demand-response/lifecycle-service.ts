@@ -19,6 +19,11 @@
  * events) and, if it accepts, a compliance report. An override reaches it only as `delivered:
  * false` for one pseudonym in the compliance report at the usual time (grace after the window),
  * indistinguishable from a shed that did not deliver; the time of the override is never sent.
+ *
+ * In a cluster of shards every shard applies a change to its own households' bids and credits (the
+ * change is replicated to it); a modification moves the next round to the shard the DSM is then
+ * connected to, and the current round's gateway forgets the round (`changed`). An override stays
+ * in the household's shard: it reaches the DSM through that shard's compliance results.
  */
 import {
   type DrAnnouncement,
@@ -39,13 +44,15 @@ import { announce, clearAnnouncement, notifyRound } from './household-notices.js
 import { type Change, changeChecks, modified, overrideChecks, planChange, termsOf } from './lifecycle.js';
 
 export interface DrLifecycleDeps
-  extends Pick<FlowBase, 'store' | 'router' | 'outbound' | 'clock' | 'log' | 'signingKey'> {
+  extends Pick<FlowBase, 'store' | 'router' | 'outbound' | 'clock' | 'log' | 'signingKey' | 'cluster'> {
   dr: DrBook;
   groupMembers: (dnoId: string, groupId: string) => string[] | undefined;
   /** Runs `fn` at clock time `t` (the DR service's timers). */
   at: (t: number, fn: () => Promise<unknown>) => void;
   /** Releases an event's bids (the DR service's; it does nothing before the event's bid deadline). */
   release: (eventId: string) => Promise<void>;
+  /** Told after a change was applied (the round gateway forgets the event's rounds). */
+  changed?: (eventId: string) => void;
 }
 
 export class DrLifecycle {
@@ -105,6 +112,8 @@ export class DrLifecycle {
           issuedAt: Date.parse(content.issuedAt),
           jws,
           ...(next ? { next } : {}),
+          // In a cluster the next round runs through the shard the DSM is connected to now.
+          gateway: this.deps.cluster && (msg.via ?? this.deps.cluster.shard),
         })
       )
         return undefined;
@@ -121,6 +130,7 @@ export class DrLifecycle {
       if (dr.changeOf(eventId) === jws) return { status: 'accepted', requestId, duplicate: true };
       return refusal(requestId, 'REPLAYED', 'another change of this event was applied first; sign a new one');
     }
+    this.deps.changed?.(eventId);
     await this.tellHouseholds(event, next, done.accepted, done.compensation);
     if (next) {
       this.stats.modified++;
