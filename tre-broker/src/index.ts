@@ -25,6 +25,16 @@ export {
 } from './attestation/tre-enrollment.js';
 export type { BillingOptions, BillingService } from './billing/billing-service.js';
 export { MessageRouter, type Outbound } from './broker/message-router.js';
+export type { ClusterOptions, JoinedCluster } from './cluster/join-cluster.js';
+export {
+  adminUser,
+  type NatsCluster,
+  type NatsNode,
+  type NatsUser,
+  shardUser,
+  startNatsCluster,
+} from './cluster/nats-servers.js';
+export type { ShardCluster } from './cluster/shard-cluster.js';
 export type {
   DemandResponseOptions,
   DemandResponseService,

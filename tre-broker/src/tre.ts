@@ -15,6 +15,8 @@ import { developmentDataKey, developmentDataKeyFile } from './attestation/tre-en
 import type { BillingOptions, BillingService } from './billing/billing-service.js';
 import { MessageRouter } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
+import { type ClusterOptions, type JoinedCluster, joinCluster } from './cluster/join-cluster.js';
+import { relayedOutbound, relayProviders } from './cluster/provider-relay.js';
 import type {
   DemandResponseOptions,
   DemandResponseService,
@@ -60,6 +62,8 @@ export interface TreOptions {
   measuredConfig?: Record<string, unknown>;
   /** Where `/metrics`, `/healthz` and `/readyz` are served (metrics/metrics-server.ts); none without. */
   metrics?: ListenAddress;
+  /** One shard of a cluster of TREs over NATS (issue 21); needs the TPM (the other shards attest it). */
+  cluster?: ClusterOptions;
 }
 
 export interface RunningTre {
@@ -79,6 +83,8 @@ export interface RunningTre {
   attestation?: { service: AttestationService; tpm: Tpm; akPublicKeyPem: string; pcr: string };
   /** The metrics endpoint, when `metrics` asked for one. */
   metrics?: MetricsServer;
+  /** This shard's link to the others, in a cluster. */
+  cluster?: JoinedCluster;
   stop(): Promise<void>;
 }
 
@@ -105,6 +111,10 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   let measurement: Measurement | undefined;
   let dataKey: Buffer;
   const bootPcrs = bootPcrsOf(opts.tpm?.bootPcrs);
+  if (opts.cluster && !opts.tpm)
+    throw new TreConfigError(
+      'a shard of a cluster needs its TPM (--tpm): the other shards attest it before sending it anything, and it them',
+    );
   if (opts.tpm) {
     if (plainKey)
       throw new TreConfigError(
@@ -134,7 +144,23 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const revocations = await RevocationList.load(paths.crl, tls.ca);
   const clock = opts.clock ?? systemClock;
   const store = Store.openIn(opts.dataDir, { dataKey });
-  const registry = new HouseholdRegistry(store);
+  const registry = new HouseholdRegistry(store, undefined, opts.cluster?.shard);
+  let attestation: RunningTre['attestation'];
+  const joined =
+    opts.cluster &&
+    (await joinCluster({
+      options: opts.cluster,
+      tls,
+      crlFile: paths.crl,
+      signingKey: createPrivateKey(tls.key),
+      registry,
+      evidence: (nonce) => attestation!.service.evidence(nonce),
+      log: opts.log,
+    }).catch((err: Error) => {
+      store.close();
+      tpm?.close();
+      throw err;
+    }));
   const broker = await TlsMqttBroker.start({
     admit: (who) => (who.role === 'meter' && !registry.get(who.id) ? 'meter not registered' : undefined),
     tls,
@@ -146,7 +172,9 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     limits: opts.limits,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
   });
-  const router = new MessageRouter(broker, opts.log.child({ module: 'router' }));
+  // In a cluster what goes to a provider is published by every shard (cluster/provider-relay.ts).
+  const outbound = joined ? relayedOutbound(broker, joined.cluster) : broker;
+  const router = new MessageRouter(outbound, opts.log.child({ module: 'router' }));
   broker.setRouter(router);
   registry.serve(router);
   const flows = wireFlows(
@@ -154,15 +182,16 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
       store,
       registry,
       router,
-      outbound: broker,
+      outbound,
       clock,
       log: opts.log,
       signingKey: createPrivateKey(tls.key),
+      cluster: joined?.cluster,
     },
     { monitoring: opts.monitoring, billing: opts.billing, demandResponse: opts.demandResponse },
   );
+  if (joined) relayProviders({ cluster: joined.cluster, router, local: broker, log: opts.log });
   const metrics = opts.metrics && new TreMetrics();
-  let attestation: RunningTre['attestation'];
   if (tpm) {
     const akPublicKeyPem = tpm.publicKeyPem();
     const akCertificateFile = join(opts.dataDir, 'tpm', 'ak.crt');
@@ -199,6 +228,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     attestation = { service, tpm, akPublicKeyPem, pcr: tpm.pcrRead(APPLICATION_PCR).toString('hex') };
   }
   flows.start();
+  await joined?.start(); // every handler is registered: other shards may send from now on
   let metricsServer: MetricsServer | undefined;
   if (metrics && opts.metrics) {
     metrics.watch({ broker, router, store, ...flows, attestation: attestation?.service });
@@ -225,8 +255,10 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     retention: flows.retention,
     attestation,
     metrics: metricsServer,
+    cluster: joined,
     async stop() {
       await flows.stop();
+      await joined?.stop();
       await attestation?.service.stop();
       attestation?.tpm.close();
       await broker.close();

@@ -1,9 +1,19 @@
 /** `tre start`: run the TRE broker until SIGTERM or Ctrl-C. */
-import { AcceleratedClock, systemClock } from '@tre/protocol';
+import { X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import {
+  AcceleratedClock,
+  type AttestationPolicy,
+  attestationPolicySchema,
+  checkShard,
+  systemClock,
+  verifyContent,
+} from '@tre/protocol';
 import { type Command, CommanderError, InvalidArgumentError } from 'commander';
 import { createLogger } from '../log.js';
 import { type ListenAddress, parseListenAddress } from '../metrics/metrics-server.js';
-import { startTre } from '../tre.js';
+import { pkiPaths } from '../pki/certificate-authority.js';
+import { startTre, TreConfigError } from '../tre.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from './tre-options.js';
 
 interface StartFlags extends TreFlags {
@@ -13,6 +23,48 @@ interface StartFlags extends TreFlags {
   port: number;
   tpm?: string;
   metricsListen?: ListenAddress;
+  shard?: string;
+  nats?: string[];
+  shards?: string[];
+  peerPolicy?: string;
+}
+
+const list = (v: string) =>
+  v
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+
+function shardName(v: string): string {
+  try {
+    return checkShard(v);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+/** The regulator-signed whitelist the other shards must satisfy, checked against the regulator root. */
+async function peerPolicy(file: string, caFile: string): Promise<AttestationPolicy> {
+  const [jws, ca] = await Promise.all([
+    readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new TreConfigError(
+        `cannot read the peers' attestation policy ${file} (${err.code}): it is the regulator's whitelist (\`tre attest-policy\` with --cluster), the one the meter agents use`,
+      );
+    }),
+    readFile(caFile, 'utf8'),
+  ]);
+  try {
+    return await verifyContent(
+      'attestationPolicy',
+      jws.trim(),
+      new X509Certificate(ca).publicKey,
+      attestationPolicySchema,
+    );
+  } catch (err) {
+    throw new TreConfigError(
+      `${file} is not a whitelist signed by the regulator root ${caFile}: ${(err as Error).message}`,
+    );
+  }
 }
 
 function listenAddress(text: string): ListenAddress {
@@ -50,9 +102,43 @@ export function addStartCommand(program: Command): void {
       .option(
         '--tpm <tcti>',
         'the TPM: device:/dev/tpmrm0 (Pi HAT) or swtpm:host=127.0.0.1,port=N; needs `tre enroll` done with the same options',
+      )
+      .option(
+        '--shard <name>',
+        "with --cluster: this TRE's shard (its certificate names it: urn:tre:tre:<name>)",
+        shardName,
+      )
+      .option(
+        '--nats <urls>',
+        'with --cluster: the NATS servers, comma-separated (e.g. nats://127.0.0.1:4222)',
+        list,
+      )
+      .option(
+        '--shards <names>',
+        'with --cluster: every shard of the cluster, comma-separated, the same on each',
+        list,
+      )
+      .option(
+        '--peer-policy <file>',
+        "with --cluster: the regulator's signed whitelist the other shards' quotes must satisfy",
       ),
   ).action(async (o: StartFlags, command: Command) => {
     const settings = treSettingsFrom(o);
+    const clusterFlags = (['shard', 'nats', 'shards', 'peerPolicy'] as const).filter(
+      (k) => o[k] !== undefined,
+    );
+    if (!settings.cluster && clusterFlags.length > 0)
+      throw new CommanderError(
+        2,
+        'tre.cluster',
+        '--shard, --nats, --shards and --peer-policy need --cluster (being a shard is measured: give --cluster to tre enroll and tre attest-policy too)',
+      );
+    if (settings.cluster && clusterFlags.length < 4)
+      throw new CommanderError(
+        2,
+        'tre.cluster',
+        '--cluster needs --shard, --nats, --shards and --peer-policy (`tre cluster` starts a local cluster for development)',
+      );
     if (!settings.metrics && command.getOptionValueSource('metricsListen') === 'cli')
       throw new CommanderError(
         2,
@@ -72,6 +158,14 @@ export function addStartCommand(program: Command): void {
       port: o.port,
       log,
       metrics: settings.metrics ? o.metricsListen : undefined,
+      cluster: settings.cluster
+        ? {
+            shard: o.shard!,
+            shards: o.shards!,
+            servers: o.nats!,
+            peerPolicy: await peerPolicy(o.peerPolicy!, pkiPaths(o.pki).caCert),
+          }
+        : undefined,
       monitoring: settings.monitoring,
       tpm: o.tpm ? { tcti: o.tpm, bootPcrs: settings.bootPcrs } : undefined,
       measuredConfig: measuredConfigOf(settings),

@@ -533,7 +533,9 @@ export class ShardLink {
   private async answerHello(msg: Msg): Promise<void> {
     const own = this.own;
     const request = helloRequestSchema.safeParse(parseJson(msg.data));
-    if (!msg.reply || !own || !request.success) return; // nothing to answer, or not a hello
+    // Answers go to a requester's inbox only: with `allow_responses` the requester names the reply
+    // subject, and one naming another shard's message subject would make this answer land there.
+    if (!msg.reply?.startsWith('_INBOX.') || !own || !request.success) return; // nothing to answer, or not a hello
     const nonce = Buffer.from(request.data.nonce, 'base64url');
     const { shard, treCertificate: certificate, signingKey } = this.o;
     let answer: HelloAnswer;

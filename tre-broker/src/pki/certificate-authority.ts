@@ -1,6 +1,9 @@
 /**
  * The regulator's PKI: one root CA issues the TRE's server certificate and every party's client
  * certificate (ECDSA P-256). A party's identity is the SAN URI `urn:tre:<role>:<id>`.
+ * A TRE's certificate serves TLS (serverAuth) and is also its client certificate towards the
+ * shards' NATS cluster (clientAuth); the NATS servers' own certificate (`issueNatsServer`) names no
+ * urn:tre: identity, so it never passes for a TRE or a party.
  *
  * Directory layout (`tre pki init --dir D`, the regulator's machine):
  *   D/ca.crt  D/ca.key           regulator root CA
@@ -15,6 +18,7 @@
  */
 import { randomBytes, webcrypto } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import {
   AK_CERTIFICATE_EKU,
@@ -118,20 +122,45 @@ function validity(v: Validity | undefined, defaultDays: number): { notBefore: Da
   return { notBefore, notAfter };
 }
 
+const DNS_NAME = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/**
+ * A host as a subject alternative name: an IP address, else a DNS name (letters, digits, '-' and
+ * '.'). Anything else is refused: a name like `CN=s2,O=TRE` or `urn:tre:...` in a DNS entry could
+ * pass for another identity where certificate names are mapped to users (nats-server).
+ */
+export function hostName(host: string): x509.JsonGeneralName {
+  if (isIP(host)) return { type: 'ip', value: host };
+  if (host.length <= 253 && DNS_NAME.test(host)) return { type: 'dns', value: host };
+  throw new PkiError(
+    'INVALID_ARGUMENT',
+    `host ${JSON.stringify(host)} is neither an IP address nor a DNS name; give e.g. 10.0.0.5 or tre.example.org`,
+  );
+}
+
+/** Each host once, after `first`, as subject alternative names. */
+function withHosts(first: x509.JsonGeneralName[], hosts: string[]): x509.JsonGeneralName[] {
+  const names = [...first];
+  for (const host of hosts) {
+    const name = hostName(host);
+    if (!names.some((n) => n.type === name.type && n.value === name.value)) names.push(name);
+  }
+  return names;
+}
+
 /**
  * The TRE's subject alternative names: DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, and each
  * host (an IP address or a DNS name) once. Its certificate request and its certificate use them.
  */
 export function treNames(treId: string, hosts: string[]): x509.JsonGeneralName[] {
-  const names: x509.JsonGeneralName[] = [
-    { type: 'dns', value: 'localhost' },
-    { type: 'ip', value: '127.0.0.1' },
-    { type: 'url', value: formatIdentity({ role: 'tre', id: treId }) },
-  ];
-  for (const host of hosts)
-    if (!names.some((n) => n.value === host))
-      names.push({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host });
-  return names;
+  return withHosts(
+    [
+      { type: 'dns', value: 'localhost' },
+      { type: 'ip', value: '127.0.0.1' },
+      { type: 'url', value: formatIdentity({ role: 'tre', id: treId }) },
+    ],
+    hosts,
+  );
 }
 
 /** The DNS names and IP addresses a certificate request asks for. */
@@ -227,14 +256,11 @@ export class CertificateAuthority {
   async issueEnrollmentServer(hosts: string[], v?: Validity): Promise<{ key: string; cert: string }> {
     if (hosts.length === 0) throw new PkiError('INVALID_ARGUMENT', 'give at least one host name or address');
     const keys = await generateKeys();
-    const names = [...new Set(hosts)].map(
-      (host): x509.JsonGeneralName => ({ type: /^[\d.]+$|:/.test(host) ? 'ip' : 'dns', value: host }),
-    );
     const cert = await this.sign(
       keys.publicKey,
       'CN=TRE enrollment, O=TRE regulator',
-      names,
-      'server',
+      withHosts([], hosts),
+      ['server'],
       validity(v, 825),
     );
     await this.record({
@@ -246,14 +272,47 @@ export class CertificateAuthority {
     return { key: await privateKeyPem(keys.privateKey), cert: cert.toString('pem') };
   }
 
-  /** The TRE's server certificate: SAN DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, plus hosts. */
+  /**
+   * The NATS servers' TLS identity between the shards (`cluster/nats-servers.ts`): a key made in
+   * memory (the caller writes it, 0600) and a certificate for serverAuth (towards the shards) and
+   * clientAuth (the routes between the servers), SAN DNS localhost, IP 127.0.0.1 and each host,
+   * recorded as role `nats`, id `id` (default `cluster`). It names no urn:tre: identity and its
+   * subject is no TRE's (`O=TRE NATS`), so it never passes for a TRE, a party or a shard's user.
+   */
+  async issueNatsServer(
+    hosts: string[] = [],
+    opts: { id?: string; validity?: Validity } = {},
+  ): Promise<{ key: string; cert: string }> {
+    const id = assertId(opts.id ?? 'cluster');
+    const keys = await generateKeys();
+    const cert = await this.sign(
+      keys.publicKey,
+      `CN=NATS ${id}, O=TRE NATS`,
+      withHosts(
+        [
+          { type: 'dns', value: 'localhost' },
+          { type: 'ip', value: '127.0.0.1' },
+        ],
+        hosts,
+      ),
+      ['server', 'client'],
+      validity(opts.validity, 825),
+    );
+    await this.record({ role: 'nats', id, serial: cert.serialNumber, notAfter: cert.notAfter.toISOString() });
+    return { key: await privateKeyPem(keys.privateKey), cert: cert.toString('pem') };
+  }
+
+  /**
+   * The TRE's certificate: SAN DNS localhost, IP 127.0.0.1, URI urn:tre:tre:<id>, plus hosts; for
+   * serverAuth (its MQTT broker) and clientAuth (a shard connecting to the NATS cluster).
+   */
   private async serverCertificate(publicKey: CryptoKey, treId: string, hosts: string[], v?: Validity) {
     assertId(treId);
     const cert = await this.sign(
       publicKey,
       `CN=${treId}, O=TRE`,
       treNames(treId, hosts),
-      'server',
+      ['server', 'client'],
       validity(v, 825),
     );
     await this.record({
@@ -356,7 +415,7 @@ export class CertificateAuthority {
       publicKey,
       `CN=${identity.role}:${identity.id}`,
       [{ type: 'url', value: formatIdentity(identity) }],
-      'client',
+      ['client'],
       validity(v, 825),
     );
     await this.record({
@@ -372,7 +431,7 @@ export class CertificateAuthority {
     publicKey: CryptoKey,
     subject: string,
     names: x509.JsonGeneralName[],
-    usage: 'server' | 'client',
+    usages: readonly ('server' | 'client')[],
     period: { notBefore: Date; notAfter: Date },
   ): Promise<x509.X509Certificate> {
     return x509.X509CertificateGenerator.create({
@@ -388,7 +447,9 @@ export class CertificateAuthority {
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
         new x509.ExtendedKeyUsageExtension(
-          [usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth],
+          usages.map((u) =>
+            u === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
+          ),
           false,
         ),
         new x509.SubjectAlternativeNameExtension(names, false),
