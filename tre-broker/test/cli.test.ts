@@ -168,6 +168,26 @@ describe('tre start', () => {
     }
   });
 
+  it('takes the shard options only with --cluster (measured), and all of them', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
+    const alone = await tre('start', '--pki', dir, '--shard', 's1', '--nats', 'nats://127.0.0.1:4222');
+    expect(alone.code).toBe(2);
+    expect(alone.stderr).toMatch(/need --cluster \(being a shard is measured/);
+    const partial = await tre('start', '--pki', dir, '--cluster', '--shard', 's1');
+    expect(partial.code).toBe(2);
+    expect(partial.stderr).toMatch(/--cluster needs --shard, --nats, --shards and --peer-policy/);
+    const dotted = await tre('start', '--pki', dir, '--cluster', '--shard', 's.1');
+    expect(dotted.code).toBe(2);
+    expect(dotted.stderr).toMatch(/may not contain '\.'/);
+    const noPolicy = await tre(
+      'start',
+      ...['--pki', join(dir, 'none'), '--cluster', '--shard', 's1', '--shards', 's1,s2'],
+      ...['--nats', 'nats://127.0.0.1:1', '--peer-policy', join(dir, 'policy.jws')],
+    );
+    expect(noPolicy.code).toBe(1);
+    expect(noPolicy.stderr).toMatch(/cannot read the peers' attestation policy .*tre attest-policy/);
+  });
+
   it('says what to do when the PKI is missing', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tre-cli-'));
     const r = await tre('start', '--pki', join(dir, 'none'), '--port', '0');
