@@ -1,6 +1,6 @@
 /** `tre-sim`: the simulator and the demo. */
 import { join } from 'node:path';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { DashboardServer } from './dashboard/dashboard-server.js';
 import { buildSnapshot } from './dashboard/snapshot-builder.js';
 import { Simulation } from './simulation/simulation.js';
@@ -37,6 +37,35 @@ function stopOnSignals(progress: (line: string) => void) {
   };
 }
 
+const SHARDS_HELP =
+  'TRE shards: 1 runs one TRE; N > 1 runs a cluster of N attested TREs (s1..sN, each on its own swtpm) over a local 3-node NATS cluster, households spread over them in blocks (some DNO feeders span two shards), regulator and DSM on s1, DNO on s2, supplier on s3; needs swtpm and nats-server (scripts/setup.sh demo)';
+
+function shardCount(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 16)
+    throw new InvalidArgumentError('give a whole number of shards from 1 to 16');
+  return n;
+}
+
+/** Where the TREs listen, one line per shard in a cluster. */
+function treLines(sim: Simulation): string {
+  if (sim.shards.length === 1)
+    return `  TRE:        ${sim.url} (MQTT 3.1.1, mutual TLS; regulator PKI in ${join(sim.dir, 'pki')}, the TRE's certificate in ${join(sim.dir, 'tre-pki')})`;
+  return [
+    `  TRE shards: ${sim.shards.length} (MQTT 3.1.1, mutual TLS; regulator PKI in ${join(sim.dir, 'pki')}, each shard's certificate in ${join(sim.dir, '<shard>', 'tre-pki')})`,
+    ...sim.shards.map((s) => `    ${s.name}: ${s.url}`),
+    `  NATS:       ${sim.nats?.urls.join(', ')} (between the shards: sealed messages only)`,
+  ].join('\n');
+}
+
+interface DemoFlags {
+  households: number;
+  speed: number;
+  shards: number;
+  port: number;
+  keep?: boolean;
+}
+
 export function buildProgram(): Command {
   const program = new Command('tre-sim')
     .description('simulated households and grid parties around a TRE')
@@ -48,6 +77,7 @@ export function buildProgram(): Command {
     )
     .option('--households <n>', 'simulated households', (v) => Number.parseInt(v, 10), 200)
     .option('--speed <x>', 'simulated seconds per real second', Number, 300)
+    .option('--shards <n>', SHARDS_HELP, shardCount, 1)
     .option(
       '--port <port>',
       'dashboard port on 127.0.0.1 (0 = any free port)',
@@ -55,13 +85,14 @@ export function buildProgram(): Command {
       8080,
     )
     .option('--keep', 'keep the working directory (PKI, TRE database) on exit')
-    .action(async (o: { households: number; speed: number; port: number; keep?: boolean }) => {
+    .action(async (o: DemoFlags) => {
       const progress = (line: string) => console.error(`demo: ${line}`);
       const signals = stopOnSignals(progress);
       const sim = await Simulation.create({
         households: o.households,
         days: 365,
         speed: o.speed,
+        shards: o.shards,
         keep: o.keep,
         // A DR round and a billing period close within the first simulated hours.
         earlyRounds: true,
@@ -75,7 +106,7 @@ export function buildProgram(): Command {
       console.log(`
 TRE demo running: ${o.households} households at ${o.speed}x real time.
   dashboard:  ${dashboard.url}
-  TRE:        ${sim.url} (MQTT 3.1.1, mutual TLS; regulator PKI in ${join(sim.dir, 'pki')}, the TRE's certificate in ${join(sim.dir, 'tre-pki')})
+${treLines(sim)}
 Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the temporary state'}.`);
       signals.onStop(() => sim.stopRunning());
       try {
@@ -98,6 +129,7 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
     .option('--days <n>', 'simulated days', Number, 1)
     .option('--speed <x>', 'at most this many simulated seconds per real second', Number, 10_000)
     .option('--interval <minutes>', 'meter interval: 15 or 30', (v) => Number.parseInt(v, 10), 15)
+    .option('--shards <n>', SHARDS_HELP, shardCount, 1)
     .option('--keep', 'keep the working directory')
     .option('--json', 'print the summary as JSON')
     .action(
@@ -106,6 +138,7 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
         days: number;
         speed: number;
         interval: number;
+        shards: number;
         keep?: boolean;
         json?: boolean;
       }) => {
@@ -117,6 +150,7 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
           days: o.days,
           speed: o.speed,
           intervalMinutes: o.interval,
+          shards: o.shards,
           keep: o.keep,
           progress,
         });

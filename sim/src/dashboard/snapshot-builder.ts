@@ -30,7 +30,7 @@ export function buildSnapshot(sim: Simulation, speed: number): DashboardSnapshot
     sim.billingSeries.push({ t: now, runningTotalMinor: bills.reduce((a, b) => a + b.runningTotalMinor, 0) });
   if (sim.billingSeries.length > 4 * MAX_POINTS)
     sim.billingSeries.splice(0, sim.billingSeries.length - 4 * MAX_POINTS);
-  const alerts = sim.tre.readings.recentAlerts(20);
+  const alerts = sim.recentAlerts(20);
   return {
     simTime: new Date(now).toISOString(),
     speed,

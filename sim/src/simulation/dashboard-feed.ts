@@ -1,9 +1,13 @@
-/** What the dashboard (and `tre-sim run`) reads from the running simulation beside the released totals. */
+/**
+ * What the dashboard (and `tre-sim run`) reads from the running simulation beside the released
+ * totals; in a cluster, over every shard (each household's budget from its own shard).
+ */
 
 import type { Statement } from '@tre/protocol';
-import type { RunningTre } from '@tre/tre-broker';
 import type { DrRoundRow, StatementPeriodRow } from '../dashboard/snapshot.js';
 import type { Dsm } from '../parties/dsm.js';
+import type { SimulatedSystem } from './setup.js';
+import type { SimulatedShard } from './simulated-tre.js';
 
 const BUDGET_BUCKETS = [
   '0-10 %',
@@ -34,13 +38,25 @@ export function drRounds(dsm: Dsm): DrRoundRow[] {
 
 /** How many households have spent how much of today's privacy budget, in tenths. */
 export function budgetDistribution(
-  tre: RunningTre,
-  meterIds: string[],
+  sys: Pick<SimulatedSystem, 'households' | 'homes'>,
 ): { bucket: string; households: number }[] {
-  const spent = tre.monitoring.budgetSpent(meterIds);
   const counts = BUDGET_BUCKETS.map(() => 0);
-  for (const f of spent) counts[Math.min(9, Math.floor(f * 10))]!++;
+  for (const shard of new Set(sys.homes)) {
+    const meterIds = sys.households.filter((_, i) => sys.homes[i] === shard).map((h) => h.id.meterId);
+    for (const f of shard.tre.monitoring.budgetSpent(meterIds)) counts[Math.min(9, Math.floor(f * 10))]!++;
+  }
   return BUDGET_BUCKETS.map((bucket, i) => ({ bucket, households: counts[i]! }));
+}
+
+/** The latest alerts of every TRE (shard), newest first, at most `limit`. */
+export function recentAlerts(
+  shards: readonly SimulatedShard[],
+  limit: number,
+): { kind: string; detail: string; at: number }[] {
+  return shards
+    .flatMap((s) => s.tre.readings.recentAlerts(limit))
+    .sort((a, b) => b.at - a.at)
+    .slice(0, limit);
 }
 
 /** The supplier's statements per billing period, newest first, at most `limit` periods. */

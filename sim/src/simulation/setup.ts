@@ -1,24 +1,34 @@
 /**
- * Builds the whole simulated system before the clock runs: the TRE, the regulator's configuration
- * and household registry, N households running the real agent code, and the DNO's feeder groups,
- * the supplier's tariff and billing period, and the DSM.
+ * Builds the whole simulated system before the clock runs: the TRE (or a cluster of shards,
+ * `shards`), the regulator's configuration and household registry, N households running the real
+ * agent code, and the DNO's feeder groups, the supplier's tariff and billing period, and the DSM.
+ * In a cluster each household lives in one shard and its agent connects there, and the parties
+ * connect to different shards (`shard-placement.ts`).
  */
 import { createPrivateKey, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { memoryTmpdir, type Swtpm } from '@tre/hardware';
+import { memoryTmpdir } from '@tre/hardware';
 import { examplePolicy, type Policy } from '@tre/hems-policy';
 import type { TreAttestor } from '@tre/meter-agent';
 import { type Household, ManualClock, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
-import type { CertificateAuthority, RunningTre } from '@tre/tre-broker';
+import type { CertificateAuthority, IssuedFiles } from '@tre/tre-broker';
 import { type HouseholdProfile, householdProfile } from '../households/load-profile.js';
 import { Dno } from '../parties/dno.js';
 import { Dsm } from '../parties/dsm.js';
 import { PartyClient } from '../parties/party-client.js';
 import { registerHouseholds } from '../parties/regulator.js';
 import { Supplier } from '../parties/supplier.js';
+import { ShardActivity } from './shard-activity.js';
+import { type GridParty, shardOfHousehold, shardOfParty } from './shard-placement.js';
+import { startSimulatedCluster } from './simulated-cluster.js';
 import { type HouseholdIdentity, SimulatedHousehold } from './simulated-household.js';
-import { householdAttestor, type SimulatedTre, startSimulatedTre } from './simulated-tre.js';
+import {
+  householdAttestor,
+  type SimulatedShard,
+  type SimulatedTres,
+  startSimulatedTre,
+} from './simulated-tre.js';
 
 export interface SimulationOptions {
   households: number;
@@ -44,6 +54,13 @@ export interface SimulationOptions {
    * simulated day alike (the DSM's evening event, billing periods of a day from the start).
    */
   earlyRounds?: boolean;
+  /**
+   * TRE shards (default 1: one TRE). More: a cluster of attested shards s1..sN over a local 3-node
+   * NATS cluster, each on its own swtpm (required), households spread over them.
+   */
+  shards?: number;
+  /** In a cluster: called once NATS runs, before any shard joins (e.g. to record what crosses it). */
+  onNats?: (nats: { urls: string[]; admin: IssuedFiles }) => Promise<void> | void;
 }
 
 /** Everything the simulation runs, as set up. */
@@ -51,10 +68,14 @@ export interface SimulatedSystem {
   opts: SimulationOptions & { intervalMinutes: 15 | 30 };
   dir: string;
   clock: ManualClock;
-  tre: RunningTre;
+  /** The regulator's PKI and the TREs: one, or the shards of a cluster. */
+  tres: SimulatedTres;
   ca: CertificateAuthority;
-  swtpm: Swtpm | undefined;
   households: SimulatedHousehold[];
+  /** The TRE (shard) each household lives in, by household index. */
+  homes: SimulatedShard[];
+  /** In a cluster: what is still on its way between the shards (the driver waits for none). */
+  shardActivity: ShardActivity | undefined;
   /** The regulator first, then the DNO, the supplier and the DSM. */
   parties: PartyClient[];
   /** Members of each DNO group, for the ground truth next to the released totals. */
@@ -85,15 +106,18 @@ export async function setUpSimulation(options: SimulationOptions): Promise<Simul
   const dir = opts.dir ?? (await mkdtemp(join(memoryTmpdir(), 'tre-sim-')));
   // Aligned to the tariff's 30-minute intervals: no reading before the supplier's first price.
   const clock = new ManualClock(opts.startMs ?? Math.floor(Date.now() / 1_800_000) * 1_800_000);
-  const simulated = await startSimulatedTre(dir, clock, opts, progress);
-  // A set-up that fails half-way stops what it started (swtpm would keep the process alive).
+  // A set-up that fails half-way stops what it started (swtpm and nats-server would outlive it).
   const started: { stop(): Promise<void> }[] = [];
+  let simulated: SimulatedTres | undefined;
   try {
+    simulated =
+      (opts.shards ?? 1) > 1
+        ? await startSimulatedCluster(dir, clock, { ...opts, shards: opts.shards ?? 1 }, progress)
+        : await startSimulatedTre(dir, clock, opts, progress);
     return await setUpAround(opts, dir, clock, simulated, started, progress);
   } catch (err) {
     for (const s of started.reverse()) await s.stop().catch(() => {});
-    await simulated.tre.stop().catch(() => {});
-    await simulated.swtpm?.stop().catch(() => {});
+    await simulated?.stop().catch(() => {});
     if (!opts.keep && !opts.dir) await rm(dir, { recursive: true, force: true });
     throw err;
   }
@@ -104,12 +128,19 @@ async function setUpAround(
   opts: SimulationOptions & { intervalMinutes: 15 | 30 },
   dir: string,
   clock: ManualClock,
-  simulated: SimulatedTre,
+  simulated: SimulatedTres,
   started: { stop(): Promise<void> }[],
   progress: (line: string) => void,
 ): Promise<SimulatedSystem> {
-  const url = `mqtts://127.0.0.1:${simulated.tre.port}`;
-  const { ca } = simulated;
+  const { ca, shards } = simulated;
+  const cluster = shards.length > 1;
+  const joined = shards.flatMap((s) => (s.tre.cluster ? [s.tre.cluster] : []));
+  const shardActivity = cluster ? new ShardActivity(joined) : undefined;
+  const urlOf = (party: GridParty) => shards[shardOfParty(party, shards.length)]!.url;
+  const homes = Array.from(
+    { length: opts.households },
+    (_, i) => shards[shardOfHousehold(i, opts.households, shards.length)]!,
+  );
   const caPem = await readFile(join(dir, 'pki', 'ca.crt'));
   // Households and grid parties alike attest the TRE before sending anything.
   const { attestor, mode: attestationMode } = await householdAttestor(
@@ -118,8 +149,10 @@ async function setUpAround(
     caPem.toString('utf8'),
   );
 
-  const regulatorFiles = await ca.issue('regulator', 'reg', { force: true });
-  const regulator = await PartyClient.connect(url, regulatorFiles, 'regulator', attestor);
+  const { regulatorFiles } = simulated;
+  if (cluster)
+    progress(`regulator: connecting to shard ${shards[shardOfParty('regulator', shards.length)]!.name}`);
+  const regulator = await PartyClient.connect(urlOf('regulator'), regulatorFiles, 'regulator', attestor);
   started.push({ stop: () => regulator.close() });
   const parties = [regulator];
   // The regulator allows daily billing periods in the simulation (the default minimum is a month).
@@ -132,21 +165,41 @@ async function setUpAround(
   const jws = await signContent('regulatorConfig', config, regulatorKey);
   await regulator.publish(topics.regulatorConfig('reg'), { v: PROTOCOL_VERSION, requestId: 'config', jws });
   progress(`regulator: issuing ${opts.households} household certificates`);
-  const { identities, households: registry, accounts } = await issueHouseholds(ca, opts.households, caPem);
-  progress('regulator: registering households with the TRE');
+  const {
+    identities,
+    households: registry,
+    accounts,
+  } = await issueHouseholds(ca, opts.households, caPem, cluster ? homes.map((s) => s.name) : undefined);
+  progress(
+    cluster
+      ? 'regulator: registering households (each in its shard)'
+      : 'regulator: registering households with the TRE',
+  );
   await registerHouseholds(regulator, 'reg', registry, regulatorKey, clock.now());
+  if (cluster) {
+    // Replicated from the regulator's shard: each shard admits its own meters once it has them.
+    await waitFor(
+      () => shards.every((s) => s.tre.registry.count() === own(homes, s)) && shardActivity!.idle(),
+      60_000,
+      'the registry did not reach every shard',
+    );
+  }
 
   // Agent state on tmpfs where there is one: the journal's fsyncs stay cheap for thousands of agents.
   const stateRoot = await mkdtemp(join(memoryTmpdir(), 'tre-sim-agents-'));
   started.push({ stop: () => rm(stateRoot, { recursive: true, force: true }) });
-  progress(`households: starting ${opts.households} agents`);
+  progress(
+    cluster
+      ? `households: starting ${opts.households} agents (${shards.map((s) => `${s.name}: ${own(homes, s)}`).join(', ')})`
+      : `households: starting ${opts.households} agents`,
+  );
   const households: SimulatedHousehold[] = [];
   for (let i = 0; i < identities.length; i++) {
     const stateDir = join(stateRoot, identities[i]!.meterId);
     await mkdir(stateDir, { recursive: true });
     const policy = POLICIES[householdProfile(i).policy];
     const h = new SimulatedHousehold(identities[i]!, householdProfile(i), {
-      url,
+      url: homes[i]!.url,
       clock,
       stateDir,
       attestor,
@@ -166,14 +219,17 @@ async function setUpAround(
     'agents did not all connect',
   );
 
-  const parts = await startGridParties(simulated, url, households, opts, clock, attestor, progress);
+  const parts = await startGridParties(ca, urlOf, households, opts, clock, attestor, progress);
   parties.push(parts.dno.party, parts.supplier.party, parts.dsm.party);
   return {
     opts,
     dir,
     clock,
-    ...simulated,
+    tres: simulated,
+    ca,
     households,
+    homes,
+    shardActivity,
     parties,
     groups: parts.groups,
     accounts,
@@ -190,6 +246,8 @@ async function issueHouseholds(
   ca: CertificateAuthority,
   count: number,
   caPem: Buffer,
+  /** In a cluster: each household's shard, by index. */
+  shardOf: string[] | undefined,
 ): Promise<{ identities: HouseholdIdentity[]; households: Household[]; accounts: string[] }> {
   const identities: HouseholdIdentity[] = [];
   const households: Household[] = [];
@@ -209,6 +267,7 @@ async function issueHouseholds(
       dnoId: 'dno-1',
       capacityW: householdProfile(i).capacityW,
       account,
+      ...(shardOf && { shard: shardOf[i]! }),
     });
   }
   return { identities, households, accounts };
@@ -216,8 +275,8 @@ async function issueHouseholds(
 
 /** The DNO's feeder groups, the supplier's tariff and daily billing period, and the DSM. */
 async function startGridParties(
-  { ca }: SimulatedTre,
-  url: string,
+  ca: CertificateAuthority,
+  urlOf: (party: GridParty) => string,
   households: SimulatedHousehold[],
   { days, earlyRounds }: Pick<SimulationOptions, 'days' | 'earlyRounds'>,
   clock: ManualClock,
@@ -226,7 +285,12 @@ async function startGridParties(
 ): Promise<{ dno: Dno; supplier: Supplier; dsm: Dsm; groups: Map<string, SimulatedHousehold[]> }> {
   progress('DNO: defining feeder groups');
   const dno = new Dno(
-    await PartyClient.connect(url, await ca.issue('dno', 'dno-1', { force: true }), 'dno-1', attestor),
+    await PartyClient.connect(
+      urlOf('dno'),
+      await ca.issue('dno', 'dno-1', { force: true }),
+      'dno-1',
+      attestor,
+    ),
     'dno-1',
   );
   await dno.start();
@@ -242,7 +306,7 @@ async function startGridParties(
   progress('supplier: tariff and daily billing period');
   const supplierFiles = await ca.issue('supplier', 'supplier-1', { force: true });
   const supplier = await Supplier.create(
-    await PartyClient.connect(url, supplierFiles, 'supplier-1', attestor),
+    await PartyClient.connect(urlOf('supplier'), supplierFiles, 'supplier-1', attestor),
     'supplier-1',
     supplierFiles,
   );
@@ -260,11 +324,16 @@ async function startGridParties(
   await supplier.start(from, Math.min(200, Math.ceil(days) + 1));
   const dsmFiles = await ca.issue('dsm', 'dsm-1', { force: true });
   const dsm = await Dsm.create(
-    await PartyClient.connect(url, dsmFiles, 'dsm-1', attestor),
+    await PartyClient.connect(urlOf('dsm'), dsmFiles, 'dsm-1', attestor),
     'dsm-1',
     dsmFiles,
   );
   return { dno, supplier, dsm, groups };
+}
+
+/** How many households live in `shard`. */
+function own(homes: readonly SimulatedShard[], shard: SimulatedShard): number {
+  return homes.filter((h) => h === shard).length;
 }
 
 async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {

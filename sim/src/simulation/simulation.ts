@@ -1,18 +1,18 @@
 /**
  * A whole system on one machine: the regulator's PKI, a TRE (in-process, real mTLS MQTT, real
- * SQLite), N households running the real agent code, and the grid parties, all on one simulated
- * clock. Used by `tre-sim run` (headless, with invariant checks) and by the demo. Set up in
- * `setup.ts`; what is checked in `invariants.ts`.
+ * SQLite) or a cluster of TRE shards over NATS (`shards`), N households running the real agent
+ * code, and the grid parties, all on one simulated clock. Used by `tre-sim run` (headless, with
+ * invariant checks) and by the demo. Set up in `setup.ts`; what is checked in `invariants.ts`.
  */
 import { rm } from 'node:fs/promises';
 import type { ManualClock } from '@tre/protocol';
-import type { CertificateAuthority, RunningTre } from '@tre/tre-broker';
+import type { CertificateAuthority, NatsCluster, RunningTre } from '@tre/tre-broker';
 import type { DrRoundRow } from '../dashboard/snapshot.js';
 import type { Dno } from '../parties/dno.js';
 import type { Dsm } from '../parties/dsm.js';
 import type { PartyClient } from '../parties/party-client.js';
 import type { Supplier } from '../parties/supplier.js';
-import { budgetDistribution, drRounds } from './dashboard-feed.js';
+import { budgetDistribution, drRounds, recentAlerts } from './dashboard-feed.js';
 import { drEventsAt } from './dr-schedule.js';
 import {
   billingInvariant,
@@ -26,6 +26,7 @@ import {
 } from './invariants.js';
 import { type SimulatedSystem, type SimulationOptions, setUpSimulation } from './setup.js';
 import type { SimulatedHousehold } from './simulated-household.js';
+import type { SimulatedShard } from './simulated-tre.js';
 import { SimulationDriver } from './simulation-driver.js';
 
 export interface SimulationSummary {
@@ -42,9 +43,16 @@ export class Simulation {
   readonly opts: SimulationOptions & { intervalMinutes: 15 | 30 };
   readonly dir: string;
   readonly clock: ManualClock;
+  /** The TRE, or in a cluster the first shard (s1). */
   readonly tre: RunningTre;
+  /** Every TRE: the one TRE, or the shards s1..sN. */
+  readonly shards: SimulatedShard[];
+  /** The shards' NATS cluster; undefined for a single TRE. */
+  readonly nats: NatsCluster | undefined;
   readonly ca: CertificateAuthority;
   readonly households: SimulatedHousehold[];
+  /** The TRE (shard) each household lives in, by household index. */
+  readonly homes: SimulatedShard[];
   readonly parties: PartyClient[];
   readonly dno: Dno;
   readonly supplier: Supplier;
@@ -59,9 +67,12 @@ export class Simulation {
     this.opts = system.opts;
     this.dir = system.dir;
     this.clock = system.clock;
-    this.tre = system.tre;
+    this.shards = system.tres.shards;
+    this.tre = this.shards[0]!.tre;
+    this.nats = system.tres.nats;
     this.ca = system.ca;
     this.households = system.households;
+    this.homes = system.homes;
     this.parties = system.parties;
     this.dno = system.dno;
     this.supplier = system.supplier;
@@ -74,8 +85,9 @@ export class Simulation {
     return new Simulation(await setUpSimulation(options));
   }
 
+  /** Where the TRE (the first shard) listens. */
   get url(): string {
-    return `mqtts://127.0.0.1:${this.tre.port}`;
+    return this.shards[0]!.url;
   }
 
   statementCount(): number {
@@ -87,14 +99,19 @@ export class Simulation {
   }
 
   budgetDistribution(): { bucket: string; households: number }[] {
-    return budgetDistribution(
-      this.tre,
-      this.households.map((h) => h.id.meterId),
-    );
+    return budgetDistribution(this.system);
   }
 
-  /** Released totals against the simulator's own truth: how often |noise| exceeded the stated 95 % bound. */
-  dpCheck(): { releases: number; outside: number } {
+  /** The TREs' latest alerts, newest first. */
+  recentAlerts(limit: number): { kind: string; detail: string; at: number }[] {
+    return recentAlerts(this.shards, limit);
+  }
+
+  /**
+   * Released totals against the simulator's own truth: how often |noise| exceeded the stated 95 %
+   * bound; `spanning`: releases of groups whose members live in more than one shard.
+   */
+  dpCheck(): { releases: number; outside: number; spanning: number } {
     return dpCheck(this.system);
   }
 
@@ -113,10 +130,13 @@ export class Simulation {
           await this.dsm.raise(event);
       },
       quiet: () =>
-        this.tre.router.inFlight === 0 &&
+        this.shards.every((s) => s.tre.router.inFlight === 0) &&
+        (this.system.shardActivity?.idle() ?? true) &&
         this.households.every((h) => h.outbox.depth === 0) &&
         this.parties.every((p) => performance.now() - p.lastActivity > 5),
     });
+    // What set-up caused (replicated groups, tariff, billing period) is handled before time moves.
+    await this.driver.settle();
     await this.driver.run(until, onStep);
     return this.summary(from, wallStart);
   }
@@ -147,8 +167,7 @@ export class Simulation {
   async stop(): Promise<void> {
     await Promise.all(this.households.map((h) => h.stop()));
     await Promise.all(this.parties.map((p) => p.close()));
-    await this.tre.stop();
-    await this.system.swtpm?.stop();
+    await this.system.tres.stop();
     await rm(this.system.stateRoot, { recursive: true, force: true });
     if (!this.opts.keep && !this.opts.dir) await rm(this.dir, { recursive: true, force: true });
   }

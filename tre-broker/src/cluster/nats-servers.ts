@@ -280,7 +280,7 @@ class LocalNatsNode implements NatsNode {
           err.code === 'ENOENT'
             ? new NatsClusterError(
                 'NATS_SERVER_MISSING',
-                `${this.o.binary} not found; install it with scripts/setup.sh test (Debian package nats-server)`,
+                `${this.o.binary} not found; install it with scripts/setup.sh demo or test (Debian package nats-server)`,
               )
             : new NatsClusterError('NATS_START_FAILED', `cannot run ${this.o.binary}: ${err.message}`),
         ),

@@ -264,6 +264,8 @@ export class ShardLink {
   /** One chain per sender: its messages are handled in order. */
   private readonly chains = new Map<string, Promise<void>>();
   private readonly tasks = new Set<Promise<unknown>>();
+  /** Sends between `send` and NATS taking the sealed message. */
+  private sending = 0;
   private crl: { pem: string; serials: Set<string> | string } | undefined;
 
   constructor(opts: ShardLinkOptions) {
@@ -317,17 +319,30 @@ export class ShardLink {
     this.assertStarted();
     if (to === this.o.shard) return this.deliverLocally(kind, body);
     this.assertInRoster(to);
-    const peer = await this.peer(to);
-    const jwe = await seal(body, {
-      kind,
-      from: this.o.shard,
-      to,
-      signingKey: this.o.signingKey,
-      recipientKey: peer.encryptionKey,
-      iat: this.o.clock.now(),
-    });
-    this.o.nats.publish(shardSubjects.message(to, this.o.shard), jwe);
-    this.stats.sent++;
+    this.sending++;
+    try {
+      const peer = await this.peer(to);
+      const jwe = await seal(body, {
+        kind,
+        from: this.o.shard,
+        to,
+        signingKey: this.o.signingKey,
+        recipientKey: peer.encryptionKey,
+        iat: this.o.clock.now(),
+      });
+      this.o.nats.publish(shardSubjects.message(to, this.o.shard), jwe);
+      this.stats.sent++;
+    } finally {
+      this.sending--;
+    }
+  }
+
+  /**
+   * Work in hand: sends not yet given to NATS (attesting the peer, sealing) and received messages
+   * not yet handled. 0 when this link is idle (what is on its way through NATS is not counted).
+   */
+  get busy(): number {
+    return this.sending + this.chains.size;
   }
 
   private assertStarted(): void {
