@@ -13,6 +13,10 @@
  * starts with a random salt instead of the "SQLite format 3" header. Temporary tables and sorts
  * stay in memory (`temp_store = MEMORY`): the cipher covers the database, its journal and WAL, not
  * SQLite's temporary files.
+ *
+ * A commit hook (`setCommitHook`; a shard's journal, change-journal.ts) adds a step to each batch:
+ * its callers' promises then wait, after COMMIT, for the hook's asynchronous step (the journal
+ * append), batch after batch in order. Without a hook nothing of this runs.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,7 +45,11 @@ export interface StoreOptions {
   maxBatch?: number;
 }
 
-export type StoreErrorCode = 'STORAGE_UNAVAILABLE' | 'STORE_CLOSED' | 'STORE_KEY_MISMATCH';
+/**
+ * `NOT_JOURNALED`: committed to this store but the commit hook's step failed (not copied to the
+ * shard's journal): not acknowledged, and the next successful step carries it too.
+ */
+export type StoreErrorCode = 'STORAGE_UNAVAILABLE' | 'STORE_CLOSED' | 'STORE_KEY_MISMATCH' | 'NOT_JOURNALED';
 
 export class StoreError extends Error {
   override readonly name = 'StoreError';
@@ -52,6 +60,21 @@ export class StoreError extends Error {
   ) {
     super(message);
   }
+}
+
+/** A step around each group commit (see `Store.setCommitHook`). */
+export interface CommitHook {
+  /** Runs last inside each batch's transaction, after its writes; a throw rolls the whole batch back. */
+  beforeCommit(db: Db): void;
+  /**
+   * Called right after COMMIT, before any other batch can run; the batch's callers wait for the
+   * promise, and its rejection fails their writes with `NOT_JOURNALED`.
+   */
+  afterCommit(): Promise<void>;
+  /** Called before a migration that has not run yet is applied (e.g. to drop triggers). */
+  migrating(): void;
+  /** Called after it was applied, or failed (the schema may have changed). */
+  migrated(): void;
 }
 
 interface PendingWrite {
@@ -71,6 +94,9 @@ export class Store {
   onCommit: ((seconds: number) => void) | undefined;
 
   private readonly maxBatch: number;
+  private hook: CommitHook | undefined;
+  /** The last batch waiting for its hook's step: batches settle in commit order. */
+  private settling: Promise<void> = Promise.resolve();
 
   constructor(
     readonly path: string,
@@ -115,6 +141,7 @@ export class Store {
             out.push({ ok: false, value: err });
           }
         }
+        this.hook?.beforeCommit(this.db);
       },
     );
   }
@@ -143,16 +170,34 @@ export class Store {
     return stmt;
   }
 
+  /**
+   * Sets (or with `undefined` removes) the step around each group commit. Set it between batches,
+   * e.g. at start before the first write: a batch already committed keeps the hook it had.
+   */
+  setCommitHook(hook: CommitHook | undefined): void {
+    this.hook = hook;
+  }
+
+  /** Resolves once every committed batch has settled (its hook's step done or failed). */
+  settled(): Promise<void> {
+    return this.settling;
+  }
+
   /** Applies a flow's schema once (by name). */
   migrate(name: string, sql: string): void {
     const done = this.db.prepare('SELECT 1 FROM migrations WHERE name = ?').get(name);
     if (done) return;
-    this.db.transaction(() => {
-      this.db.exec(sql);
-      this.db
-        .prepare('INSERT INTO migrations (name, applied_at) VALUES (?, ?)')
-        .run(name, new Date().toISOString());
-    })();
+    this.hook?.migrating();
+    try {
+      this.db.transaction(() => {
+        this.db.exec(sql);
+        this.db
+          .prepare('INSERT INTO migrations (name, applied_at) VALUES (?, ?)')
+          .run(name, new Date().toISOString());
+      })();
+    } finally {
+      this.hook?.migrated();
+    }
   }
 
   /** Queues a write; resolves with its result after the batch that carries it has committed. */
@@ -186,11 +231,38 @@ export class Store {
     this.stats.transactions++;
     this.stats.writes += batch.length;
     this.onCommit?.((performance.now() - started) / 1000);
-    batch.forEach((w, i) => {
-      const r = results[i]!;
-      if (r.ok) w.resolve(r.value);
-      else w.reject(r.value);
-    });
+    if (this.hook) this.settleAfter(this.hook, batch, results);
+    else settle(batch, results);
+  }
+
+  /**
+   * Settles the batch once its hook's step (started now) and every batch before it have. If the
+   * step fails, the writes committed in it fail with NOT_JOURNALED; those that had failed keep their error.
+   */
+  private settleAfter(hook: CommitHook, batch: PendingWrite[], results: { ok: boolean; value: unknown }[]) {
+    let step: Promise<unknown>;
+    try {
+      step = hook.afterCommit().then(
+        () => undefined,
+        (err: unknown) => new JournalFailure(err),
+      );
+    } catch (err) {
+      step = Promise.resolve(new JournalFailure(err));
+    }
+    this.settling = this.settling
+      .then(() => step)
+      .then((outcome) => {
+        if (!(outcome instanceof JournalFailure)) return settle(batch, results);
+        const failure = new StoreError(
+          'NOT_JOURNALED',
+          `committed here but not journaled (${(outcome.cause as Error)?.message ?? outcome.cause}): not acknowledged; retry, the next journal entry carries it`,
+          outcome.cause,
+        );
+        batch.forEach((w, i) => {
+          const r = results[i]!;
+          w.reject(r.ok ? failure : r.value);
+        });
+      });
   }
 
   close(): void {
@@ -199,6 +271,19 @@ export class Store {
     this.closed = true;
     this.db.close();
   }
+}
+
+/** A hook step's rejection, held as a value so it is handled while earlier batches settle. */
+class JournalFailure {
+  constructor(readonly cause: unknown) {}
+}
+
+function settle(batch: PendingWrite[], results: { ok: boolean; value: unknown }[]): void {
+  batch.forEach((w, i) => {
+    const r = results[i]!;
+    if (r.ok) w.resolve(r.value);
+    else w.reject(r.value);
+  });
 }
 
 /**
