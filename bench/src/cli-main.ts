@@ -7,6 +7,7 @@ import { runDrRound } from './dr-round.js';
 import { runIngest } from './ingest.js';
 import { runReconnect } from './reconnect.js';
 import { type BenchResult, formatTable, jsonOf } from './report.js';
+import { DEFAULT_SHARDS, runShards } from './shards.js';
 import { runSoak } from './soak.js';
 
 const int = (v: string) => Number.parseInt(v, 10);
@@ -115,6 +116,56 @@ export function buildProgram(): Command {
             },
             (l) => console.error(`reconnect: ${l}`),
           ),
+          !!o.json,
+        );
+      },
+    );
+  program
+    .command('shards')
+    .description(
+      'TRE shard processes (tre cluster) vs one TRE without a cluster: ingest readings/s and attestations/s for 1, 2, 3 shards, and a cross-shard DR round',
+    )
+    .option('--shard-counts <list>', 'comma-separated shard counts', DEFAULT_SHARDS.shardCounts.join(','))
+    .option('--meters <n>', 'meter connections', int, DEFAULT_SHARDS.meters)
+    .option('--per-meter <n>', 'readings per meter (measured)', int, DEFAULT_SHARDS.perMeter)
+    .option('--window <n>', 'QoS1 publishes in flight per connection', int, DEFAULT_SHARDS.window)
+    .option(
+      '--attest-seconds <s>',
+      'how long the attestation load runs per configuration',
+      int,
+      DEFAULT_SHARDS.attestSeconds,
+    )
+    .option(
+      '--dr-bids <list>',
+      'comma-separated bid counts of the DR round (empty: none)',
+      DEFAULT_SHARDS.drBids.join(','),
+    )
+    .option('--dr-shards <n>', 'shards of the DR round', int, DEFAULT_SHARDS.drShards)
+    .option('--json', 'print JSON')
+    .action(
+      async (o: {
+        shardCounts: string;
+        meters: number;
+        perMeter: number;
+        window: number;
+        attestSeconds: number;
+        drBids: string;
+        drShards: number;
+        json?: boolean;
+      }) => {
+        const counts = (v: string) => v.split(',').filter(Boolean).map(Number);
+        const shardCounts = counts(o.shardCounts);
+        const drBids = counts(o.drBids);
+        if (
+          ![...shardCounts, ...drBids, o.drShards, o.meters, o.perMeter].every(
+            (n) => Number.isInteger(n) && n > 0,
+          )
+        )
+          throw new Error(
+            '--shard-counts, --dr-bids, --dr-shards, --meters and --per-meter take positive whole numbers',
+          );
+        output(
+          await runShards({ ...o, shardCounts, drBids }, (l) => console.error(`shards: ${l}`)),
           !!o.json,
         );
       },

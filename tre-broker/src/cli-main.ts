@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addAttestPolicyCommand } from './cli/attest-policy.js';
+import { addClusterCommand } from './cli/cluster.js';
 import { addEnrollCommands } from './cli/enroll.js';
 import { addPkiCommands } from './cli/pki.js';
 import { addRegistryCommands } from './cli/registry.js';
@@ -38,6 +39,7 @@ Examples:
   addEnrollCommands(program);
   addAttestPolicyCommand(program);
   addStartCommand(program);
+  addClusterCommand(program);
   return program;
 }
 

@@ -70,6 +70,9 @@ const outboundSchema = z.strictObject({
 export function relayedTopic(topic: string): boolean {
   const parsed = parseTopic(topic);
   if (parsed?.scope !== 'party' || !PROVIDER_ROLES.has(parsed.owner.role)) return false;
+  // A round's bids go out from its gateway, the shard its DSM is connected to: relaying the whole
+  // union (megabytes for a large round) to every shard would reach no one more.
+  if (parsed.family === 'bids') return false;
   return !(parsed.family === 'inbox' && LOCAL_INBOX_KINDS.has(parsed.param ?? ''));
 }
 
