@@ -6,6 +6,8 @@
  *   _INBOX.<shard>.>             a shard's reply subjects (its client's `inboxPrefix`)
  *   tre.journal.<shard>          the shard's journal entries (encrypted), stream TRE_JOURNAL_<shard>
  *   $KV.tre-lease-<shard>.holder the shard's ownership lease (an instance id), bucket tre-lease-<shard>
+ *   tre.handover.<shard>         a standby of the shard asks its primary for the shard key (request/reply,
+ *                                both attested, the key sealed to the standby): only the shard's own TREs
  * A shard's NATS user may publish only what names it as the sender and subscribe only to what is
  * addressed to it (`shardPermissions`): it cannot read another shard's traffic or speak as it. Of
  * JetStream it may use its own journal stream and lease bucket only (append, read, follow), and
@@ -27,6 +29,8 @@ export const shardSubjects = {
   /** Every message addressed to a shard. */
   messagesTo: (to: string) => `${ROOT}.shard.${checkShard(to)}.from.*`,
   hello: (shard: string) => `${ROOT}.hello.${checkShard(shard)}`,
+  /** Where a standby TRE of the shard asks the shard's primary for the shard key. */
+  handover: (shard: string) => `${ROOT}.handover.${checkShard(shard)}`,
   inboxPrefix: (shard: string) => `_INBOX.${checkShard(shard)}`,
   /** The subject of the shard's journal entries. */
   journal: (shard: string) => `${ROOT}.journal.${checkShard(shard)}`,
@@ -68,10 +72,16 @@ function journalPermissions(shard: string): string[] {
 /** What a shard's NATS user may publish and subscribe to (nats-server `permissions`). */
 export function shardPermissions(shard: string): { publish: string[]; subscribe: string[] } {
   return {
-    publish: [`${ROOT}.shard.*.from.${checkShard(shard)}`, `${ROOT}.hello.*`, ...journalPermissions(shard)],
+    publish: [
+      `${ROOT}.shard.*.from.${checkShard(shard)}`,
+      `${ROOT}.hello.*`,
+      shardSubjects.handover(shard),
+      ...journalPermissions(shard),
+    ],
     subscribe: [
       shardSubjects.messagesTo(shard),
       shardSubjects.hello(shard),
+      shardSubjects.handover(shard),
       `${shardSubjects.inboxPrefix(shard)}.>`,
     ],
   };

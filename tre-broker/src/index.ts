@@ -35,6 +35,9 @@ export {
   startNatsCluster,
 } from './cluster/nats-servers.js';
 export type { ShardCluster } from './cluster/shard-cluster.js';
+export type { ShardFailover, ShardRole } from './cluster/shard-failover.js';
+export { ensureShardStreams } from './cluster/shard-journal.js';
+export { DEFAULT_LEASE_TTL_MS, type TakenShard } from './cluster/take-shard.js';
 export type {
   DemandResponseOptions,
   DemandResponseService,

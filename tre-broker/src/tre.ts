@@ -17,6 +17,7 @@ import { MessageRouter } from './broker/message-router.js';
 import { TlsMqttBroker } from './broker/tls-mqtt-broker.js';
 import { type ClusterOptions, type JoinedCluster, joinCluster } from './cluster/join-cluster.js';
 import { relayedOutbound, relayProviders } from './cluster/provider-relay.js';
+import { type TakenShard, takeShard } from './cluster/take-shard.js';
 import type {
   DemandResponseOptions,
   DemandResponseService,
@@ -85,6 +86,8 @@ export interface RunningTre {
   metrics?: MetricsServer;
   /** This shard's link to the others, in a cluster. */
   cluster?: JoinedCluster;
+  /** In a cluster whose shard has a journal: this TRE as the shard's primary (lease, journal, how it became primary). */
+  shard?: TakenShard;
   stop(): Promise<void>;
 }
 
@@ -144,7 +147,10 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const revocations = await RevocationList.load(paths.crl, tls.ca);
   const clock = opts.clock ?? systemClock;
   const store = Store.openIn(opts.dataDir, { dataKey });
-  const registry = new HouseholdRegistry(store, undefined, opts.cluster?.shard);
+  // In a cluster the registry is wired once this TRE is the shard's primary (from replayed data).
+  let registry: HouseholdRegistry | undefined = opts.cluster
+    ? undefined
+    : new HouseholdRegistry(store, undefined, undefined);
   let attestation: RunningTre['attestation'];
   const joined =
     opts.cluster &&
@@ -153,7 +159,10 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
       tls,
       crlFile: paths.crl,
       signingKey: createPrivateKey(tls.key),
-      registry,
+      registry: {
+        shardOf: (meterId) => registry?.shardOf(meterId),
+        shardsWithHouseholds: () => registry?.shardsWithHouseholds() ?? [],
+      },
       evidence: (nonce) => attestation!.service.evidence(nonce),
       log: opts.log,
     }).catch((err: Error) => {
@@ -162,7 +171,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
       throw err;
     }));
   const broker = await TlsMqttBroker.start({
-    admit: (who) => (who.role === 'meter' && !registry.get(who.id) ? 'meter not registered' : undefined),
+    admit: (who) => (who.role === 'meter' && !registry?.get(who.id) ? 'meter not registered' : undefined),
     tls,
     revocations,
     host: opts.host ?? '127.0.0.1',
@@ -176,21 +185,6 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   const outbound = joined ? relayedOutbound(broker, joined.cluster) : broker;
   const router = new MessageRouter(outbound, opts.log.child({ module: 'router' }));
   broker.setRouter(router);
-  registry.serve(router);
-  const flows = wireFlows(
-    {
-      store,
-      registry,
-      router,
-      outbound,
-      clock,
-      log: opts.log,
-      signingKey: createPrivateKey(tls.key),
-      cluster: joined?.cluster,
-    },
-    { monitoring: opts.monitoring, billing: opts.billing, demandResponse: opts.demandResponse },
-  );
-  if (joined) relayProviders({ cluster: joined.cluster, router, local: broker, log: opts.log });
   const metrics = opts.metrics && new TreMetrics();
   if (tpm) {
     const akPublicKeyPem = tpm.publicKeyPem();
@@ -227,6 +221,52 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     service.start();
     attestation = { service, tpm, akPublicKeyPem, pcr: tpm.pcrRead(APPLICATION_PCR).toString('hex') };
   }
+  const base = { store, router, outbound, clock, log: opts.log, signingKey: createPrivateKey(tls.key) };
+  const flowOptions = {
+    monitoring: opts.monitoring,
+    billing: opts.billing,
+    demandResponse: opts.demandResponse,
+  };
+  // Failover when asked for (`tre start --cluster` always asks; in process, `cluster.failover`).
+  const failover =
+    joined &&
+    opts.cluster!.failover &&
+    (await takeShard({
+      shard: opts.cluster!.shard,
+      joined,
+      store,
+      tls,
+      signingKey: createPrivateKey(tls.key),
+      attestation: attestation!,
+      options: opts.cluster!.failover,
+      // The same migrations as the flows', before any replay (the journal carries rows, not schema).
+      migrate: () => {
+        wireFlows(
+          {
+            ...base,
+            registry: new HouseholdRegistry(store, undefined, opts.cluster!.shard),
+            router: new MessageRouter(outbound, opts.log.child({ module: 'router' })),
+          },
+          flowOptions,
+        );
+      },
+      onLost: () => {
+        // Stop acknowledging at once: meters reconnect to the shard's new primary.
+        void broker.close().catch(() => {});
+      },
+      log: opts.log,
+    }).catch(async (err: Error) => {
+      await attestation?.service.stop();
+      await broker.close();
+      await joined.stop().catch(() => {});
+      store.close();
+      tpm?.close();
+      throw err;
+    }));
+  registry ??= new HouseholdRegistry(store, undefined, opts.cluster?.shard);
+  registry.serve(router);
+  const flows = wireFlows({ ...base, registry, cluster: joined?.cluster }, flowOptions);
+  if (joined) relayProviders({ cluster: joined.cluster, router, local: broker, log: opts.log });
   flows.start();
   await joined?.start(); // every handler is registered: other shards may send from now on
   let metricsServer: MetricsServer | undefined;
@@ -256,12 +296,15 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
     attestation,
     metrics: metricsServer,
     cluster: joined,
+    shard: failover,
     async stop() {
       await flows.stop();
+      await broker.close(); // nothing more is acknowledged
+      await store.settled();
+      await failover?.failover.stop(); // releases the lease: a standby takes over at once
       await joined?.stop();
       await attestation?.service.stop();
       attestation?.tpm.close();
-      await broker.close();
       store.close();
       await metricsServer?.close(); // last: /readyz says not ready while the TRE stops
       opts.log.info('TRE stopped');

@@ -10,6 +10,7 @@ import {
   verifyContent,
 } from '@tre/protocol';
 import { type Command, CommanderError, InvalidArgumentError } from 'commander';
+import { DEFAULT_LEASE_TTL_MS } from '../cluster/take-shard.js';
 import { createLogger } from '../log.js';
 import { type ListenAddress, parseListenAddress } from '../metrics/metrics-server.js';
 import { pkiPaths } from '../pki/certificate-authority.js';
@@ -27,6 +28,7 @@ interface StartFlags extends TreFlags {
   nats?: string[];
   shards?: string[];
   peerPolicy?: string;
+  leaseTtl?: number;
 }
 
 const list = (v: string) =>
@@ -121,6 +123,21 @@ export function addStartCommand(program: Command): void {
       .option(
         '--peer-policy <file>',
         "with --cluster: the regulator's signed whitelist the other shards' quotes must satisfy",
+      )
+      .option(
+        '--lease-ttl <ms>',
+        `with --cluster: the TTL of the shard's lease bucket, as the admin made it (default ${DEFAULT_LEASE_TTL_MS})`,
+        (v) => Number.parseInt(v, 10),
+      )
+      .addHelpText(
+        'after',
+        `
+Failover (--cluster, when an admin made the shard's journal stream and lease bucket): run the same
+\`tre start --cluster --shard S ...\` for every TRE of shard S, each on its own machine and TPM. The one
+that holds the shard's lease is its primary (it listens for MQTT and runs the flows); the others are
+standbys that follow the shard's journal and take over when the primary stops renewing the lease.
+The log says which role this TRE has and, after a takeover, how long it took. A primary that loses
+its lease stops acknowledging and exits with status 1.`,
       ),
   ).action(async (o: StartFlags, command: Command) => {
     const settings = treSettingsFrom(o);
@@ -147,9 +164,15 @@ export function addStartCommand(program: Command): void {
       );
     const log = createLogger({ level: settings.logLevel });
     // Signals are taken from the start, so a stop during start-up is still graceful.
+    const standing = new AbortController();
+    let stop: (why: string) => void = () => {};
     const stopped = new Promise<string>((resolve) => {
-      process.once('SIGTERM', () => resolve('SIGTERM'));
-      process.once('SIGINT', () => resolve('SIGINT'));
+      stop = (why) => {
+        standing.abort(new Error(why));
+        resolve(why);
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
     });
     const tre = await startTre({
       pkiDir: o.pki,
@@ -164,6 +187,14 @@ export function addStartCommand(program: Command): void {
             shards: o.shards!,
             servers: o.nats!,
             peerPolicy: await peerPolicy(o.peerPolicy!, pkiPaths(o.pki).caCert),
+            failover: {
+              leaseTtlMs: o.leaseTtl,
+              signal: standing.signal,
+              onLeaseLost: (why) => {
+                process.exitCode = 1;
+                stop(`shard lease ${why}`);
+              },
+            },
           }
         : undefined,
       monitoring: settings.monitoring,
@@ -173,7 +204,14 @@ export function addStartCommand(program: Command): void {
         settings.clockSpeed === 1
           ? systemClock
           : new AcceleratedClock(settings.clockEpoch ?? Date.now(), settings.clockSpeed),
+    }).catch((err: unknown) => {
+      if (standing.signal.aborted) return undefined; // stopped while standing by
+      throw err;
     });
+    if (!tre) {
+      log.info({ signal: await stopped }, 'stopped while standing by');
+      return;
+    }
     const signal = await stopped; // already settled if the signal came during start-up
     log.info({ signal }, 'stopping');
     await tre.stop().catch((err: Error) => log.error({ err }, 'unclean stop'));

@@ -13,7 +13,10 @@ import { shardSubjects } from '@tre/protocol';
 import type { Logger } from '../log.js';
 import type { HouseholdRegistry } from '../registry/household-registry.js';
 import { TreConfigError } from '../tre-config-error.js';
+import type { PeerTrust } from './peer-verification.js';
 import type { ShardCluster } from './shard-cluster.js';
+import type { ShardJournalOptions } from './shard-journal.js';
+import type { ShardLeaseOptions } from './shard-lease.js';
 import { ShardLink } from './shard-link.js';
 
 export interface ClusterOptions {
@@ -25,12 +28,32 @@ export interface ClusterOptions {
   servers: string[];
   /** The regulator-signed whitelist every peer's quote must satisfy (checked by the caller). */
   peerPolicy: AttestationPolicy;
+  /**
+   * Failover between the TREs of this shard (shard-failover.ts), when an admin made the shard's
+   * journal stream and lease bucket (`ensureShardStreams`); without them the TRE runs alone.
+   * Without this option (in process) the TRE does not look for them: no JetStream traffic at all.
+   */
+  failover?: {
+    /** The lease bucket's TTL, as given to `ensureShardStreams` (default 10 s). */
+    leaseTtlMs?: number;
+    /** Told the role once it is decided (a standby is told again when it takes over). */
+    onRole?: (role: 'primary' | 'standby') => void;
+    /** Called when the primary lost its lease (default: the TRE stops; `tre start` then exits non-zero). */
+    onLeaseLost?: (why: 'taken' | 'expired') => void;
+    /** Aborts a standby's wait for the lease. */
+    signal?: AbortSignal;
+    /** Tuning (tests). */
+    journal?: ShardJournalOptions;
+    lease?: Omit<ShardLeaseOptions, 'ttlMs'>;
+  };
 }
 
 export interface JoinedCluster {
   cluster: ShardCluster;
   link: ShardLink;
   nats: NatsConnection;
+  /** How peers (and this shard's other TREs) are attested: the regulator's root, CRL and whitelist. */
+  trust: PeerTrust;
   /** Starts the link (answers peers, receives); call once every handler is registered. */
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -42,7 +65,8 @@ export async function joinCluster(deps: {
   /** The regulator's CRL file (read on every peer attestation). */
   crlFile: string;
   signingKey: KeyObject;
-  registry: HouseholdRegistry;
+  /** Where households live (read lazily: a standby wires its registry only when it takes over). */
+  registry: Pick<HouseholdRegistry, 'shardOf' | 'shardsWithHouseholds'>;
   evidence: (nonce: Buffer) => Promise<Evidence>;
   log: Logger;
 }): Promise<JoinedCluster> {
@@ -65,6 +89,11 @@ export async function joinCluster(deps: {
       `cannot reach NATS at ${options.servers.join(', ')} (${err.message}): start the cluster's nats-server (\`tre cluster\` for development) and check --nats; its users map this TRE's certificate (urn:tre:tre:${shard})`,
     );
   });
+  const trust: PeerTrust = {
+    regulatorRoot: new X509Certificate(tls.ca),
+    regulatorCrl: () => readFileSync(deps.crlFile, 'utf8'),
+    policy: options.peerPolicy,
+  };
   const link = new ShardLink({
     nats,
     shard,
@@ -72,11 +101,7 @@ export async function joinCluster(deps: {
     treCertificate: tls.cert,
     signingKey: deps.signingKey,
     evidence: deps.evidence,
-    trust: {
-      regulatorRoot: new X509Certificate(tls.ca),
-      regulatorCrl: () => readFileSync(deps.crlFile, 'utf8'),
-      policy: options.peerPolicy,
-    },
+    trust,
     log: log.child({ module: 'shard-link' }),
   });
   let running: () => void = () => {};
@@ -98,6 +123,7 @@ export async function joinCluster(deps: {
     cluster,
     link,
     nats,
+    trust,
     async start() {
       await link.start();
       running();

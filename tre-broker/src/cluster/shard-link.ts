@@ -44,38 +44,23 @@
  * Times (certificate validity, `iat`, ages) follow `clock`; every shard must run on the same time
  * source. Request timeouts and retry backoff are transport waits in real time.
  */
-import {
-  createPublicKey,
-  generateKeyPairSync,
-  type KeyObject,
-  randomBytes,
-  webcrypto,
-  X509Certificate,
-} from 'node:crypto';
+import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
-import {
-  AK_CERTIFICATE_EKU,
-  type AttestationPolicy,
-  attestationResponseSchema,
-  type Clock,
-  checkShard,
-  type Evidence,
-  formatIdentity,
-  senderOf,
-  shardSubjects,
-  systemClock,
-  verifyAttestation,
-} from '@tre/protocol';
+import { type Clock, checkShard, type Evidence, senderOf, shardSubjects, systemClock } from '@tre/protocol';
 import { decodeProtectedHeader, exportJWK, type JWK } from 'jose';
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import {
-  checkKeyEndorsement,
-  endorseKey,
-  helloLeaf,
+  type HelloAnswer,
+  helloAnswerFor,
+  helloAnswerSchema,
+  type PeerCheck,
+  type PeerTrust,
+  PeerVerifier,
+  type VerifiedPeer,
+} from './peer-verification.js';
+import {
   keyId,
   type OpenedMessage,
   open,
@@ -110,28 +95,14 @@ export interface ShardLinkOptions extends Partial<typeof SHARD_LINK_DEFAULTS> {
   signingKey: KeyObject;
   /** This TRE's evidence over a nonce (`AttestationService.evidence`). */
   evidence: (nonce: Buffer) => Promise<Evidence>;
-  trust: {
-    regulatorRoot: X509Certificate;
-    /** The regulator's CRL (PEM), read on every attestation. */
-    regulatorCrl: () => string;
-    policy: AttestationPolicy;
-  };
+  trust: PeerTrust;
   log: Logger;
   clock?: Clock;
   /** The cluster's shards (`tre start --shards`): when given, no other name is attested, sent to or heard. */
   roster?: readonly string[];
 }
 
-type AttestationCheck = Extract<Awaited<ReturnType<typeof verifyAttestation>>, { trusted: false }>['check'];
-
-/** Why a peer was not trusted: a check of the hello answer, or one of the quote verifier's. */
-export type PeerCheck =
-  | 'response'
-  | 'certificate'
-  | 'revoked'
-  | 'encryption-key'
-  | 'key-signature'
-  | AttestationCheck;
+export type { PeerCheck };
 
 export class ShardLinkError extends Error {
   override readonly name = 'ShardLinkError';
@@ -175,40 +146,9 @@ const helloRequestSchema = z.strictObject({
   v: z.literal(1),
   nonce: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
 });
-const publicJwkSchema = z.strictObject({
-  kty: z.literal('EC'),
-  crv: z.literal('P-256'),
-  x: z.string().max(64),
-  y: z.string().max(64),
-});
-const helloAnswerSchema = z.discriminatedUnion('status', [
-  z.strictObject({
-    v: z.literal(1),
-    status: z.literal('ok'),
-    shard: z.string().max(64),
-    certificate: z.string().max(16_384),
-    encryptionKey: publicJwkSchema,
-    keySignature: z.string().max(2_048),
-    evidence: attestationResponseSchema.shape.evidence.unwrap(),
-  }),
-  z.strictObject({
-    v: z.literal(1),
-    status: z.literal('unavailable'),
-    shard: z.string().max(64),
-    message: z.string().max(512),
-  }),
-]);
-type HelloAnswer = z.infer<typeof helloAnswerSchema>;
-
-const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 
 /** What the link holds of an attested peer. */
-interface Peer {
-  tlsKey: KeyObject;
-  encryptionKey: KeyObject;
-  kid: string;
-  attestedAt: number;
-}
+type Peer = VerifiedPeer;
 
 const decoder = new TextDecoder();
 
@@ -266,10 +206,11 @@ export class ShardLink {
   private readonly tasks = new Set<Promise<unknown>>();
   /** Sends between `send` and NATS taking the sealed message. */
   private sending = 0;
-  private crl: { pem: string; serials: Set<string> | string } | undefined;
+  private readonly verifier: PeerVerifier;
 
   constructor(opts: ShardLinkOptions) {
     this.o = { ...SHARD_LINK_DEFAULTS, ...opts, clock: opts.clock ?? systemClock };
+    this.verifier = new PeerVerifier(this.o.trust, this.o.clock);
   }
 
   get shard(): string {
@@ -413,7 +354,7 @@ export class ShardLink {
         problem = `it reports attestation unavailable (${answer.message})`;
         continue;
       }
-      const verdict = await this.verifyHello(peer, nonce, answer);
+      const verdict = await this.verifier.verify(peer, nonce, answer);
       if ('check' in verdict) return this.untrustedPeer(peer, verdict.check, verdict.reason);
       this.peers.set(peer, verdict);
       this.untrusted.delete(peer);
@@ -446,95 +387,6 @@ export class ShardLink {
     throw error;
   }
 
-  private async verifyHello(
-    peer: string,
-    nonce: Buffer,
-    answer: Extract<HelloAnswer, { status: 'ok' }>,
-  ): Promise<Peer | { check: PeerCheck; reason: string }> {
-    const { regulatorRoot: root, policy } = this.o.trust;
-    const now = new Date(this.o.clock.now());
-    if (answer.shard !== peer)
-      return { check: 'response', reason: `the answer is from shard ${answer.shard}` };
-    let cert: X509Certificate;
-    try {
-      cert = new X509Certificate(answer.certificate);
-    } catch {
-      return { check: 'certificate', reason: 'the certificate does not parse' };
-    }
-    if (cert.issuer !== root.subject || !cert.verify(root.publicKey))
-      return { check: 'certificate', reason: 'the certificate is not issued by the regulator root' };
-    if (now < new Date(cert.validFrom) || now > new Date(cert.validTo))
-      return { check: 'certificate', reason: 'the certificate is not valid now' };
-    const usages = cert.keyUsage ?? [];
-    if (!usages.includes(SERVER_AUTH) || usages.includes(AK_CERTIFICATE_EKU))
-      return { check: 'certificate', reason: 'it is not a TRE certificate' };
-    const names = (cert.subjectAltName ?? '')
-      .split(', ')
-      .filter((n) => n.startsWith('URI:urn:tre:'))
-      .map((n) => n.slice(4));
-    const expected = formatIdentity({ role: 'tre', id: peer });
-    if (names.length !== 1 || names[0] !== expected)
-      return {
-        check: 'certificate',
-        reason: `the certificate names ${names.join(', ') || 'no TRE'}, not ${expected}`,
-      };
-    let crl: string;
-    try {
-      crl = this.o.trust.regulatorCrl();
-    } catch (err) {
-      return { check: 'revoked', reason: `cannot read the regulator's CRL (${(err as Error).message})` };
-    }
-    const revoked = await this.revokedSerials(crl);
-    if (typeof revoked === 'string') return { check: 'revoked', reason: revoked };
-    if (revoked.has(cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, '')))
-      return { check: 'revoked', reason: 'the regulator revoked its certificate' };
-    let encryptionKey: KeyObject;
-    try {
-      encryptionKey = createPublicKey({ key: answer.encryptionKey, format: 'jwk' });
-    } catch {
-      return { check: 'encryption-key', reason: 'the encryption key is not a P-256 public key' };
-    }
-    const kid = await keyId(answer.encryptionKey);
-    const verdict = await verifyAttestation({
-      nonce: helloLeaf(nonce, kid),
-      evidence: answer.evidence,
-      regulatorRoot: root,
-      regulatorCrl: crl,
-      treCertificate: cert,
-      policy,
-      now,
-    });
-    if (!verdict.trusted) return { check: verdict.check, reason: verdict.reason };
-    const endorsement = await checkKeyEndorsement(answer.keySignature, {
-      shard: peer,
-      thumbprint: kid,
-      nonce,
-      tlsKey: cert.publicKey,
-    });
-    if (endorsement) return { check: 'key-signature', reason: endorsement };
-    return { tlsKey: cert.publicKey, encryptionKey, kid, attestedAt: now.getTime() };
-  }
-
-  /** The serials on the regulator's CRL, or why it cannot be used; parsed once per CRL. */
-  private async revokedSerials(pem: string): Promise<Set<string> | string> {
-    if (this.crl?.pem === pem) return this.crl.serials;
-    let serials: Set<string> | string;
-    try {
-      const crl = new x509.X509Crl(pem);
-      const root = new x509.X509Certificate(this.o.trust.regulatorRoot.raw);
-      const signed =
-        crl.issuer === root.subject &&
-        (await crl.verify({ publicKey: root }, webcrypto as unknown as Crypto).catch(() => false));
-      serials = signed
-        ? new Set(crl.entries.map((e) => e.serialNumber.toLowerCase().replace(/^0+(?=.)/, '')))
-        : "the regulator's CRL is not signed by the regulator root";
-    } catch {
-      serials = "the regulator's CRL does not parse";
-    }
-    this.crl = { pem, serials };
-    return serials;
-  }
-
   // --- answering hello -------------------------------------------------------------------------
 
   private onHello(err: Error | null, msg: Msg): void {
@@ -552,22 +404,10 @@ export class ShardLink {
     // subject, and one naming another shard's message subject would make this answer land there.
     if (!msg.reply?.startsWith('_INBOX.') || !own || !request.success) return; // nothing to answer, or not a hello
     const nonce = Buffer.from(request.data.nonce, 'base64url');
-    const { shard, treCertificate: certificate, signingKey } = this.o;
+    const { shard, treCertificate: certificate, signingKey, evidence } = this.o;
     let answer: HelloAnswer;
     try {
-      const [evidence, keySignature] = await Promise.all([
-        this.o.evidence(helloLeaf(nonce, own.kid)),
-        endorseKey({ shard, thumbprint: own.kid, nonce, signingKey }),
-      ]);
-      answer = {
-        v: 1,
-        status: 'ok',
-        shard,
-        certificate,
-        encryptionKey: own.jwk as z.infer<typeof publicJwkSchema>,
-        keySignature,
-        evidence,
-      };
+      answer = await helloAnswerFor({ shard, certificate, signingKey, evidence }, own, nonce);
     } catch (err) {
       this.o.log.error({ err: (err as Error).message }, 'cannot answer a hello: no evidence');
       answer = {
