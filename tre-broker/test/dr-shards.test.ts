@@ -14,7 +14,7 @@ import type { Flows } from '@tre/tre-broker';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ShardCluster } from '../src/cluster/shard-cluster.js';
 import { flowContext } from './support/flow-context.js';
-import { memoryCluster } from './support/memory-cluster.js';
+import { memoryCluster, spreadHouseholds } from './support/memory-cluster.js';
 
 const Q = 15 * 60_000;
 const MIN = 60_000;
@@ -27,14 +27,7 @@ const clock = new ManualClock(EVENT_DAY + 12 * 3_600_000);
 const mc = memoryCluster(SHARDS);
 
 /** 30 households, 10 per shard: h0 in s1, h1 in s2, h2 in s3, ... */
-const households = Array.from({ length: 30 }, (_, i) => ({
-  meterId: `h${i}`,
-  supplierId: 'sup1',
-  dnoId: 'd1',
-  capacityW: 8_000,
-  account: `acc-h${i}`,
-  shard: SHARDS[i % 3]!,
-}));
+const households = spreadHouseholds(30, SHARDS);
 const shardOfMeter = (m: string) => households.find((h) => h.meterId === m)!.shard;
 const quantity = (i: number) => 100 + i;
 const price = (i: number) => 1_000 + 10 * i;

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { aggregate } from '../src/monitoring/aggregate.js';
 import type { RandomSource } from '../src/monitoring/discrete-laplace.js';
 import { flowContext } from './support/flow-context.js';
-import { memoryCluster } from './support/memory-cluster.js';
+import { memoryCluster, spreadHouseholds } from './support/memory-cluster.js';
 import { seededRandom } from './support/seeded-random.js';
 
 const T0 = Date.UTC(2026, 2, 2, 12, 0); // interval [12:00, 12:30)
@@ -20,14 +20,7 @@ const SHARDS = ['s1', 's2', 's3'] as const;
 const clock = new ManualClock(T0);
 const mc = memoryCluster(SHARDS);
 /** 12 households per shard: h0 in s1, h1 in s2, h2 in s3, ... */
-const households = Array.from({ length: 36 }, (_, i) => ({
-  meterId: `h${i}`,
-  supplierId: 'sup1',
-  dnoId: 'd1',
-  capacityW: 8_000,
-  account: `acc-h${i}`,
-  shard: SHARDS[i % 3]!,
-}));
+const households = spreadHouseholds(36, SHARDS);
 const inShard = (s: string) => households.filter((h) => h.shard === s).map((h) => h.meterId);
 const noNoise: RandomSource = {
   uniformInt() {

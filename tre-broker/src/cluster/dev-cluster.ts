@@ -19,7 +19,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createPublicKey, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { type AddressInfo, createServer, connect as netConnect, type Server } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
@@ -39,7 +39,7 @@ import { provisionTre } from '../attestation/tre-enrollment.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from '../cli/tre-options.js';
 import { endorseAk } from '../pki/ak-endorsement.js';
 import { CertificateAuthority, type IssuedFiles, pkiPaths } from '../pki/certificate-authority.js';
-import { adminUser, type NatsCluster, shardUser, startNatsCluster } from './nats-servers.js';
+import { adminUser, freePorts, type NatsCluster, shardUser, startNatsCluster } from './nats-servers.js';
 
 export interface DevClusterOptions {
   /** Where everything is kept (made if missing; reused when present). */
@@ -669,24 +669,6 @@ async function reusedClient(ca: CertificateAuthority, role: 'regulator', id: str
   const cert = await readFile(files.cert, 'utf8').catch(() => undefined);
   if (cert && existsSync(files.key) && certifiedBy(cert, ca)) return { ...files, ca: ca.paths.caCert };
   return ca.issue(role, id, { force: true });
-}
-
-/** `count` distinct free loopback ports, all held open at once so none is handed out twice. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer();
-      servers.push(server);
-      await new Promise<void>((ok, fail) => {
-        server.once('error', fail);
-        server.listen(0, HOST, () => ok());
-      });
-    }
-    return servers.map((s) => (s.address() as AddressInfo).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((done) => s.close(done))));
-  }
 }
 
 /** Whether something accepts TCP connections on the loopback port. */

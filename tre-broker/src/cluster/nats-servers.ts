@@ -199,7 +199,7 @@ export function natsConfig(o: {
 }
 
 /** `count` distinct free loopback ports, all held open at once so none is handed out twice. */
-async function freePorts(count: number): Promise<number[]> {
+export async function freePorts(count: number): Promise<number[]> {
   const servers: Server[] = [];
   try {
     for (let i = 0; i < count; i++) {

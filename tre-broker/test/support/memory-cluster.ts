@@ -65,3 +65,15 @@ export function memoryCluster(names: readonly string[]) {
     },
   };
 }
+
+/** `n` households spread round-robin over the shards (h0 in the first, h1 in the second, ...), DNO d1, supplier sup1. */
+export function spreadHouseholds(n: number, shards: readonly string[]) {
+  return Array.from({ length: n }, (_, i) => ({
+    meterId: `h${i}`,
+    supplierId: 'sup1',
+    dnoId: 'd1',
+    capacityW: 8_000,
+    account: `acc-h${i}`,
+    shard: shards[i % shards.length]!,
+  }));
+}
