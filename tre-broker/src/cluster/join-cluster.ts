@@ -84,6 +84,11 @@ export async function joinCluster(deps: {
     tls: { cert: tls.cert, key: tls.key, ca: tls.ca },
     inboxPrefix: shardSubjects.inboxPrefix(shard),
     maxReconnectAttempts: -1,
+    // A lost NATS node must cost less than the shard's lease (renewed every third of its TTL):
+    // try the other servers at once, and notice a dead connection within seconds.
+    reconnectTimeWait: 250,
+    pingInterval: 2_000,
+    maxPingOut: 2,
   }).catch((err: Error) => {
     throw new TreConfigError(
       `cannot reach NATS at ${options.servers.join(', ')} (${err.message}): start the cluster's nats-server (\`tre cluster\` for development) and check --nats; its users map this TRE's certificate (urn:tre:tre:${shard})`,
