@@ -202,6 +202,25 @@ describe('headless simulation over three shards', () => {
       const readings = new Set(sim.households.flatMap((h) => [...h.sent.values()]).filter((wh) => wh >= 100));
       const leaks = leaksIn(recorded, secrets, readings);
       expect(leaks).toEqual([]);
+
+      // Each shard counts its traffic with the others on /metrics: counts only, no identifier.
+      for (const s of sim.shards) {
+        const { address, port } = s.tre.metrics!.address;
+        const text = await (await fetch(`http://${address}:${port}/metrics`)).text();
+        const value = (line: string) =>
+          Number(
+            text
+              .split('\n')
+              .find((l) => l.startsWith(line))
+              ?.split(' ')
+              .at(-1),
+          );
+        expect(value('tre_shard_messages_total{direction="sent"}')).toBeGreaterThan(0);
+        expect(value('tre_shard_messages_total{direction="received"}')).toBeGreaterThan(0);
+        expect(value('tre_shard_attestations_total{verdict="trusted"}')).toBeGreaterThanOrEqual(1);
+        expect(value('tre_dp_late_shards_total')).toBe(0);
+        for (const secret of secrets) expect(text).not.toContain(secret);
+      }
       const bytes = recorded.reduce((n, m) => n + m.data.length, 0);
       console.info(
         `NATS: ${recorded.length} messages (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}), ${bytes} bytes; scanned for ${secrets.length} identifiers and ${readings.size} reading values`,

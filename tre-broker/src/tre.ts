@@ -271,7 +271,7 @@ export async function startTre(opts: TreOptions): Promise<RunningTre> {
   await joined?.start(); // every handler is registered: other shards may send from now on
   let metricsServer: MetricsServer | undefined;
   if (metrics && opts.metrics) {
-    metrics.watch({ broker, router, store, ...flows, attestation: attestation?.service });
+    metrics.watch({ broker, router, store, ...flows, attestation: attestation?.service, cluster: joined });
     metricsServer = await serveMetrics(opts.metrics, metrics);
     const { address: host, port } = metricsServer.address;
     opts.log.info({ host, port }, 'TRE metrics listening (HTTP: /metrics, /healthz, /readyz)');

@@ -29,7 +29,8 @@ import {
 } from './simulated-tre.js';
 
 /** What every shard measures as its configuration (and the regulator whitelists): a shard is measured. */
-const CLUSTER_TRE_CONFIG = { simulation: true, cluster: true };
+/** Measured (and whitelisted): a shard, serving metrics (its traffic with the other shards, counted). */
+const CLUSTER_TRE_CONFIG = { simulation: true, cluster: true, metrics: true };
 
 /**
  * Waits between shards, in simulated time. Generous: the simulator runs its clock as fast as the
@@ -139,6 +140,7 @@ export async function startSimulatedCluster(
         monitoring: { ...base.monitoring, shardGraceMs: SHARD_GRACE.monitoringMs },
         demandResponse: { shardGraceMs: SHARD_GRACE.demandResponseMs },
         cluster: { shard: name, shards: names, servers: nats.urls, peerPolicy: whitelist.policy },
+        metrics: { host: '127.0.0.1', port: 0 },
       });
       started.push(tre);
       shards.push({ name, tre, swtpm: swtpms[i], url: `mqtts://127.0.0.1:${tre.port}` });

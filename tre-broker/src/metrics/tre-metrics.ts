@@ -12,6 +12,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { AttestationService } from '../attestation/attestation-service.js';
 import type { MessageRouter } from '../broker/message-router.js';
 import type { TlsMqttBroker } from '../broker/tls-mqtt-broker.js';
+import type { JoinedCluster } from '../cluster/join-cluster.js';
 import type { DemandResponseService } from '../demand-response/demand-response-service.js';
 import type { MonitoringService } from '../monitoring/monitoring-service.js';
 import type { Store } from '../store/store.js';
@@ -28,6 +29,8 @@ export interface MeteredTre {
   monitoring: MonitoringService;
   demandResponse: DemandResponseService;
   attestation?: AttestationService;
+  /** This shard's link to the others, in a cluster of TREs. */
+  cluster?: JoinedCluster;
 }
 
 /**
@@ -168,6 +171,42 @@ export class TreMetrics {
     this.total('tre_attestation_requests_total', 'attestation requests received', () => att.requests);
     this.total('tre_attestation_quotes_total', 'TPM quotes taken (each answers a batch)', () => att.quotes);
     this.total('tre_attestation_quote_failures_total', 'TPM quotes that failed', () => att.failures);
+    if (tre.cluster) this.watchCluster(tre.cluster, monitoring, demandResponse);
+  }
+
+  /** A shard's traffic with the other shards: counts only, never a body or a household. */
+  private watchCluster(
+    { link }: JoinedCluster,
+    monitoring: MonitoringService,
+    demandResponse: DemandResponseService,
+  ): void {
+    const l = link.stats;
+    this.totals('tre_shard_messages_total', 'sealed messages to and from other shards', 'direction', () => ({
+      sent: l.sent,
+      received: l.received,
+    }));
+    this.totals(
+      'tre_shard_messages_refused_total',
+      'sealed messages from other shards refused (not opened, or not handled), by reason',
+      'reason',
+      () => l.refused,
+    );
+    this.totals(
+      'tre_shard_attestations_total',
+      'attestations of other shards, by verdict',
+      'verdict',
+      () => l.attestations,
+    );
+    this.total(
+      'tre_dp_late_shards_total',
+      "member shards whose partial came after this owner's grace (their households counted missing)",
+      () => monitoring.stats.lateShards,
+    );
+    this.total(
+      'tre_dr_late_shards_total',
+      "shards whose bid batch came after this gateway's grace (their bids lapsed)",
+      () => demandResponse.gateway?.stats.lateShards ?? 0,
+    );
   }
 
   private counter(name: string, help: string, labelNames: string[] = []): Counter {
