@@ -9,8 +9,11 @@
  * in process (its lease stops renewing without release, its NATS connection and MQTT sockets are
  * dropped, nothing is stopped cleanly). Shown: the standby takes over; once the meters drained,
  * every acknowledged reading is stored exactly once in its store, nothing unacknowledged is, and
- * no ledger line or statement exists twice (no tariff runs here, so the ledger stays small: the
- * check is that replay bills nothing). The takeover time is printed, not asserted.
+ * it is billed exactly once: before the load the households' supplier publishes a signed flat
+ * tariff over mTLS MQTT (on the real clock, from the next hour boundary; the TREs' clock then jumps
+ * past the readings, which start there), and the new primary holds one energy ledger line per
+ * acknowledged reading, their sum that of Wh x price, no ledger line or statement twice. The
+ * takeover time is printed, not asserted.
  * Also: a TRE of the shard whose release is not whitelisted is refused the shard key; and on shard
  * s2 the primary is a real `tre start --cluster` child process (provisioned with the CLI), killed
  * with SIGKILL, the in-process standby taking over (needs the built CLI: `npx tsc -b`).
@@ -26,7 +29,15 @@ import { Writable } from 'node:stream';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { type Swtpm, startSwtpm, Tpm } from '@tre/hardware';
-import { type AttestationPolicy, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
+import {
+  type AttestationPolicy,
+  type Clock,
+  PROTOCOL_VERSION,
+  signContent,
+  systemClock,
+  type Tariff,
+  topics,
+} from '@tre/protocol';
 import {
   attestationPolicyFor,
   CertificateAuthority,
@@ -122,9 +133,16 @@ async function provision(
 function start(
   i: Instance,
   roles: string[],
-  o: { config?: Record<string, unknown>; log?: typeof log; signal?: AbortSignal; shard?: string } = {},
+  o: {
+    config?: Record<string, unknown>;
+    log?: typeof log;
+    signal?: AbortSignal;
+    shard?: string;
+    clock?: Clock;
+  } = {},
 ): Promise<RunningTre> {
   return startTre({
+    ...(o.clock ? { clock: o.clock } : {}),
     pkiDir: i.pkiDir,
     dataDir: i.dataDir,
     port: i.port,
@@ -208,7 +226,38 @@ async function provisionWithCli(o: { tcti: string; dataDir: string; pkiDir: stri
 }
 
 const base = Date.UTC(2026, 0, 5, 0, 0);
-const at = (i: number) => new Date(base + i * 15 * 60_000).toISOString().replace('.000Z', 'Z');
+const at = (i: number, origin = base) =>
+  new Date(origin + i * 15 * 60_000).toISOString().replace('.000Z', 'Z');
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+/** The flat price of the failover test's tariff (minor units per MWh). */
+const PRICE_PER_MWH = 240_000;
+/**
+ * How far the TREs' clock jumps once the tariff is stored: past every reading of the run (one per
+ * meter every EVERY_MS, 15 minutes each: about 7 days in a 10 s run, under 45 days with a 30 s NATS
+ * stall); the tariff runs longer.
+ */
+const CLOCK_JUMP_DAYS = 60;
+const TARIFF_DAYS = 90;
+
+/**
+ * The real clock, moved forward by `shiftMs` once told: a tariff applies to future intervals only
+ * and a reading must have ended, so the tariff is published on the real clock (starting at the next
+ * hour boundary) and then the TREs' clock jumps ahead of the readings (which start there).
+ */
+class ShiftedClock implements Clock {
+  shiftMs = 0;
+  now(): number {
+    return Date.now() + this.shiftMs;
+  }
+  setTimeout(fn: () => void, ms: number) {
+    return systemClock.setTimeout(fn, ms);
+  }
+  clearTimeout(handle: ReturnType<Clock['setTimeout']>): void {
+    systemClock.clearTimeout(handle);
+  }
+}
 
 /**
  * A meter with an outbox: readings are published QoS1 one after another; one not acknowledged when
@@ -236,6 +285,8 @@ class OutboxMeter {
     readonly id: string,
     private readonly files: IssuedFiles,
     private readonly endpoints: string[],
+    /** Start of the first reading's interval. */
+    readonly origin = base,
   ) {}
 
   /** Queues `n` more readings. */
@@ -245,7 +296,7 @@ class OutboxMeter {
       const body = JSON.stringify({
         v: 1,
         requestId,
-        intervalStart: at(this.next),
+        intervalStart: at(this.next, this.origin),
         intervalMinutes: 15,
         energyWh: 100,
         registerWh: 100 * (this.next + 1),
@@ -414,15 +465,49 @@ describe('a shard fails over to its standby', () => {
     policy = attestationPolicyFor(CONFIG, { policyId: 'failover' });
     measuring.close();
 
+    // The readings start at the next whole hour but one (the tariff's validFrom: future, aligned).
+    const clock = new ShiftedClock();
+    const origin = (Math.floor(Date.now() / HOUR_MS) + 2) * HOUR_MS;
     const rolesA: string[] = [];
     const rolesB: string[] = [];
-    const primary = await start(a, rolesA);
+    const primary = await start(a, rolesA, { clock });
     expect(rolesA).toEqual(['primary']);
     expect(primary.shard?.became).toBe('primary at start');
-    const standby = start(b, rolesB);
+    const standby = start(b, rolesB, { clock });
     const deadline = Date.now() + 60_000;
     while (rolesB.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(rolesB).toEqual(['standby']); // it attested the primary, got the key, follows the journal
+
+    // The households' supplier publishes a signed tariff covering the whole run to the primary
+    // (mTLS MQTT): one flat price, so every reading's charge is its Wh x that price (micro-units).
+    const supplierFiles = await ca.issue('supplier', 'sup1', { force: true });
+    const supplier = await connectWith(`mqtts://127.0.0.1:${a.port}`, supplierFiles);
+    const supplierReceipts = topics.inbox({ role: 'supplier', id: 'sup1' }, 'receipt');
+    await supplier.subscribeAsync(supplierReceipts, { qos: 1 });
+    const tariffReceipt = nextMessage(supplier, supplierReceipts, 30_000);
+    const tariff: Tariff = {
+      v: 1,
+      supplierId: 'sup1',
+      tariffId: 'failover-flat',
+      currency: 'GBP',
+      validFrom: new Date(origin).toISOString(),
+      validTo: new Date(origin + TARIFF_DAYS * DAY_MS).toISOString(),
+      intervalMinutes: 30,
+      pricesPerMWh: Array(TARIFF_DAYS * 48).fill(PRICE_PER_MWH),
+    };
+    await supplier.publishAsync(
+      topics.tariff('sup1'),
+      JSON.stringify({
+        v: PROTOCOL_VERSION,
+        requestId: 'tariff-1',
+        jws: await signContent('tariff', tariff, createPrivateKey(await readFile(supplierFiles.key))),
+      }),
+      { qos: 1 },
+    );
+    expect(JSON.parse((await tariffReceipt).payload.toString())).toMatchObject({ status: 'accepted' });
+    await supplier.endAsync(true);
+    // The TREs' clock past the readings of the run (a reading must have ended; the tariff stays).
+    clock.shiftMs = CLOCK_JUMP_DAYS * DAY_MS;
 
     const meters: OutboxMeter[] = [];
     const endpoints = [`mqtts://127.0.0.1:${a.port}`, `mqtts://127.0.0.1:${b.port}`];
@@ -439,7 +524,7 @@ describe('a shard fails over to its standby', () => {
           shard: 's1',
         },
       ]);
-      meters.push(new OutboxMeter(id, files, endpoints));
+      meters.push(new OutboxMeter(id, files, endpoints, origin));
     }
     const load = setInterval(() => {
       for (const meter of meters) meter.produce(1);
@@ -489,16 +574,34 @@ describe('a shard fails over to its standby', () => {
     let doubled = 0;
     let acked = 0;
     let extra = 0;
+    // Billing: every acknowledged reading has exactly one energy line; none charged twice or uncharged.
+    let unbilled = 0;
+    let billedTwice = 0;
+    let energyLines = 0;
+    let expectedMicro = 0;
     for (const meter of meters) {
       const rows = successor.store.db
         .prepare(
-          'SELECT interval_start AS t, count(*) AS n FROM readings WHERE meter_id = ? GROUP BY interval_start',
+          'SELECT interval_start AS t, count(*) AS n, sum(effective_wh) AS wh FROM readings WHERE meter_id = ? GROUP BY interval_start',
+        )
+        .all(meter.id) as { t: number; n: number; wh: number }[];
+      const stored = new Map(rows.map((r) => [r.t, r.n]));
+      const storedWh = new Map(rows.map((r) => [r.t, r.wh]));
+      const lines = successor.store.db
+        .prepare(
+          "SELECT interval_start AS t, count(*) AS n FROM ledger WHERE meter_id = ? AND kind = 'energy' GROUP BY interval_start",
         )
         .all(meter.id) as { t: number; n: number }[];
-      const stored = new Map(rows.map((r) => [r.t, r.n]));
+      const billed = new Map(lines.map((l) => [l.t, l.n]));
+      for (const l of lines) energyLines += l.n;
       for (const i of meter.acked) {
         acked++;
-        const n = stored.get(base + i * 15 * 60_000) ?? 0;
+        const t = meter.origin + i * 15 * 60_000;
+        const lineCount = billed.get(t) ?? 0;
+        if (lineCount === 0) unbilled++;
+        if (lineCount > 1) billedTwice++;
+        expectedMicro += (storedWh.get(t) ?? 0) * PRICE_PER_MWH;
+        const n = stored.get(t) ?? 0;
         if (n === 0) {
           lost++;
           if (process.env.TRE_FAILOVER_DEBUG) console.error(`lost ${meter.id} #${i}`);
@@ -514,6 +617,14 @@ describe('a shard fails over to its standby', () => {
       twice('SELECT 1 FROM statements GROUP BY statement_id HAVING count(*) > 1');
     const ledgerRows = (successor.store.db.prepare('SELECT count(*) AS n FROM ledger').get() as { n: number })
       .n;
+    const storedReadings = (
+      successor.store.db.prepare('SELECT count(*) AS n FROM readings').get() as { n: number }
+    ).n;
+    const energyMicro = (
+      successor.store.db
+        .prepare("SELECT coalesce(sum(amount_micro), 0) AS micro FROM ledger WHERE kind = 'energy'")
+        .get() as { micro: number }
+    ).micro;
     const unanswered = meters.reduce((n, m) => n + m.unanswered, 0);
     const refusals: Record<string, number> = {};
     for (const m of meters)
@@ -522,15 +633,21 @@ describe('a shard fails over to its standby', () => {
     console.info(
       `shard failover: takeover ${Math.round(successor.shard!.takeoverMs!)} ms from taking the lease, ` +
         `${Math.round(servingMs)} ms from kill to serving (lease TTL ${LEASE_TTL_MS} ms; the primary ${heldAtKill ? 'still held' : 'had already lost'} its lease at the kill); ${nodeStallMs === undefined ? 'no NATS node killed (TRE_NATS_NODE_KILL=1)' : `NATS node killed: 200 more acks within ${Math.round(nodeStallMs)} ms`}; readings acked ${acked} ` +
-        `(${ackedBeforeKill} before the kill, of ${produced} sent by ${METERS} meters), in flight at the kill ${inFlightAtKill}, unanswered and resent ${unanswered}, refused and resent ${JSON.stringify(refusals)}, lost ${lost}, stored but never acked ${extra}, duplicated ${doubled}, double-billed ${doubleBilled} (ledger lines ${ledgerRows})`,
+        `(${ackedBeforeKill} before the kill, of ${produced} sent by ${METERS} meters), in flight at the kill ${inFlightAtKill}, unanswered and resent ${unanswered}, refused and resent ${JSON.stringify(refusals)}, lost ${lost}, stored but never acked ${extra}, duplicated ${doubled}, double-billed ${doubleBilled} (ledger lines ${ledgerRows}: ${energyLines} energy lines for ${storedReadings} stored readings, acked readings unbilled ${unbilled}, billed twice ${billedTwice}; energy ${energyMicro} micro-units, expected ${expectedMicro} = acked readings' Wh x ${PRICE_PER_MWH} per MWh)`,
     );
-    expect({ lost, doubled, extra, doubleBilled }).toEqual({
+    expect({ lost, doubled, extra, doubleBilled, unbilled, billedTwice }).toEqual({
       lost: 0,
       doubled: 0,
       extra: 0,
       doubleBilled: 0,
+      unbilled: 0,
+      billedTwice: 0,
     });
     expect(acked).toBe(produced);
+    expect(energyLines).toBe(storedReadings);
+    expect(energyLines).toBe(acked);
+    expect(expectedMicro).toBe(acked * 100 * PRICE_PER_MWH);
+    expect(energyMicro).toBe(expectedMicro);
   }, 240_000);
 
   it('a TRE of the shard whose release is not whitelisted is not handed the shard key', async () => {
