@@ -4,25 +4,16 @@
  * temporary file behind.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { processesUnder } from '@tre/hardware';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const dirs: string[] = [];
 afterAll(async () => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
-
-/** Processes whose command line names `dir` (swtpm's state, the TRE's PKI and data are under it). */
-async function processesUnder(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(dir)) found.push(cmdline.replaceAll('\0', ' '));
-  }
-  return found;
-}
 
 /** Runs `tre-bench <args>` and sends `signal` once a child process whose command line matches `child` runs. */
 async function interrupt(signal: NodeJS.Signals, args: string[], child: RegExp) {

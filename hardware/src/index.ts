@@ -5,6 +5,7 @@ export {
   openProcessScope,
   type ProcessScope,
   type ProcessScopeOptions,
+  processesUnder,
   waitForListening,
 } from './process/index.js';
 export {

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { processesUnder } from '@tre/hardware';
 import { describe, expect, it } from 'vitest';
 import { Simulation } from '../src/simulation/simulation.js';
 
@@ -235,16 +236,6 @@ describe('headless simulation over three shards', () => {
     expect(await processesUnder(sim.dir)).toEqual([]);
   });
 });
-
-/** Processes whose command line names `dir` (swtpm runs with its state directory under it). */
-async function processesUnder(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(dir)) found.push(cmdline.replaceAll('\0', ' '));
-  }
-  return found;
-}
 
 describe('a cluster whose set-up fails', () => {
   it('without nats-server: says so, exit 1, no swtpm and no temporary state left', {

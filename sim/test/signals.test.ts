@@ -4,25 +4,16 @@
  * TMPDIR and memory directory of its own).
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { processesUnder } from '@tre/hardware';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const dirs: string[] = [];
 afterAll(async () => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
-
-/** Processes whose command line names `dir` (swtpm runs with its state directory under it). */
-async function processesUnder(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(dir)) found.push(cmdline.replaceAll('\0', ' '));
-  }
-  return found;
-}
 
 async function interrupt(signal: NodeJS.Signals, when: RegExp) {
   const dir = await mkdtemp(join(tmpdir(), 'tre-sim-signal-'));

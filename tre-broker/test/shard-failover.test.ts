@@ -63,7 +63,7 @@ import { measuredStart } from '../src/attestation/measured-start.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from '../src/cli/tre-options.js';
 import { adminUser, type NatsCluster, shardUser, startNatsCluster } from '../src/cluster/nats-servers.js';
 import { ensureShardStreams } from '../src/cluster/shard-journal.js';
-import { connectWith, nextMessage } from './support/tre-fixture.js';
+import { connectWith, nextMessage, registerOverMqtt } from './support/tre-fixture.js';
 import { spawnTre, type TreProcess, treCli } from './support/tre-process.js';
 
 const CONFIG = { fixture: true, cluster: true };
@@ -738,25 +738,9 @@ describe('a shard fails over to its standby', () => {
       account: `acc-cm${m}`,
       shard: 's2',
     }));
-    const regulator = await ca.issue('regulator', 'r1', { force: true });
-    const client = await connectWith(`mqtts://127.0.0.1:${a.port}`, regulator);
-    const receipts = topics.inbox({ role: 'regulator', id: 'r1' }, 'receipt');
-    await client.subscribeAsync(receipts, { qos: 1 });
-    const receipt = nextMessage(client, receipts, 30_000);
-    const jws = await signContent(
-      'registryUpdate',
-      { v: PROTOCOL_VERSION, households, issuedAt: new Date().toISOString() },
-      createPrivateKey(await readFile(regulator.key)),
-    );
-    await client.publishAsync(
-      topics.registry('r1'),
-      JSON.stringify({ v: PROTOCOL_VERSION, requestId: 'reg-1', jws }),
-      {
-        qos: 1,
-      },
-    );
-    expect(JSON.parse((await receipt).payload.toString())).toMatchObject({ status: 'accepted' });
-    await client.endAsync(true);
+    expect(await registerOverMqtt(`mqtts://127.0.0.1:${a.port}`, ca, households)).toMatchObject({
+      status: 'accepted',
+    });
 
     const roles: string[] = [];
     const standby = start(b, roles, { config, shard: 's2' });

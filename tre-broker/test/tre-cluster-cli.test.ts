@@ -6,19 +6,18 @@
  * same directory starts again with the same CA, and what the first run stored is still there.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createPrivateKey } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Household, PROTOCOL_VERSION, signContent, topics } from '@tre/protocol';
+import type { Household } from '@tre/protocol';
 import { CertificateAuthority, type IssuedFiles } from '@tre/tre-broker';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { measuredConfigOf, treSettingsFrom, withTreOptions } from '../src/cli/tre-options.js';
 import { formatLogLine, LOG_LEVELS, natsLineLevel, shardConfiguration } from '../src/cluster/dev-cluster.js';
 import { treCli } from './support/run-cli.js';
-import { connectWith, nextMessage } from './support/tre-fixture.js';
+import { connectWith, registerOverMqtt } from './support/tre-fixture.js';
 
 interface Summary {
   shards: Map<string, { url: string; pid: number }>;
@@ -191,26 +190,10 @@ describe('tre cluster', () => {
     for (const h of households) meters[h.meterId] = await ca.issue('meter', h.meterId, { force: true });
     expect(await connects(shards.get('s2')!.url, meters.m2!)).toBe(false); // not registered yet
 
-    const regulator = await ca.issue('regulator', 'r1', { force: true });
-    const client = await connectWith(shards.get('s1')!.url, regulator);
-    const receipts = topics.inbox({ role: 'regulator', id: 'r1' }, 'receipt');
-    await client.subscribeAsync(receipts, { qos: 1 });
-    const receipt = nextMessage(client, receipts, 30_000);
-    const jws = await signContent(
-      'registryUpdate',
-      { v: PROTOCOL_VERSION, households, issuedAt: new Date().toISOString() },
-      createPrivateKey(await readFile(regulator.key)),
-    );
-    await client.publishAsync(
-      topics.registry('r1'),
-      JSON.stringify({ v: PROTOCOL_VERSION, requestId: 'reg-1', jws }),
-      { qos: 1 },
-    );
-    expect(JSON.parse((await receipt).payload.toString())).toMatchObject({
+    expect(await registerOverMqtt(shards.get('s1')!.url, ca, households)).toMatchObject({
       requestId: 'reg-1',
       status: 'accepted',
     });
-    await client.endAsync(true);
 
     // s1 passes the update on to s2 once it has attested it (over NATS, sealed to s2's attested key).
     await vi.waitFor(async () => expect(await connects(shards.get('s2')!.url, meters.m2!)).toBe(true), {

@@ -2,10 +2,20 @@
  * Test support: a TRE on a free loopback port with a fresh PKI in a temp dir, and MQTT clients
  * that connect with issued certificates. Shared by the tests of other workspaces too.
  */
+
+import { createPrivateKey } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Clock, Household, PartyRole } from '@tre/protocol';
+import {
+  type Clock,
+  type Household,
+  type PartyRole,
+  PROTOCOL_VERSION,
+  type Receipt,
+  signContent,
+  topics,
+} from '@tre/protocol';
 import {
   CertificateAuthority,
   createLogger,
@@ -222,4 +232,36 @@ function matches(filter: string, topic: string): boolean {
     if (f[i] !== '+' && f[i] !== t[i]) return false;
   }
   return f.length === t.length;
+}
+
+/**
+ * The regulator registers households with a running TRE as in production: a registry update it
+ * signs, sent over mTLS MQTT with its own certificate (issued here as `regulator` `r1`). Resolves
+ * with the receipt once it came.
+ */
+export async function registerOverMqtt(
+  url: string,
+  ca: CertificateAuthority,
+  households: Household[],
+): Promise<Receipt> {
+  const regulator = await ca.issue('regulator', 'r1', { force: true });
+  const client = await connectWith(url, regulator);
+  try {
+    const receipts = topics.inbox({ role: 'regulator', id: 'r1' }, 'receipt');
+    await client.subscribeAsync(receipts, { qos: 1 });
+    const receipt = nextMessage(client, receipts, 30_000);
+    const jws = await signContent(
+      'registryUpdate',
+      { v: PROTOCOL_VERSION, households, issuedAt: new Date().toISOString() },
+      createPrivateKey(await readFile(regulator.key)),
+    );
+    await client.publishAsync(
+      topics.registry('r1'),
+      JSON.stringify({ v: PROTOCOL_VERSION, requestId: 'reg-1', jws }),
+      { qos: 1 },
+    );
+    return JSON.parse((await receipt).payload.toString()) as Receipt;
+  } finally {
+    await client.endAsync(true);
+  }
 }
