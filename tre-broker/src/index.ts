@@ -31,6 +31,7 @@ export {
   type NatsCluster,
   type NatsNode,
   type NatsUser,
+  natsServerTls,
   shardUser,
   startNatsCluster,
 } from './cluster/nats-servers.js';

@@ -4,7 +4,7 @@
  * clients without a certificate of the regulator's CA are refused; an R3 JetStream stream and a
  * connected client survive kill -9 of one node.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -24,6 +24,7 @@ import {
   adminUser,
   type NatsCluster,
   NatsClusterError,
+  natsServerTls,
   shardUser,
   startNatsCluster,
 } from '../src/cluster/nats-servers.js';
@@ -134,17 +135,15 @@ beforeAll(async () => {
   for (const shard of SHARDS) shardPem[shard] = await provisionShard(ca, join(dir, 'shards'), shard);
   adminPem = await read(await ca.issue('regulator', 'ops'));
   meterPem = await read(await ca.issue('meter', 'm1'));
-  const natsServer = await ca.issueNatsServer();
-  natsServerPem = { ca: caPem, ...natsServer };
-  await writeFile(join(dir, 'nats.crt'), natsServer.cert);
-  await writeFile(join(dir, 'nats.key'), natsServer.key, { mode: 0o600 });
+  const natsTls = await natsServerTls(ca, dir);
+  natsServerPem = await read({ ca: natsTls.caFile, cert: natsTls.certFile, key: natsTls.keyFile });
   // Another regulator's CA, issuing a certificate for the same shard name.
   const { ca: other } = await CertificateAuthority.init(join(dir, 'other-regulator'));
   foreignPem = await provisionShard(other, join(dir, 'other-shards'), 's1');
 
   cluster = await startNatsCluster({
     dir: join(dir, 'nats'),
-    tls: { caFile: ca.paths.caCert, certFile: join(dir, 'nats.crt'), keyFile: join(dir, 'nats.key') },
+    tls: natsTls,
     users: [...SHARDS.map(shardUser), adminUser('ops')],
     log: process.env.TRE_TEST_LOG_LEVEL ? (line) => console.error(line) : undefined,
   });

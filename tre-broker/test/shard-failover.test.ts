@@ -22,7 +22,6 @@
 import { spawn } from 'node:child_process';
 import { createPrivateKey, randomUUID } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -61,7 +60,14 @@ const KILL_NATS_NODE = process.env.TRE_NATS_NODE_KILL === '1';
 
 import { measuredStart } from '../src/attestation/measured-start.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from '../src/cli/tre-options.js';
-import { adminUser, type NatsCluster, shardUser, startNatsCluster } from '../src/cluster/nats-servers.js';
+import {
+  adminUser,
+  freePorts,
+  type NatsCluster,
+  natsServerTls,
+  shardUser,
+  startNatsCluster,
+} from '../src/cluster/nats-servers.js';
 import { ensureShardStreams } from '../src/cluster/shard-journal.js';
 import { connectWith, nextMessage, registerOverMqtt } from './support/tre-fixture.js';
 import { spawnTre, type TreProcess, treCli } from './support/tre-process.js';
@@ -84,17 +90,6 @@ const running: RunningTre[] = [];
 const standingBy = new AbortController();
 const children: TreProcess[] = [];
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 interface Instance {
   name: string;
   tcti: string;
@@ -115,7 +110,7 @@ async function provision(
     tcti: swtpm.tcti,
     dataDir: join(dir, name, 'data'),
     pkiDir: join(dir, name, 'tre-pki'),
-    port: await freePort(),
+    port: (await freePorts(1))[0]!,
   };
   await provisionTre(ca, {
     tcti: swtpm.tcti,
@@ -424,12 +419,9 @@ class OutboxMeter {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'shard-failover-'));
   ({ ca } = await CertificateAuthority.init(join(dir, 'regulator')));
-  const natsCert = await ca.issueNatsServer();
-  await writeFile(join(dir, 'nats.crt'), natsCert.cert);
-  await writeFile(join(dir, 'nats.key'), natsCert.key, { mode: 0o600 });
   nats = await startNatsCluster({
     dir: join(dir, 'nats'),
-    tls: { caFile: ca.paths.caCert, certFile: join(dir, 'nats.crt'), keyFile: join(dir, 'nats.key') },
+    tls: await natsServerTls(ca, dir),
     users: [shardUser('s1'), shardUser('s2'), adminUser('ops')],
   });
   const ops = await ca.issue('regulator', 'ops');
@@ -698,7 +690,7 @@ describe('a shard fails over to its standby', () => {
       tcti: swtpm.tcti,
       dataDir: join(dir, 'tre-a2', 'data'),
       pkiDir: join(dir, 'tre-a2', 'tre-pki'),
-      port: await freePort(),
+      port: (await freePorts(1))[0]!,
     };
     const there = await provisionWithCli({ tcti: a.tcti, dataDir: a.dataDir, pkiDir: a.pkiDir, treId: 's2' });
     const b = await provision('tre-b2', config, 's2');

@@ -8,7 +8,7 @@
  * journal, and the old primary's next commit is refused.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -16,7 +16,13 @@ import { connect, type NatsConnection, type NodeConnectionOptions } from '@nats-
 import { shardSubjects } from '@tre/protocol';
 import { CertificateAuthority, createLogger, provisionTre } from '@tre/tre-broker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminUser, type NatsCluster, shardUser, startNatsCluster } from '../src/cluster/nats-servers.js';
+import {
+  adminUser,
+  type NatsCluster,
+  natsServerTls,
+  shardUser,
+  startNatsCluster,
+} from '../src/cluster/nats-servers.js';
 import {
   ensureShardStreams,
   type JournalEntry,
@@ -134,12 +140,9 @@ beforeAll(async () => {
   for (const shard of SHARDS) shardPem[shard] = await provisionShard(ca, join(dir, 'shards'), shard);
   const admin = await ca.issue('regulator', 'ops');
   adminPem = { cert: await readFile(admin.cert, 'utf8'), key: await readFile(admin.key, 'utf8') };
-  const natsServer = await ca.issueNatsServer();
-  await writeFile(join(dir, 'nats.crt'), natsServer.cert);
-  await writeFile(join(dir, 'nats.key'), natsServer.key, { mode: 0o600 });
   cluster = await startNatsCluster({
     dir: join(dir, 'nats'),
-    tls: { caFile: ca.paths.caCert, certFile: join(dir, 'nats.crt'), keyFile: join(dir, 'nats.key') },
+    tls: await natsServerTls(ca, dir),
     users: [...SHARDS.map(shardUser), adminUser('ops')],
     log: process.env.TRE_TEST_LOG_LEVEL ? (line) => console.error(line) : undefined,
   });

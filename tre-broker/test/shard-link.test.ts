@@ -20,7 +20,6 @@ import {
 } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -44,6 +43,7 @@ import {
 } from '../src/attestation/attestation-service.js';
 import { measuredStart } from '../src/attestation/measured-start.js';
 import type { MessageRouter } from '../src/broker/message-router.js';
+import { freePorts } from '../src/cluster/nats-servers.js';
 import {
   checkKeyEndorsement,
   endorseKey,
@@ -92,19 +92,8 @@ const logSink = new Writable({
   },
 });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function startNatsServer(): Promise<void> {
-  const port = await freePort();
+  const port = (await freePorts(1))[0]!;
   let output = '';
   natsServer = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'pipe' });
   natsServer.stdout?.on('data', (d) => {

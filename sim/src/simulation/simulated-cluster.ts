@@ -1,12 +1,3 @@
-/**
- * The simulation's cluster of TRE shards (issue 21): one regulator CA, a 3-node NATS cluster on
- * loopback (TLS, one user per shard, the regulator as admin), and N TREs in this process, shards
- * s1..sN, each on its own software TPM. Every shard is attested (by the agents, the parties and
- * the other shards) against one regulator-signed whitelist of the build with `cluster: true` in
- * its measured configuration; without swtpm there is no cluster. A set-up that fails half-way
- * stops what it started.
- */
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Swtpm, startSwtpm, Tpm } from '@tre/hardware';
 import type { ManualClock } from '@tre/protocol';
@@ -14,6 +5,7 @@ import {
   adminUser,
   CertificateAuthority,
   type IssuedFiles,
+  natsServerTls,
   type RunningTre,
   shardUser,
   startNatsCluster,
@@ -108,15 +100,10 @@ export async function startSimulatedCluster(
     );
 
     progress(`cluster: starting ${NATS_NODES} NATS servers (mutual TLS, one user per shard)`);
-    const tlsDir = join(dir, 'nats-tls');
-    await mkdir(tlsDir, { recursive: true, mode: 0o700 });
-    const server = await ca.issueNatsServer();
-    await writeFile(join(tlsDir, 'nats.crt'), server.cert);
-    await writeFile(join(tlsDir, 'nats.key'), server.key, { mode: 0o600 });
     const nats = await startNatsCluster({
       dir: join(dir, 'nats'),
       nodes: NATS_NODES,
-      tls: { caFile: ca.paths.caCert, certFile: join(tlsDir, 'nats.crt'), keyFile: join(tlsDir, 'nats.key') },
+      tls: await natsServerTls(ca, join(dir, 'nats-tls')),
       users: [...names.map(shardUser), adminUser('reg')],
     });
     started.push(nats);

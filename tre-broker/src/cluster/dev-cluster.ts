@@ -39,7 +39,15 @@ import { provisionTre } from '../attestation/tre-enrollment.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from '../cli/tre-options.js';
 import { endorseAk } from '../pki/ak-endorsement.js';
 import { CertificateAuthority, type IssuedFiles, pkiPaths } from '../pki/certificate-authority.js';
-import { adminUser, freePorts, type NatsCluster, shardUser, startNatsCluster } from './nats-servers.js';
+import {
+  adminUser,
+  certifiedBy,
+  freePorts,
+  type NatsCluster,
+  natsServerTls,
+  shardUser,
+  startNatsCluster,
+} from './nats-servers.js';
 
 export interface DevClusterOptions {
   /** Where everything is kept (made if missing; reused when present). */
@@ -307,7 +315,7 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
     );
 
     checkAborted();
-    const natsTls = await natsServerCertificate(ca, join(dir, 'nats-tls'));
+    const natsTls = await natsServerTls(ca, join(dir, 'nats-tls'));
     const admin = await reusedClient(ca, 'regulator', DEFAULTS.adminId);
     o.progress(`NATS: starting ${o.natsNodes} servers on loopback (mutual TLS, one user per shard)`);
     // Servers starting (routes not up yet) and stopping (clients gone) complain as a matter of course.
@@ -637,30 +645,6 @@ async function moveStoreAside(dataDir: string, pcr: string): Promise<string> {
   for (const file of await readdir(dataDir))
     if (file.startsWith('tre.sqlite')) await rename(join(dataDir, file), join(aside, file));
   return aside;
-}
-
-/** The NATS servers' certificate and key in `dir` (made once), with the regulator root. */
-async function natsServerCertificate(ca: CertificateAuthority, dir: string) {
-  const files = { caFile: ca.paths.caCert, certFile: join(dir, 'nats.crt'), keyFile: join(dir, 'nats.key') };
-  const cert = await readFile(files.certFile, 'utf8').catch(() => undefined);
-  if (cert && existsSync(files.keyFile) && certifiedBy(cert, ca)) return files;
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const issued = await ca.issueNatsServer();
-  await writeFile(files.certFile, issued.cert);
-  await writeFile(files.keyFile, issued.key, { mode: 0o600 });
-  return files;
-}
-
-function certifiedBy(certPem: string, ca: CertificateAuthority): boolean {
-  try {
-    const cert = new X509Certificate(certPem);
-    return (
-      cert.verify(new X509Certificate(ca.certificate.toString('pem')).publicKey) &&
-      Date.parse(cert.validTo) > Date.now()
-    );
-  } catch {
-    return false;
-  }
 }
 
 /** A client certificate of this CA, issued unless one is there. */

@@ -18,12 +18,14 @@
  * files: a TRE certificate from the same CA alone cannot join as a route and read every subject.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { formatIdentity, parseIdentity, shardPermissions } from '@tre/protocol';
+import type { CertificateAuthority } from '../pki/certificate-authority.js';
 
 export interface NatsPermissions {
   publish: string[];
@@ -388,4 +390,32 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
     throw err;
   }
   return { urls: nodes.map((n) => n.clientUrl), nodes, stop };
+}
+
+/**
+ * The NATS servers' TLS files in `dir`: their certificate and key, issued by the regulator's CA
+ * unless a valid one is there (key 0600), with the regulator root to verify clients.
+ */
+export async function natsServerTls(ca: CertificateAuthority, dir: string) {
+  const files = { caFile: ca.paths.caCert, certFile: join(dir, 'nats.crt'), keyFile: join(dir, 'nats.key') };
+  const cert = await readFile(files.certFile, 'utf8').catch(() => undefined);
+  if (cert && existsSync(files.keyFile) && certifiedBy(cert, ca)) return files;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const issued = await ca.issueNatsServer();
+  await writeFile(files.certFile, issued.cert);
+  await writeFile(files.keyFile, issued.key, { mode: 0o600 });
+  return files;
+}
+
+/** Whether a certificate (PEM) was issued by this CA and is still valid. */
+export function certifiedBy(certPem: string, ca: CertificateAuthority): boolean {
+  try {
+    const cert = new X509Certificate(certPem);
+    return (
+      cert.verify(new X509Certificate(ca.certificate.toString('pem')).publicKey) &&
+      Date.parse(cert.validTo) > Date.now()
+    );
+  } catch {
+    return false;
+  }
 }
