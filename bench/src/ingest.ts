@@ -20,7 +20,7 @@ import {
 } from '@tre/tre-broker';
 import type { MqttClient } from 'mqtt';
 import { summariseProfile } from './cpu-profile.js';
-import { connect, freePort, type LoadResult, runLoad, spawnTre } from './load.js';
+import { connect, freePort, type LoadResult, reading, runLoad, spawnTre } from './load.js';
 import { startMosquitto } from './mosquitto.js';
 import type { BenchResult } from './report.js';
 
@@ -29,17 +29,6 @@ export interface IngestOptions {
   perMeter: number;
   window: number;
 }
-
-const BASE = Date.UTC(2025, 0, 1);
-const reading = (i: number) =>
-  JSON.stringify({
-    v: 1,
-    requestId: `r${i}`,
-    intervalStart: new Date(BASE + i * 900_000).toISOString(),
-    intervalMinutes: 15,
-    energyWh: 100,
-    registerWh: 100 * (i + 1),
-  });
 
 export async function runIngest(
   opts: IngestOptions,

@@ -165,3 +165,15 @@ export async function spawnTre(
     },
   };
 }
+
+const BASE = Date.UTC(2025, 0, 1);
+/** A meter's i-th 15-minute reading of 100 Wh, as the ingest loads send it. */
+export const reading = (i: number) =>
+  JSON.stringify({
+    v: 1,
+    requestId: `r${i}`,
+    intervalStart: new Date(BASE + i * 900_000).toISOString(),
+    intervalMinutes: 15,
+    energyWh: 100,
+    registerWh: 100 * (i + 1),
+  });

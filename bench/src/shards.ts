@@ -30,7 +30,7 @@ import {
 } from '@tre/protocol';
 import { CertificateAuthority, type IssuedFiles } from '@tre/tre-broker';
 import type { MqttClient } from 'mqtt';
-import { connect, freePort, type LoadResult, runLoad, treCli } from './load.js';
+import { connect, freePort, type LoadResult, reading, runLoad, treCli } from './load.js';
 import type { BenchResult } from './report.js';
 import { type DrRoundResult, runShardDrRound } from './shard-dr-round.js';
 import { provisionAttestedTre, registerOverMqtt } from './tpm-tre.js';
@@ -60,16 +60,6 @@ export const DEFAULT_SHARDS: ShardsOptions = {
 
 /** Measured `tre start` options of every TRE here (the baseline's too, tpm-tre.ts). */
 const TRE_ARGS = ['--log-level', 'warn'];
-const BASE = Date.UTC(2025, 0, 1);
-const reading = (i: number) =>
-  JSON.stringify({
-    v: 1,
-    requestId: `r${i}`,
-    intervalStart: new Date(BASE + i * 900_000).toISOString(),
-    intervalMinutes: 15,
-    energyWh: 100,
-    registerWh: 100 * (i + 1),
-  });
 
 interface Measured {
   label: string;
