@@ -51,13 +51,6 @@ import { Command } from 'commander';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-/**
- * Killing a NATS node under this load stalled the primary's journal appends past 30 s once in a
- * full CI run on 2 cores (the shard-journal test kills nodes without the load and passes): run
- * that step with TRE_NATS_NODE_KILL=1 until it is understood (issue 21).
- */
-const KILL_NATS_NODE = process.env.TRE_NATS_NODE_KILL === '1';
-
 import { measuredStart } from '../src/attestation/measured-start.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from '../src/cli/tre-options.js';
 import {
@@ -525,19 +518,17 @@ describe('a shard fails over to its standby', () => {
     await new Promise((r) => setTimeout(r, 1_500));
 
     const ackedNow = () => meters.reduce((n, m) => n + m.acked.size, 0);
-    let nodeStallMs: number | undefined;
-    if (KILL_NATS_NODE) {
-      // A NATS node dies under load: appends go on (R3, two nodes left).
-      const node = nats.nodes[2]!;
-      await node.kill('SIGKILL');
-      const nodeKilledAt = performance.now();
-      const ackedAtNodeKill = ackedNow();
-      // Appends go on: acknowledgements resume (after a leader election if the node led the stream).
-      while (ackedNow() < ackedAtNodeKill + 200 && performance.now() - nodeKilledAt < 30_000)
-        await new Promise((r) => setTimeout(r, 20));
-      nodeStallMs = performance.now() - nodeKilledAt;
-      expect(ackedNow()).toBeGreaterThanOrEqual(ackedAtNodeKill + 200);
-    }
+    // A NATS node dies under load: appends go on (R3, two nodes left), after leader elections
+    // (4-9 s on nats-server 2.9) if it led the journal or the lease; a lease lapsed meanwhile is
+    // regained by the primary, or taken by the standby, whichever JetStream answers first.
+    const node = nats.nodes[2]!;
+    await node.kill('SIGKILL');
+    const nodeKilledAt = performance.now();
+    const ackedAtNodeKill = ackedNow();
+    while (ackedNow() < ackedAtNodeKill + 200 && performance.now() - nodeKilledAt < 30_000)
+      await new Promise((r) => setTimeout(r, 20));
+    const nodeStallMs = performance.now() - nodeKilledAt;
+    expect(ackedNow()).toBeGreaterThanOrEqual(ackedAtNodeKill + 200);
     await new Promise((r) => setTimeout(r, 1_000));
     const ackedBeforeKill = ackedNow();
 
@@ -559,7 +550,7 @@ describe('a shard fails over to its standby', () => {
     expect(successor.shard?.became).toBe('primary by takeover');
     await Promise.all(meters.map((m) => m.drained()));
     await Promise.all(meters.map((m) => m.stop()));
-    if (KILL_NATS_NODE) await nats.nodes[2]!.restart();
+    await nats.nodes[2]!.restart();
 
     // Every acknowledged reading is in the new primary's store exactly once; nothing else is.
     let lost = 0;
@@ -624,7 +615,7 @@ describe('a shard fails over to its standby', () => {
     const produced = meters.reduce((n, m) => n + m.acked.size + m.outbox.length, 0);
     console.info(
       `shard failover: takeover ${Math.round(successor.shard!.takeoverMs!)} ms from taking the lease, ` +
-        `${Math.round(servingMs)} ms from kill to serving (lease TTL ${LEASE_TTL_MS} ms; the primary ${heldAtKill ? 'still held' : 'had already lost'} its lease at the kill); ${nodeStallMs === undefined ? 'no NATS node killed (TRE_NATS_NODE_KILL=1)' : `NATS node killed: 200 more acks within ${Math.round(nodeStallMs)} ms`}; readings acked ${acked} ` +
+        `${Math.round(servingMs)} ms from kill to serving (lease TTL ${LEASE_TTL_MS} ms; the primary ${heldAtKill ? 'still held' : 'had already lost'} its lease at the kill); NATS node killed: 200 more acks within ${Math.round(nodeStallMs)} ms; readings acked ${acked} ` +
         `(${ackedBeforeKill} before the kill, of ${produced} sent by ${METERS} meters), in flight at the kill ${inFlightAtKill}, unanswered and resent ${unanswered}, refused and resent ${JSON.stringify(refusals)}, lost ${lost}, stored but never acked ${extra}, duplicated ${doubled}, double-billed ${doubleBilled} (ledger lines ${ledgerRows}: ${energyLines} energy lines for ${storedReadings} stored readings, acked readings unbilled ${unbilled}, billed twice ${billedTwice}; energy ${energyMicro} micro-units, expected ${expectedMicro} = acked readings' Wh x ${PRICE_PER_MWH} per MWh)`,
     );
     expect({ lost, doubled, extra, doubleBilled, unbilled, billedTwice }).toEqual({

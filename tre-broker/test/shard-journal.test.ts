@@ -4,6 +4,8 @@
  * is fenced; a resent entry is stored once; s1 cannot touch s2's journal or lease, nor make or
  * remove streams; appends and a follower carry on through kill -9 of a node and its restart; a
  * standby takes the lease once the primary stops renewing, and the old primary's renewal fails;
+ * a holder whose renewals go unanswered (its traffic held by a proxy) lapses and regains the
+ * lease, or learns a standby took it;
  * a journaled store fails over: the standby replays to the same rows, takes the lease and the
  * journal, and the old primary's next commit is refused.
  */
@@ -44,6 +46,7 @@ import {
   resumeWriting,
 } from '../src/store/change-journal.js';
 import { Store } from '../src/store/store.js';
+import { type PausableProxy, pausableProxy } from './support/pausable-proxy.js';
 
 interface Pem {
   cert: string;
@@ -463,6 +466,95 @@ describe('shard lease on a 3-node cluster', () => {
     expect(primary.holding).toBe(false);
     await standby.release();
   }, 60_000);
+});
+
+describe('a lapsed lease (renewals unanswered, as while JetStream elects a leader)', () => {
+  /**
+   * A holder on s1 whose connection goes through a proxy that holds its traffic: renewals every
+   * 300 ms, valid 1 s from the last one sent (the bucket's TTL is 3 s), so a pause of 1.8 s lapses
+   * it with its value still stored, and one of 4.5 s lets the server expire the value.
+   */
+  async function heldHolder(who: string, mayRegain?: () => Promise<boolean>) {
+    const proxy = await pausableProxy(cluster.urls[0]!);
+    const events: string[] = [];
+    const lease = new ShardLease({
+      nats: await connectShard('s1', { servers: [proxy.url], ignoreClusterUpdates: true }),
+      shard: 's1',
+      options: { ttlMs: LEASE_TTL_MS, renewEveryMs: 300, marginMs: 2_000, instanceId: who },
+      onLost: (why) => events.push(`lost ${why}`),
+      onLapsed: (lapsed) => events.push(lapsed ? 'lapsed' : 'regained'),
+      ...(mayRegain ? { mayRegain } : {}),
+      log,
+    });
+    await lease.acquire();
+    return { lease, proxy, events };
+  }
+  const pauseFor = async (proxy: PausableProxy, ms: number) => {
+    proxy.pause();
+    await new Promise((done) => setTimeout(done, ms));
+    proxy.resume();
+  };
+
+  it('regains the lease when answers come back before the value expired', async () => {
+    const { lease, proxy, events } = await heldHolder('lapsing-1');
+    await pauseFor(proxy, 1_800);
+    expect(lease.holding).toBe(false); // stepped back while unanswered
+    expect(lease.lapsed).toBe(true);
+    await eventually(() => lease.holding || undefined, 'the lease regained');
+    expect(events).toEqual(['lapsed', 'regained']);
+    const other = new ShardLease({
+      nats: await connectShard('s1'),
+      shard: 's1',
+      options: { ttlMs: LEASE_TTL_MS },
+      onLost: () => {},
+      log,
+    });
+    await expect(other.acquire()).rejects.toMatchObject({ code: 'LEASE_HELD', message: /lapsing-1/ });
+    await lease.release();
+    await proxy.close();
+  }, 30_000);
+
+  it('creates it again once the server expired it, if its journal says it may; else it is lost', async () => {
+    let asked = 0;
+    const may = await heldHolder('lapsing-2', async () => {
+      asked++;
+      return true;
+    });
+    await pauseFor(may.proxy, 4_500);
+    await eventually(() => may.lease.holding || undefined, 'the lease created again');
+    expect(may.events).toEqual(['lapsed', 'regained']);
+    expect(asked).toBe(1);
+    await may.lease.release();
+    await may.proxy.close();
+
+    const mayNot = await heldHolder('lapsing-3', async () => false); // another wrote its journal since
+    await pauseFor(mayNot.proxy, 4_500);
+    await eventually(() => mayNot.events.at(-1)?.startsWith('lost') || undefined, 'the lease lost');
+    expect(mayNot.events).toEqual(['lapsed', 'lost taken']);
+    expect(mayNot.lease.holding).toBe(false);
+    await mayNot.proxy.close();
+  }, 40_000);
+
+  it('a standby that took it while the holder was lapsed keeps it; the holder learns it lost it', async () => {
+    const { lease, proxy, events } = await heldHolder('lapsing-4');
+    expect(lease.holding).toBe(true);
+    const standby = new ShardLease({
+      nats: await connectShard('s1'),
+      shard: 's1',
+      options: { ttlMs: LEASE_TTL_MS, instanceId: 'standby-4' },
+      onLost: () => {},
+      log,
+    });
+    proxy.pause();
+    await standby.waitToAcquire();
+    proxy.resume();
+    await eventually(() => events.at(-1)?.startsWith('lost') || undefined, 'the holder told');
+    expect(events).toEqual(['lapsed', 'lost taken']);
+    expect(lease.holding).toBe(false);
+    expect(standby.holding).toBe(true);
+    await standby.release();
+    await proxy.close();
+  }, 40_000);
 });
 
 describe('a journaled store fails over to a standby (s3)', () => {

@@ -14,7 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { type NatsConnection, NoRespondersError, TimeoutError } from '@nats-io/transport-node';
 import { shardSubjects } from '@tre/protocol';
 import type { Logger } from '../log.js';
 import {
@@ -50,10 +50,24 @@ export interface ShardFailoverOptions {
   journal?: ShardJournalOptions;
   /** How long a standby waits between asking the primary for the shard key. */
   handoverRetryMs?: number;
+  /** How long taking the shard waits out JetStream not answering (default 60 s). */
+  unavailableForMs?: number;
 }
 
 /** nats-server's code for a stream that does not exist. */
 const STREAM_NOT_FOUND = 10059;
+
+/** Whether a failure is JetStream not answering now (it may answer later), not a refusal. */
+function jetStreamUnavailable(err: unknown): boolean {
+  if (err instanceof ShardJournalError) return err.code === 'JOURNAL_UNAVAILABLE';
+  if (err instanceof JetStreamApiError) return err.status === 503;
+  // JetStreamNotEnabled (no responders on the API: no leader yet) is not exported by @nats-io/jetstream.
+  return (
+    err instanceof TimeoutError ||
+    err instanceof NoRespondersError ||
+    (err instanceof Error && err.name === 'JetStreamNotEnabled')
+  );
+}
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
@@ -85,6 +99,8 @@ export class ShardFailover {
         this.stopServing?.();
         deps.onLost(why);
       },
+      // A lapsed lease the server expired is taken again only by the journal's writer still.
+      mayRegain: async () => !this.journalOf || this.journalOf.stillWriting(journalState(deps.store).writer),
       log: deps.log,
     });
   }
@@ -164,18 +180,48 @@ export class ShardFailover {
     return 'standby';
   }
 
-  /** A standby: waits for the lease, then becomes primary; resolves with how long the takeover took (ms). */
+  /**
+   * A standby: waits for the lease, then becomes primary; resolves with how long the takeover took
+   * (ms). JetStream not answering for a while (a node died, leaders being elected) is waited out.
+   */
   async takeOver(signal?: AbortSignal): Promise<number> {
     await this.lease.waitToAcquire(signal);
     const started = performance.now();
-    const last = await this.journal.lastSeq();
+    const last = await this.whileUnavailable('read the journal head', () => this.journal.lastSeq(), signal);
     const follower = this.follower!;
     // A group the old primary left unfinished never completes: wait a little, then replay decides.
     await Promise.race([follower.reached(last).catch(() => {}), sleep(2_000)]);
     await follower.stop();
     this.follower = undefined;
-    await this.becomePrimary(storedShardKey(this.deps.store, this.shard)!);
+    await this.becomePrimary(storedShardKey(this.deps.store, this.shard)!, signal);
     return performance.now() - started;
+  }
+
+  /**
+   * Runs `step` again while JetStream does not answer (timeouts, no responders, an unanswered
+   * append), up to `unavailableForMs`, as long as this TRE holds the lease (lapsed counts).
+   */
+  private async whileUnavailable<T>(what: string, step: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const giveUpAt = performance.now() + (this.deps.options.unavailableForMs ?? 60_000);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await step();
+      } catch (err) {
+        if (!jetStreamUnavailable(err) || performance.now() >= giveUpAt) throw err;
+        signal?.throwIfAborted();
+        if (!this.lease.lapsed && !this.lease.holding)
+          throw new LeaseError(
+            'LEASE_LOST',
+            `shard ${this.shard}'s lease was lost while trying to ${what}`,
+            err,
+          );
+        this.deps.log.warn(
+          { attempt, err: (err as Error).message },
+          `JetStream not answering; trying again to ${what}`,
+        );
+        await sleep(Math.min(250 * attempt, 2_000));
+      }
+    }
   }
 
   /** Clean stop: releases the lease (a standby takes over at once) and stops writing. Call after the store settled. */
@@ -186,7 +232,27 @@ export class ShardFailover {
     this.journalOf?.stopWriting('the TRE stopped');
   }
 
-  private async becomePrimary(key: Buffer): Promise<void> {
+  private async becomePrimary(key: Buffer, signal?: AbortSignal): Promise<void> {
+    const { store, log } = this.deps;
+    const position = await this.whileUnavailable(
+      'start writing the journal',
+      () => this.startJournal(),
+      signal,
+    );
+    JournaledCommits.attach(store, this.journal, { after: position });
+    this.stopServing = await serveShardKey({
+      nats: this.deps.nats,
+      me: this.deps.me,
+      trust: this.deps.trust,
+      shardKey: key,
+      log,
+    });
+    this.currentRole = 'primary';
+    log.info({ shard: this.shard, seq: position.seq }, 'primary of the shard: writing its journal');
+  }
+
+  /** Catches up, then appends the empty marker entry after the store's position; returns the position. */
+  private async startJournal(): Promise<JournalPosition> {
     const { store, log } = this.deps;
     let position = await this.catchUp();
     const { writer } = journalState(store);
@@ -206,16 +272,7 @@ export class ShardFailover {
         position = await this.catchUp();
       }
     }
-    JournaledCommits.attach(store, this.journal, { after: position });
-    this.stopServing = await serveShardKey({
-      nats: this.deps.nats,
-      me: this.deps.me,
-      trust: this.deps.trust,
-      shardKey: key,
-      log,
-    });
-    this.currentRole = 'primary';
-    log.info({ shard: this.shard, seq: position.seq }, 'primary of the shard: writing its journal');
+    return position;
   }
 
   /** Brings the store to the journal's head; returns the position to write after. */

@@ -345,6 +345,27 @@ export class ShardJournal implements ChangeSink {
     );
   }
 
+  /**
+   * Whether this TRE still writes the journal: nothing but its own entries after its head (they
+   * are adopted, as after an unanswered append); false once fenced or stopped. True before
+   * `startWriting` (its first append is fenced by position anyway).
+   */
+  stillWriting(writer: string): Promise<boolean> {
+    const run = this.appending.then(async () => {
+      if (this.stopped) return false;
+      if (this.head === undefined) return true;
+      try {
+        await this.settleUncertain(writer);
+        return true;
+      } catch (err) {
+        if (err instanceof ShardJournalError && err.code === 'JOURNAL_FENCED') return false;
+        throw err;
+      }
+    });
+    this.appending = run.catch(() => {});
+    return run;
+  }
+
   /** Appends a batch; resolves with its position once every part is acknowledged by the stream. */
   append(batch: ChangeBatch): Promise<JournalPosition> {
     const run = this.appending.then(() => this.appendNow(batch));
