@@ -6,23 +6,28 @@
  * the trust boundary: it sees every subject and payload and may publish anything.
  * Shown: a body sent s1 -> s2 arrives with from 's1' and nothing on NATS carries its plaintext;
  * messages forged or replayed by the spy, or sealed by the untrusted s3, are refused and never
- * handled; s3 is never sent anything (send rejects naming the check); a restarted s2 (a new
- * encryption key) makes s1 drop its old key on a rekey notice and attest the new run.
+ * handled; s3 is never sent anything (send rejects naming the check). Delivery is acknowledged:
+ * a message sent while s2 is down reaches it once it is back, a retry after a lost answer is
+ * answered `duplicate` without running the handler again, a restarted s2 (a new encryption key)
+ * answers `stale-key` and s1 attests the new run and reseals, a shard that stays down makes
+ * send reject after the deadline, a handler failure rejects (STORAGE_UNAVAILABLE is retried).
  * The sealed envelope and AttestationService.evidence also have pure tests at the end.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import {
   createPrivateKey,
+  createPublicKey,
   generateKeyPairSync,
   type KeyObject,
   randomBytes,
   X509Certificate,
 } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { type Swtpm, startSwtpm, waitForListening } from '@tre/hardware';
 import { type AttestationPolicy, type AttestationResponse, shardSubjects } from '@tre/protocol';
@@ -36,6 +41,7 @@ import {
   startTre,
 } from '@tre/tre-broker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import {
   AttestationService,
   AttestationUnavailableError,
@@ -50,8 +56,10 @@ import {
   keyId,
   open,
   paddedLength,
+  readAnswer,
   type SealedEnvelopeError,
   seal,
+  signAnswer,
 } from '../src/cluster/sealed-envelope.js';
 import { type SHARD_LINK_DEFAULTS, ShardLink } from '../src/cluster/shard-link.js';
 
@@ -69,6 +77,11 @@ interface Shard {
   certificate: string;
   link: ShardLink;
   got: { from: string; body: unknown }[];
+  /** How long `test.slow` takes; how many times `test.busy` fails STORAGE_UNAVAILABLE before it works. */
+  slowMs: number;
+  busyFailures: number;
+  /** Every run of a handler (a failed one too): kind and body. */
+  runs: { kind: string; body: unknown }[];
 }
 
 let dir = '';
@@ -95,7 +108,10 @@ const logSink = new Writable({
 async function startNatsServer(): Promise<void> {
   const port = (await freePorts(1))[0]!;
   let output = '';
-  natsServer = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'pipe' });
+  // The payload ceiling `tre cluster` sets (nats-servers.ts), so a large sealed message crosses.
+  const config = join(dir, 'nats.conf');
+  await writeFile(config, `max_payload: ${24 * 1024 * 1024}\n`);
+  natsServer = spawn('nats-server', ['-c', config, '-a', '127.0.0.1', '-p', String(port)], { stdio: 'pipe' });
   natsServer.stdout?.on('data', (d) => {
     output += d;
   });
@@ -149,7 +165,19 @@ async function startShard(name: string, config: Record<string, unknown>): Promis
   });
   const certificate = await readFile(join(treDir, 'tre.crt'), 'utf8');
   const nats = await natsFor(name);
-  return { name, swtpm, tre, nats, signingKey, certificate, link: undefined!, got: [] };
+  return {
+    name,
+    swtpm,
+    tre,
+    nats,
+    signingKey,
+    certificate,
+    link: undefined!,
+    got: [],
+    slowMs: 0,
+    busyFailures: 0,
+    runs: [],
+  };
 }
 
 async function startLink(shard: Shard, tuning: Partial<typeof SHARD_LINK_DEFAULTS> = {}): Promise<ShardLink> {
@@ -166,9 +194,40 @@ async function startLink(shard: Shard, tuning: Partial<typeof SHARD_LINK_DEFAULT
       policy,
     },
     log: createLogger({ level: 'debug', destination: logSink }).child({ tre: shard.name }),
+    // Small waits, so that a shard down costs seconds, not a minute.
     attestBackoffMs: 50,
+    attestTimeoutMs: 2_000,
+    attestAttempts: 2,
+    deliveryTimeoutMs: 2_000,
+    deliveryBackoffMs: 50,
+    deliveryBackoffMaxMs: 200,
+    deliveryDeadlineMs: 10_000,
+    ...tuning,
   });
-  link.on('test.note', async (from, body) => {
+  const note = (kind: string) => async (from: string, body: unknown) => {
+    shard.runs.push({ kind, body });
+    shard.got.push({ from, body });
+  };
+  link.on('test.note', note('test.note'));
+  link.on('test.slow', async (from, body) => {
+    await sleep(shard.slowMs);
+    await note('test.slow')(from, body);
+  });
+  link.on('test.fail', async (_from, body) => {
+    shard.runs.push({ kind: 'test.fail', body });
+    z.strictObject({ amount: z.number() }).parse(body); // what flows do with a body they cannot take
+  });
+  link.on('test.busy', async (from, body) => {
+    shard.runs.push({ kind: 'test.busy', body });
+    if (shard.busyFailures-- > 0)
+      throw Object.assign(new Error(`disk full writing ${JSON.stringify(body)}`), {
+        code: 'STORAGE_UNAVAILABLE',
+      });
+    shard.got.push({ from, body });
+  });
+  link.on('test.relay', async (from, body) => {
+    // A handler of a message to itself sending itself another (it runs at once, no deadlock).
+    await link.send(shard.name, 'test.note', { relayed: body });
     shard.got.push({ from, body });
   });
   await link.start();
@@ -249,15 +308,34 @@ describe('shard link over NATS, TREs on swtpm', () => {
     // What crossed: hello requests and answers (public material), and sealed messages.
     for (const c of crossed)
       expect(c.subject).toMatch(/^(tre\.hello\.s[123]|_INBOX\.s[123]\..+|tre\.shard\.s\d\.from\.s\d)$/);
-    expect(at('s1').link.stats).toMatchObject({ sent: 2, attestations: { trusted: 1 } });
-    expect(at('s2').link.stats).toMatchObject({ received: 2, attestations: { trusted: 1 } });
+    expect(at('s1').link.stats).toMatchObject({ sent: 2, retries: 0, attestations: { trusted: 1 } });
+    expect(at('s2').link.stats).toMatchObject({ received: 2, duplicates: 0, attestations: { trusted: 1 } });
+    // Each was answered on s1's inbox, signed by s2: `handled`, no body.
+    const answers = crossed.filter((c) => c.subject.startsWith('_INBOX.s1.') && c.data.length < 1024);
+    const read = await Promise.all(
+      answers.map((a) =>
+        readAnswer(a.data.toString(), { tlsKey: createPublicKey(at('s2').signingKey), from: 's2', to: 's1' }),
+      ),
+    );
+    expect(read.filter((a) => a?.status === 'handled')).toHaveLength(2);
   });
 
   it('sending to its own shard runs the handler in process, with nothing on NATS', async () => {
     const before = crossed.length;
     await at('s1').link.send('s1', 'test.note', { meterId: SECRET });
-    await until('the local note', () => at('s1').got.length === 1);
-    expect(at('s1').got).toEqual([{ from: 's1', body: { meterId: SECRET } }]);
+    expect(at('s1').got).toEqual([{ from: 's1', body: { meterId: SECRET } }]); // ran before send resolved
+    // A handler of such a message sending itself another: that one runs at once, inside it.
+    await at('s1').link.send('s1', 'test.relay', { n: 1 });
+    expect(at('s1').got.slice(1)).toEqual([
+      { from: 's1', body: { relayed: { n: 1 } } },
+      { from: 's1', body: { n: 1 } },
+    ]);
+    await expect(at('s1').link.send('s1', 'test.fail', { amount: 'lots' })).rejects.toMatchObject({
+      code: 'HANDLER_FAILED',
+      reason: 'ZodError',
+    });
+    expect(at('s1').link.busy).toBe(0);
+    at('s1').got = [];
     expect(crossed.slice(before).filter((c) => c.subject.startsWith('tre.shard.'))).toEqual([]);
   });
 
@@ -281,16 +359,23 @@ describe('shard link over NATS, TREs on swtpm', () => {
     );
     spy.publish(shardSubjects.message('s2', 's1'), forged);
     await until('the forgery refused', () => s2.link.stats.refused['bad-signature'] === 1);
-    // A genuine s1 -> s2 message replayed verbatim.
+    // A genuine s1 -> s2 message replayed verbatim: a known id, answered, not handled again.
     const genuine = crossed.find((c) => c.subject === shardSubjects.message('s2', 's1'))!;
     spy.publish(shardSubjects.message('s2', 's1'), genuine.data);
-    await until('the replay refused', () => s2.link.stats.refused.replayed === 1);
+    await until('the replay known', () => s2.link.stats.duplicates === 1);
     // Garbage on a sender's subject.
     spy.publish(shardSubjects.message('s2', 's1'), 'not a JWE');
     await until('garbage refused', () => s2.link.stats.refused.malformed === 1);
-    // Sealed properly by a TRE whose release is not whitelisted (s3 trusts s2, s2 does not trust s3).
-    await at('s3').link.send('s2', 'test.note', { meterId: 'from-s3' });
-    await until('the untrusted sender refused', () => s2.link.stats.refused['unattested-sender'] === 1);
+    // Sealed properly by a TRE whose release is not whitelisted (s3 trusts s2, s2 does not trust
+    // s3): refused, and s3 is told so (no retries: it would be refused again).
+    await expect(at('s3').link.send('s2', 'test.note', { meterId: 'from-s3' })).rejects.toMatchObject({
+      code: 'REFUSED',
+      reason: 'untrusted-sender',
+      peer: 's2',
+      message: expect.stringMatching(/^shard s2 refused the test\.note message \(untrusted-sender\)/),
+    });
+    expect(s2.link.stats.refused['unattested-sender']).toBe(1);
+    expect(at('s3').link.stats).toMatchObject({ retries: 0, undelivered: 1 });
     expect(s2.got.length).toBe(handled);
     expect(s2.link.stats.attestations).toMatchObject({ untrusted: 1 });
   });
@@ -320,33 +405,137 @@ describe('shard link over NATS, TREs on swtpm', () => {
       {
         attestTimeoutMs: 200,
         attestAttempts: 3,
+        deliveryDeadlineMs: 1_000,
       },
     );
     await expect(probe.send('s9', 'test.note', { meterId: SECRET })).rejects.toMatchObject({
       code: 'PEER_UNREACHABLE',
       peer: 's9',
       message: expect.stringMatching(
-        /^shard s9 did not answer its attestation request on tre\.hello\.s9 \(3 attempts/,
+        /^shard s9 could not be attested within 1 s \(last: shard s9 did not answer its attestation request on tre\.hello\.s9 \(\d attempts.*Nothing was sent to it/,
       ),
     });
-    expect(probe.stats.attestations.unreachable).toBe(1);
+    expect(probe.stats.attestations.unreachable).toBeGreaterThanOrEqual(1);
+    expect(probe.stats.undelivered).toBe(1);
     await probe.stop();
     expect(crossed.filter((c) => c.subject.startsWith('tre.shard.s9.'))).toEqual([]);
   });
 
-  it('after s2 restarts (a new encryption key), s1 learns it from a rekey notice and reaches the new run', async () => {
+  it('a message sent while s2 is down reaches it once it is back: its handler runs once', async () => {
+    const s1 = at('s1');
+    const s2 = at('s2');
+    await s2.link.stop(); // down: nothing listens on its subjects (the spy's `>` takes, never answers)
+    s2.got = [];
+    const retries = s1.link.stats.retries;
+    const sending = s1.link.send('s2', 'test.note', { meterId: SECRET, n: 'while-down' });
+    await until('s1 retrying', () => s1.link.stats.retries > retries);
+    expect(s1.link.busy).toBeGreaterThan(0);
+    s2.link = await startLink(s2); // back, as a new run (a new key)
+    await sending;
+    expect(s2.got).toEqual([{ from: 's1', body: { meterId: SECRET, n: 'while-down' } }]);
+    expect(s2.link.stats).toMatchObject({ received: 1, duplicates: 0 });
+    expect(s1.link.busy).toBe(0);
+    await sleep(300); // and not again later
+    expect(s2.got).toHaveLength(1);
+  });
+
+  it('a retry after a lost answer runs the handler once: the retry is answered `duplicate`', async () => {
+    const s1 = at('s1');
+    const s2 = at('s2');
+    s2.got = [];
+    s2.slowMs = 2_500; // longer than s1 waits for an answer (2 s): the first answer comes too late
+    const before = { retries: s1.link.stats.retries, duplicates: s2.link.stats.duplicates };
+    await s1.link.send('s2', 'test.slow', { meterId: SECRET, n: 'slow' });
+    s2.slowMs = 0;
+    expect(s2.got).toEqual([{ from: 's1', body: { meterId: SECRET, n: 'slow' } }]);
+    expect(s1.link.stats.retries).toBe(before.retries + 1);
+    expect(s2.link.stats.duplicates).toBe(before.duplicates + 1);
+    // Both tries carried one id (two sealed messages, one handled).
+    expect(s2.runs.filter((r) => r.kind === 'test.slow')).toHaveLength(1);
+  });
+
+  it('after s2 restarts (a new encryption key), it answers stale-key and s1 attests the new run and reseals', async () => {
+    const s1 = at('s1');
     const s2 = at('s2');
     await s2.link.stop();
     s2.got = [];
     s2.link = await startLink(s2); // a new run: a new key pair; s1 still holds the old public key
-    const rekeys = at('s1').link.stats.rekeys;
-    await at('s1').link.send('s2', 'test.note', { n: 1 }); // sealed to the old key: unreadable
-    await until('s1 told of the new key', () => at('s1').link.stats.rekeys === rekeys + 1);
+    const before = { rekeys: s1.link.stats.rekeys, retries: s1.link.stats.retries };
+    await s1.link.send('s2', 'test.note', { meterId: SECRET, n: 1 }); // first sealed to the old key
+    expect(s2.got).toEqual([{ from: 's1', body: { meterId: SECRET, n: 1 } }]);
     expect(s2.link.stats.refused['stale-key']).toBe(1);
-    await at('s1').link.send('s2', 'test.note', { meterId: SECRET, n: 2 }); // re-attests s2 first
-    await until('the note at the new run', () => s2.got.length === 1);
-    expect(s2.got).toEqual([{ from: 's1', body: { meterId: SECRET, n: 2 } }]);
+    expect(s1.link.stats).toMatchObject({ rekeys: before.rekeys + 1, retries: before.retries + 1 });
+    await s1.link.send('s2', 'test.note', { n: 2 }); // the new key from now on
+    expect(s2.got).toHaveLength(2);
     expect(s2.link.stats.refused['stale-key']).toBe(1);
+  });
+
+  it("a handler's failure rejects send (not retried); STORAGE_UNAVAILABLE is retried until it commits", async () => {
+    const s1 = at('s1');
+    const s2 = at('s2');
+    const retries = s1.link.stats.retries;
+    await expect(s1.link.send('s2', 'test.fail', { amount: SECRET })).rejects.toMatchObject({
+      code: 'HANDLER_FAILED',
+      peer: 's2',
+      reason: 'ZodError',
+      message: expect.stringMatching(/^the test\.fail handler of shard s2 failed \(ZodError\): not retried/),
+    });
+    expect(s2.runs.filter((r) => r.kind === 'test.fail')).toHaveLength(1);
+    expect(s1.link.stats.retries).toBe(retries);
+    s2.busyFailures = 2;
+    s2.got = [];
+    await s1.link.send('s2', 'test.busy', { n: 'busy' });
+    expect(s2.runs.filter((r) => r.kind === 'test.busy')).toHaveLength(3); // failed twice, then committed
+    expect(s2.got).toEqual([{ from: 's1', body: { n: 'busy' } }]);
+    expect(s1.link.stats.retries).toBe(retries + 2);
+  });
+
+  it('a shard that stays down: send rejects after the deadline, naming it and what to check', async () => {
+    const s1 = at('s1');
+    const s2 = at('s2');
+    await s1.link.stop();
+    s1.got = [];
+    s1.link = await startLink(s1, { deliveryDeadlineMs: 2_500 });
+    await s1.link.send('s2', 'test.note', { n: 'attested' }); // s1's new run attests s2
+    await s2.link.stop();
+    s2.got = [];
+    const started = Date.now();
+    await expect(s1.link.send('s2', 'test.note', { meterId: SECRET })).rejects.toMatchObject({
+      name: 'ShardLinkError',
+      code: 'NOT_DELIVERED',
+      peer: 's2',
+      message: expect.stringMatching(
+        /^shard s2 did not acknowledge the test\.note message within 3 s \(\d+ tries; last: .*\); it may or may not have been handled: is shard s2 \(its primary or a standby\) running and connected to NATS/,
+      ),
+    });
+    expect(Date.now() - started).toBeLessThan(8_000);
+    expect(s1.link.stats.undelivered).toBe(1);
+    expect(s1.link.busy).toBe(0);
+    s2.link = await startLink(s2);
+    await sleep(300);
+    expect(s2.got).toEqual([]); // nothing arrives later: the sender gave up
+  });
+
+  it("a 6 MB body (11 MB sealed: over NATS's default ceilings) crosses; one over max_payload is refused at once", async () => {
+    const s1 = at('s1');
+    const s2 = at('s2');
+    s2.got = [];
+    const big = 'r'.repeat(6_000_000);
+    await s1.link.send('s2', 'test.note', { big });
+    expect(s2.got).toHaveLength(1);
+    expect((s2.got[0]!.body as { big: string }).big).toBe(big);
+    const max = s1.nats.info!.max_payload;
+    const started = Date.now();
+    await expect(
+      s1.link.send('s2', 'test.note', { big: 'r'.repeat(Math.ceil(max / 1.7)) }),
+    ).rejects.toMatchObject({
+      code: 'TOO_LARGE',
+      peer: 's2',
+      message: expect.stringMatching(/over NATS's max_payload of \d+: nothing was sent/),
+    });
+    expect(Date.now() - started).toBeLessThan(5_000); // not retried
+    expect(s2.got).toHaveLength(1);
+    s2.got = [];
   });
 
   it('no log line carries a body', () => {
@@ -403,6 +592,38 @@ describe('sealed envelope (pure)', () => {
     expect([1, 1024, 1025, 5000, 65_536, 65_537].map(paddedLength)).toEqual([
       1024, 1024, 2048, 8192, 65_536, 131_072,
     ]);
+  });
+
+  it('a retry resealed to a new key keeps the id it is given; every seal gets its own otherwise', async () => {
+    const id = (await openAs(await sealFrom(s1, 's2', s2Enc.publicKey), 's1')).id;
+    const other = (await openAs(await sealFrom(s1, 's2', s2Enc.publicKey), 's1')).id;
+    expect(other).not.toBe(id);
+    const next = enc(); // the receiver restarted
+    const resealed = await seal(
+      { a: 1 },
+      {
+        kind: 'test.note',
+        from: 's1',
+        to: 's2',
+        signingKey: s1.privateKey,
+        recipientKey: next.publicKey,
+        id,
+      },
+    );
+    expect(await openAs(resealed, 's1', next.privateKey)).toMatchObject({ id });
+  });
+
+  it('an answer reads only with the key of the shard that signed it, between the shards it names', async () => {
+    const answer = { v: 1 as const, from: 's2', to: 's1', id: 'A'.repeat(22), status: 'handled' as const };
+    const jws = await signAnswer(answer, s3.privateKey); // s3's key plays s2's TLS key here
+    expect(await readAnswer(jws, { tlsKey: s3.publicKey, from: 's2', to: 's1' })).toEqual(answer);
+    expect(await readAnswer(jws, { tlsKey: s1.publicKey, from: 's2', to: 's1' })).toBeUndefined();
+    expect(await readAnswer(jws, { tlsKey: s3.publicKey, from: 's2', to: 's4' })).toBeUndefined();
+    expect(await readAnswer('not a jws', { tlsKey: s3.publicKey, from: 's2', to: 's1' })).toBeUndefined();
+    // An answer carries a code, never free text (a handler's message may quote the body).
+    await expect(
+      signAnswer({ ...answer, status: 'failed', reason: 'meter hh-1 is unknown' }, s3.privateKey),
+    ).rejects.toThrow();
   });
 
   it('a key endorsement holds for exactly its shard, key and nonce', async () => {

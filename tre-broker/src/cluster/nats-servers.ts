@@ -91,8 +91,8 @@ const DEFAULTS = {
   exitTimeoutMs: 10_000,
   clusterName: 'tre-shards',
   routeUser: 'route',
-  /** The largest message a node takes (NATS's default is 1 MiB). */
-  maxPayloadBytes: 8 * 1024 * 1024,
+  /** The largest message a node takes (NATS's default is 1 MiB): room for an 8 MiB bulk MQTT payload relayed. */
+  maxPayloadBytes: 24 * 1024 * 1024,
 } as const;
 
 const HOST = '127.0.0.1';
@@ -179,9 +179,10 @@ export function natsConfig(o: {
     `listen: "${HOST}:${o.node.clientPort}"`,
     `http: "${HOST}:${o.node.httpPort}"`,
     `tls: ${tls('verify_and_map')}`,
-    // Sealed messages are about 1.8 x their body: a DR round's bid batch of ~33,000 bids from one
-    // shard is ~4.3 MiB sealed (bench shards). 8 MiB is NATS's advised ceiling; larger bodies must
-    // be split by the sender.
+    // Sealed messages are about 1.8 x their body (a DR round's bid batch of ~33,000 bids from one
+    // shard is ~4.3 MiB sealed, bench shards), a relayed provider message 2.4 x its MQTT payload:
+    // the largest, an 8 MiB bulk registry update, is ~19 MiB sealed. NATS advises 8 MiB at most
+    // (a big message holds up the connection's others) and allows 64.
     `max_payload: ${DEFAULTS.maxPayloadBytes}`,
     'authorization {',
     '  users: [',

@@ -11,7 +11,11 @@
  *  - Out: what a shard publishes to a provider (aggregates, statements, pseudo-bids, compliance,
  *    alerts) is published here and by every other shard, so it reaches the provider wherever it is
  *    connected. Receipts and attestation answers stay on the shard the party is connected to.
- * Both cross NATS sealed to the receiving shard (ShardCluster.send).
+ * Both cross NATS sealed to the receiving shard (ShardCluster.send), acknowledged once handled: a
+ * replicated message the receiving shard could not store (STORAGE_UNAVAILABLE) is sent again by the
+ * link, and the provider's receipt waits for every shard. A repeat after a receiving shard failed
+ * over (its answer lost) is refused there as a duplicate by the family's own rules (REPLAYED,
+ * TARIFF_OVERLAP, an existing group, the same event), or republished to the provider (out).
  */
 import { createPublicKey } from 'node:crypto';
 import {
@@ -26,6 +30,7 @@ import { z } from 'zod';
 import type { PeerIdentity } from '../access/peer-identity.js';
 import type { MessageRouter, Outbound } from '../broker/message-router.js';
 import type { Logger } from '../log.js';
+import { StoreError } from '../store/store.js';
 import type { ShardCluster } from './shard-cluster.js';
 
 /** The families whose accepted messages every shard handles. */
@@ -145,7 +150,10 @@ export function relayProviders(deps: {
         type: 'spki',
       }),
     };
-    await router.route({ from, topic, payload: Buffer.from(body.payload, 'base64'), via });
+    const result = await router.route({ from, topic, payload: Buffer.from(body.payload, 'base64'), via });
+    // Not stored here: the link answers so, and the origin shard sends it again.
+    if (result?.status === 'refused' && result.reason === 'STORAGE_UNAVAILABLE')
+      throw new StoreError('STORAGE_UNAVAILABLE', `a replicated ${topic.family} message was not stored here`);
   });
   cluster.on(OUTBOUND, async (from, raw) => {
     const body = outboundSchema.parse(raw);

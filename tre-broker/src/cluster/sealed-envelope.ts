@@ -7,7 +7,13 @@
  * encryption key. Signing inside the encryption, with `to` signed, stops a recipient re-sealing a
  * message to a third shard as if the sender had sent it there; `from` is compared with the
  * subject's sender, so a message cannot be relayed onto another sender's subject. `iat` and `id`
- * let the receiver refuse old and replayed messages (shard-link.ts keeps the ids).
+ * let the receiver refuse old messages and know a resent one (shard-link.ts keeps the ids: a retry
+ * is resealed with a fresh `iat` and the same `id`).
+ *
+ * The receiver's answer to a message (`signAnswer`, `readAnswer`) is a small JWS (ES256, typ
+ * `tre-shard-answer+jws`) by its TLS key over `{ v, from, to, id?, status, reason? }`, in clear:
+ * no body, only whether the message was handled. Signed so that NATS cannot tell a sender that a
+ * message it dropped was handled; it can still replay an answer, which names its message's id.
  *
  * Sizes: NATS sees each message's length. The plaintext (the JWS) is padded with spaces to a
  * bucket before sealing (`paddedLength`: 1, 2, 4 ... 64 KiB, then whole multiples of 64 KiB),
@@ -35,6 +41,7 @@ import { z } from 'zod';
 
 export const SHARD_MESSAGE_TYP = 'tre-shard-message+jws';
 export const SHARD_KEY_TYP = 'tre-shard-key+jws';
+export const SHARD_ANSWER_TYP = 'tre-shard-answer+jws';
 const KEY_MANAGEMENT = 'ECDH-ES+A256KW';
 const CONTENT_ENCRYPTION = 'A256GCM';
 
@@ -84,8 +91,12 @@ export interface SealOptions {
   signingKey: KeyObject;
   /** The receiver's attested encryption key (ECDH P-256, public). */
   recipientKey: KeyObject | JWK;
-  /** Defaults: now, and 16 random bytes. */
+  /** Defaults: now, and 16 random bytes (`newMessageId`). */
   iat?: number;
+  /**
+   * The message's id. A sender resealing the same message for a retry (a fresh `iat`, perhaps a
+   * new recipient key) passes the id of its first seal, so the receiver knows it for the same one.
+   */
   id?: string;
 }
 
@@ -232,6 +243,59 @@ export async function open(jwe: string, o: OpenOptions): Promise<OpenedMessage> 
     refuse('malformed', `signed content of type ${String(verified.protectedHeader.typ)}`);
   const m = messageSchema.parse(JSON.parse(decoder.decode(verified.payload)));
   return { kind: m.kind, from: m.from, body: m.body, id: m.id, iat: m.iat };
+}
+
+/**
+ * What a receiving shard answers a message with (shard-link.ts): `handled` (its handler ran),
+ * `duplicate` (an id it handled before: not run again), `failed` (the handler threw; `reason` is
+ * the error's code or name, never its message), `unavailable` (the handler could not commit,
+ * STORAGE_UNAVAILABLE: the id is forgotten, a retry runs it), `refused` (`reason`: the link's
+ * refusal, e.g. `stale-key`).
+ */
+export const answerSchema = z.strictObject({
+  v: z.literal(1),
+  /** The answering shard. */
+  from: shardSchema,
+  /** The shard that sent the message. */
+  to: shardSchema,
+  /** The message's id, when it was opened. */
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{22}$/)
+    .optional(),
+  status: z.enum(['handled', 'duplicate', 'failed', 'unavailable', 'refused']),
+  reason: z
+    .string()
+    .max(64)
+    .regex(/^[A-Za-z0-9_.-]+$/)
+    .optional(),
+});
+export type ShardAnswer = z.infer<typeof answerSchema>;
+
+/** Signs an answer with the answering shard's TLS key (compact JWS, what goes back on NATS). */
+export async function signAnswer(answer: ShardAnswer, signingKey: KeyObject): Promise<string> {
+  return new CompactSign(encoder.encode(JSON.stringify(answerSchema.parse(answer))))
+    .setProtectedHeader({ alg: 'ES256', typ: SHARD_ANSWER_TYP })
+    .sign(signingKey);
+}
+
+/**
+ * The answer in `jws` when it is signed by `tlsKey` (the answering peer's attested key), from
+ * `from` to `to`; undefined when it is not (forged, from another run of the peer, malformed).
+ */
+export async function readAnswer(
+  jws: string,
+  o: { tlsKey: KeyObject; from: string; to: string },
+): Promise<ShardAnswer | undefined> {
+  try {
+    const verified = await compactVerify(jws, o.tlsKey, { algorithms: ['ES256'] });
+    if (verified.protectedHeader.typ !== SHARD_ANSWER_TYP) return undefined;
+    const parsed = answerSchema.safeParse(JSON.parse(decoder.decode(verified.payload)));
+    if (!parsed.success || parsed.data.from !== o.from || parsed.data.to !== o.to) return undefined;
+    return parsed.data;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

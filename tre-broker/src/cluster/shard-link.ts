@@ -20,35 +20,71 @@
  * `urn:tre:tre:<peer>`, is not on the regulator's CRL; `verifyAttestation` over the leaf with that
  * certificate; the key signature.
  *
- * Sending. Before the first message to a peer, the link attests it (timeout, retries with backoff,
- * an error naming the peer); an untrusted peer is sent nothing (`send` rejects with the check that
- * failed) and is asked again at most once per `cooldownMs`. Messages are sealed (sealed-envelope.ts).
- * Sending to this shard's own name runs its handler in process, on a JSON copy of the body.
+ * Sending. Before the first message to a peer, the link attests it (timeout, retries with backoff);
+ * an untrusted peer is sent nothing (`send` rejects with the check that failed) and is asked again
+ * at most once per `cooldownMs`. Messages are sealed (sealed-envelope.ts) and sent as NATS
+ * requests on `message(to, from)`; the reply comes to this shard's inbox prefix.
+ * Sending to this shard's own name runs its handler in process, on a JSON copy of the body, in
+ * order with this shard's other messages to itself (one sent from such a handler runs at once).
+ *
+ * Delivery: acknowledged, retried, deduplicated. `send` resolves once the receiver answered that
+ * its handler ran (`handled`) or had already run for this message (`duplicate`). The answer is a
+ * small JWS signed by the receiver's TLS key (no body; `signAnswer`), so NATS cannot fake one.
+ *  - No answer (the receiver down, restarting, failing over to a standby, a NATS node lost; NATS
+ *    core keeps nothing): the message is resent, waits doubling from `deliveryBackoffMs` to
+ *    `deliveryBackoffMaxMs`, until `deliveryDeadlineMs` (60 s: longer than a failover takeover,
+ *    ~3-11 s) after `send`; after `reattestAfterTimeouts` unanswered tries in a row, and whenever
+ *    an answer does not verify with the key the peer was attested with, the peer is attested
+ *    again first (a standby that took over is another TRE, with its own keys). A peer that does
+ *    not answer its attestation is retried the same way. After the deadline `send` rejects:
+ *    PEER_UNREACHABLE when the peer was never attested (nothing was sent), NOT_DELIVERED when
+ *    sealed messages went out unanswered (it may or may not have been handled).
+ *  - `refused` `stale-key`: the peer restarted (a new encryption key). The link drops its keys,
+ *    attests the new run and reseals at once. This replaces the `link.rekey` notice of earlier
+ *    versions. `unattested-sender` or `bad-signature` (the peer could not reach this shard's hello, or
+ *    holds an old key of it, and attests it again): retried with backoff. Any other refusal
+ *    (`untrusted-sender`: this shard failed a check there; `no-handler`, `stale` ...) rejects
+ *    with REFUSED naming it: resending would not help.
+ *  - `failed`: the handler threw. Not retried: handlers check their bodies with zod, so a body
+ *    refused once is refused again; `send` rejects with HANDLER_FAILED (the error's code or name,
+ *    never its message). Except `unavailable`: a handler that threw an error with `code`
+ *    'STORAGE_UNAVAILABLE' (StoreError: the disk, not the message) did not commit; the receiver
+ *    forgets the id and the sender retries as for no answer.
+ * Every try of one message carries the same id (resealed with a fresh `iat`, maybe to a new key).
+ * So this is at-least-once, deduplicated by id at a running receiver: effectively once while the
+ * receiver keeps its memory. A receiver that restarted or failed over does not know the ids its
+ * earlier run handled: a message it handled whose answer was lost is handled again by the new run
+ * (its handler must tolerate that, see ShardCluster.send).
  *
  * Receiving. Each message on `messagesTo(shard)`: its subject's sender is attested first (it may
  * have restarted), then the message is opened (refused: not for us, unattested sender, bad
- * signature, `from` differing from the subject's sender, older than `maxAgeMs`, replayed id) and
- * passed to its kind's handler, one sender's messages in order. Refusals and handler failures are
- * logged at warn and counted, never thrown; no log line carries a body (household data).
+ * signature, `from` differing from the subject's sender, older than `maxAgeMs`) and passed to its
+ * kind's handler, one sender's messages in order. The answer goes to the request's reply subject
+ * only when that is in the sender's inbox prefix (`_INBOX.<from>.`); a message without one (e.g.
+ * one NATS published itself) is handled the same but not answered. Ids are remembered per sender
+ * with the outcome, before the handler runs, as long as `maxAgeMs` after the last copy's `iat`: a
+ * copy of a handled id is answered `duplicate` (counted in `duplicates`) and never run again; a
+ * copy of one that failed gets `failed` again; a copy arriving while the first is still handled
+ * waits behind it (the sender's chain) and is answered once it is done. An unchanged copy of a
+ * sealed message older than `maxAgeMs` is refused `stale`. Refusals are logged at warn and
+ * counted, handler failures at warn; nothing is thrown; no log line carries a body (household
+ * data).
  *
  * Re-attestation, kept simple: an attestation older than `reattestMs` (1 h) is renewed before the
  * next message to or from that peer (lazily, no timer). A message whose signature fails with a
  * peer's cached TLS key makes the link re-attest that peer (at most once per `cooldownMs`) and try
- * once more. A restarted peer has a new encryption key, so what others still seal to its old key
- * cannot be read: it refuses that (`stale-key`) and answers the sender with a `link.rekey` notice
- * (signed and sealed like any message, at most once per `cooldownMs`), and the sender drops the
- * old key, so its next message re-attests the peer. What was sealed to the old key after the
- * restart is lost, like what was sent while the peer was down (NATS core keeps nothing); flows
- * already live with a shard that restarts. Both ends count and log it.
+ * once more.
  *
  * Times (certificate validity, `iat`, ages) follow `clock`; every shard must run on the same time
  * source. Request timeouts and retry backoff are transport waits in real time.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { type Msg, type NatsConnection, NoRespondersError, type Subscription } from '@nats-io/transport-node';
 import { type Clock, checkShard, type Evidence, senderOf, shardSubjects, systemClock } from '@tre/protocol';
-import { decodeProtectedHeader, exportJWK, type JWK } from 'jose';
+import { exportJWK, type JWK } from 'jose';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import {
@@ -62,11 +98,15 @@ import {
 } from './peer-verification.js';
 import {
   keyId,
+  newMessageId,
   type OpenedMessage,
   open,
   type RefusalReason,
+  readAnswer,
   SealedEnvelopeError,
+  type ShardAnswer,
   seal,
+  signAnswer,
 } from './sealed-envelope.js';
 import type { ShardMessageHandler, ShardMessageKind } from './shard-cluster.js';
 
@@ -81,8 +121,20 @@ export const SHARD_LINK_DEFAULTS = {
   reattestMs: 60 * 60_000,
   /** Messages sealed longer ago (or further ahead) than this are refused; ids are kept as long. */
   maxAgeMs: 5 * 60_000,
-  /** At most one forced re-attestation, one rekey notice and one retry of an untrusted peer per peer per this. */
+  /** At most one forced re-attestation and one retry of an untrusted peer per peer per this. */
   cooldownMs: 10_000,
+  /** How long one try of a message waits for the receiver's answer (its handler included). */
+  deliveryTimeoutMs: 5_000,
+  /** Waits between tries of one message double from this up to `deliveryBackoffMaxMs`. */
+  deliveryBackoffMs: 250,
+  deliveryBackoffMaxMs: 2_000,
+  /**
+   * How long `send` keeps trying, from its call: longer than a shard's failover takeover (~3-11 s),
+   * shorter than `maxAgeMs` of the receivers.
+   */
+  deliveryDeadlineMs: 60_000,
+  /** Unanswered tries in a row after which the peer is attested again (it may have been replaced). */
+  reattestAfterTimeouts: 2,
 };
 
 export interface ShardLinkOptions extends Partial<typeof SHARD_LINK_DEFAULTS> {
@@ -91,7 +143,7 @@ export interface ShardLinkOptions extends Partial<typeof SHARD_LINK_DEFAULTS> {
   shard: string;
   /** This TRE's certificate (PEM): what peers attest, with its key bound into every quote. */
   treCertificate: string;
-  /** This TRE's TLS key (ECDSA P-256): signs every message and the encryption key. */
+  /** This TRE's TLS key (ECDSA P-256): signs every message, every answer and the encryption key. */
   signingKey: KeyObject;
   /** This TRE's evidence over a nonce (`AttestationService.evidence`). */
   evidence: (nonce: Buffer) => Promise<Evidence>;
@@ -112,18 +164,24 @@ export class ShardLinkError extends Error {
       | 'NOT_IN_ROSTER'
       | 'PEER_UNREACHABLE'
       | 'PEER_UNTRUSTED'
+      | 'NOT_DELIVERED'
+      | 'TOO_LARGE'
+      | 'REFUSED'
+      | 'HANDLER_FAILED'
       | 'NO_HANDLER'
       | 'HANDLER_EXISTS',
     message: string,
     readonly peer?: string,
     readonly check?: PeerCheck,
+    /** REFUSED: the receiver's refusal; HANDLER_FAILED: the handler error's code or name. */
+    readonly reason?: string,
   ) {
     super(message);
   }
 }
 
 /** Why the link refused a message: the envelope's reasons and the link's own. */
-export type LinkRefusal = RefusalReason | 'unattested-sender' | 'stale' | 'replayed' | 'no-handler';
+export type LinkRefusal = RefusalReason | 'unattested-sender' | 'stale' | 'no-handler';
 const LINK_REFUSALS: readonly LinkRefusal[] = [
   'malformed',
   'stale-key',
@@ -134,13 +192,12 @@ const LINK_REFUSALS: readonly LinkRefusal[] = [
   'bad-signature',
   'unattested-sender',
   'stale',
-  'replayed',
   'no-handler',
 ];
-
-/** The link's own kind: "what you sealed to my key `kid` I could not read; attest me again". */
-const REKEY = 'link.rekey';
-const rekeySchema = z.strictObject({ kid: z.string().max(64) });
+/** Refusals a retry may overcome: the receiver attests this shard again first. */
+const RETRIED_REFUSALS: ReadonlySet<string> = new Set<LinkRefusal>(['unattested-sender', 'bad-signature']);
+/** A handler error with this `code` did not commit (StoreError): the sender retries. */
+const RETRYABLE_CODE = 'STORAGE_UNAVAILABLE';
 
 const helloRequestSchema = z.strictObject({
   v: z.literal(1),
@@ -149,6 +206,9 @@ const helloRequestSchema = z.strictObject({
 
 /** What the link holds of an attested peer. */
 type Peer = VerifiedPeer;
+
+/** A handler's outcome, as answered (and remembered with the id). */
+type Outcome = Pick<ShardAnswer, 'status' | 'reason'>;
 
 const decoder = new TextDecoder();
 
@@ -177,11 +237,19 @@ function hintFor(check: PeerCheck): string {
 
 export class ShardLink {
   readonly stats = {
+    /** Messages to other shards their receiver acknowledged (handled, or had handled). */
     sent: 0,
+    /** Messages from other shards passed to their handler (once per id). */
     received: 0,
     /** Sent to this shard itself (in process). */
     local: 0,
-    /** `link.rekey` notices received: a peer restarted and could not read what we sealed to its old key. */
+    /** Tries beyond the first of a message to another shard. */
+    retries: 0,
+    /** Copies of an id already handled (or failed) here: answered, not run again. */
+    duplicates: 0,
+    /** Messages `send` gave up on (deadline, refusal, handler failure at the receiver). */
+    undelivered: 0,
+    /** `stale-key` answers: a peer restarted and could not read what we sealed to its old key. */
     rekeys: 0,
     refused: Object.fromEntries(LINK_REFUSALS.map((r) => [r, 0])) as Record<LinkRefusal, number>,
     handlerErrors: 0,
@@ -196,15 +264,21 @@ export class ShardLink {
   private readonly peers = new Map<string, Peer>();
   private readonly attesting = new Map<string, Promise<Peer>>();
   private readonly untrusted = new Map<string, { error: ShardLinkError; until: number }>();
-  /** When each peer last had a forced re-attestation, and last got a rekey notice from us. */
+  /** When each peer last had a forced re-attestation. */
   private readonly forcedAt = new Map<string, number>();
-  private readonly rekeyedAt = new Map<string, number>();
-  /** Ids opened, with when they may be forgotten (their `iat` + maxAgeMs). */
-  private readonly seen = new Map<string, number>();
+  /**
+   * Ids opened (`<from>/<id>`), with their outcome (undefined while the handler runs) and when
+   * they may be forgotten (the last copy's `iat` + maxAgeMs).
+   */
+  private readonly seen = new Map<string, { outcome?: Outcome; forgetAt: number }>();
   /** One chain per sender: its messages are handled in order. */
-  private readonly chains = new Map<string, Promise<void>>();
+  private readonly chains = new Map<string, Promise<unknown>>();
   private readonly tasks = new Set<Promise<unknown>>();
-  /** Sends between `send` and NATS taking the sealed message. */
+  /** Set while a handler of a message this shard sent itself runs (its own sends run at once). */
+  private readonly inLocalHandler = new AsyncLocalStorage<true>();
+  /** Aborts the waits of sends still retrying when the link stops. */
+  private readonly stopping = new AbortController();
+  /** Sends not yet answered (attesting the peer, sealing, waiting for the answer, retrying). */
   private sending = 0;
   private readonly verifier: PeerVerifier;
 
@@ -236,10 +310,14 @@ export class ShardLink {
     this.o.log.info({ shard }, 'shard link started (sealed messages over NATS)');
   }
 
-  /** Stops answering and receiving, waits for what is in hand, and forgets the encryption key. */
+  /**
+   * Stops answering and receiving, waits for what is in hand, and forgets the encryption key.
+   * Sends still retrying reject with NOT_STARTED.
+   */
   async stop(): Promise<void> {
     if (this.state !== 'started') return;
     this.state = 'stopped';
+    this.stopping.abort();
     for (const s of this.subscriptions) s.unsubscribe();
     this.subscriptions = [];
     await Promise.allSettled([...this.chains.values(), ...this.tasks, ...this.attesting.values()]);
@@ -249,38 +327,34 @@ export class ShardLink {
   }
 
   on(kind: ShardMessageKind, handler: ShardMessageHandler): void {
-    if (kind === REKEY) throw new ShardLinkError('HANDLER_EXISTS', `${REKEY} is the link's own kind`);
     if (this.handlers.has(kind))
       throw new ShardLinkError('HANDLER_EXISTS', `a handler for ${kind} is already registered`);
     this.handlers.set(kind, handler);
   }
 
-  /** Seals `body` to `to` and hands it to NATS (resolves once NATS took it, not once it was handled). */
+  /**
+   * Seals `body` to `to` and resolves once `to` handled it (or had already): see the module
+   * comment for retries and what it rejects with.
+   */
   async send(to: string, kind: ShardMessageKind, body: unknown): Promise<void> {
     this.assertStarted();
     if (to === this.o.shard) return this.deliverLocally(kind, body);
     this.assertInRoster(to);
     this.sending++;
     try {
-      const peer = await this.peer(to);
-      const jwe = await seal(body, {
-        kind,
-        from: this.o.shard,
-        to,
-        signingKey: this.o.signingKey,
-        recipientKey: peer.encryptionKey,
-        iat: this.o.clock.now(),
-      });
-      this.o.nats.publish(shardSubjects.message(to, this.o.shard), jwe);
-      this.stats.sent++;
+      await this.deliver(to, kind, body);
+    } catch (err) {
+      this.stats.undelivered++;
+      throw err;
     } finally {
       this.sending--;
     }
   }
 
   /**
-   * Work in hand: sends not yet given to NATS (attesting the peer, sealing) and received messages
-   * not yet handled. 0 when this link is idle (what is on its way through NATS is not counted).
+   * Work in hand: sends not yet answered (attesting the peer, sealing, waiting for the answer,
+   * retrying, local ones being handled) and received messages not yet handled. 0 when this link
+   * is idle.
    */
   get busy(): number {
     return this.sending + this.chains.size;
@@ -303,18 +377,179 @@ export class ShardLink {
       );
   }
 
-  private deliverLocally(kind: string, body: unknown): void {
+  /**
+   * Runs the handler in process, in order with this shard's other messages to itself, and resolves
+   * once it ran; rejects with HANDLER_FAILED when it threw (not retried, whatever the error). A
+   * message sent to itself from such a handler runs at once: queued behind the handler sending it,
+   * it would wait for it forever.
+   */
+  private async deliverLocally(kind: string, body: unknown): Promise<void> {
     const handler = this.handlers.get(kind);
     if (!handler) throw new ShardLinkError('NO_HANDLER', `shard ${this.o.shard} has no handler for ${kind}`);
     const copy = body === undefined ? undefined : JSON.parse(JSON.stringify(body));
     this.stats.local++;
-    this.inOrder(this.o.shard, () => this.dispatch(handler, this.o.shard, kind, copy));
+    const run = () => this.inLocalHandler.run(true, () => this.dispatch(handler, this.o.shard, kind, copy));
+    this.sending++;
+    let outcome: Outcome;
+    try {
+      outcome = await (this.inLocalHandler.getStore() ? run() : this.inOrder(this.o.shard, run));
+    } finally {
+      this.sending--;
+    }
+    if (outcome.status !== 'handled') throw this.handlerFailed(this.o.shard, kind, outcome);
+  }
+
+  private handlerFailed(peer: string, kind: string, outcome: Outcome): ShardLinkError {
+    return new ShardLinkError(
+      'HANDLER_FAILED',
+      `the ${kind} handler of shard ${peer} failed (${outcome.reason ?? 'an error'}): not retried; its log (warn) names the message`,
+      peer,
+      undefined,
+      outcome.reason,
+    );
+  }
+
+  // --- delivering ------------------------------------------------------------------------------
+
+  /** Tries until `to` answers `handled` or `duplicate`, or the deadline; one id for every try. */
+  private async deliver(to: string, kind: string, body: unknown): Promise<void> {
+    const id = newMessageId();
+    const subject = shardSubjects.message(to, this.o.shard);
+    const deadline = performance.now() + this.o.deliveryDeadlineMs;
+    let tries = 0;
+    let unanswered = 0;
+    let staleKeys = 0;
+    /** The keys that went unanswered or unverified: attest the peer again unless someone did. */
+    let doubted: Peer | undefined;
+    let backoff = this.o.deliveryBackoffMs;
+    let problem = '';
+    for (;;) {
+      this.assertStarted();
+      let immediately = false;
+      const force = doubted !== undefined && this.peers.get(to) === doubted;
+      const peer = await this.peer(to, force, deadline).catch((err: unknown) => {
+        if (err instanceof ShardLinkError && err.code === 'PEER_UNREACHABLE') {
+          problem = err.message;
+          return undefined;
+        }
+        throw err; // untrusted, or this link stopped
+      });
+      if (peer) {
+        doubted = undefined;
+        const jwe = await seal(body, {
+          kind,
+          from: this.o.shard,
+          to,
+          signingKey: this.o.signingKey,
+          recipientKey: peer.encryptionKey,
+          iat: this.o.clock.now(),
+          id,
+        });
+        this.assertStarted();
+        const max = this.o.nats.info?.max_payload;
+        if (max !== undefined && jwe.length > max)
+          throw new ShardLinkError(
+            'TOO_LARGE',
+            `the ${kind} message to shard ${to} is ${jwe.length} bytes sealed, over NATS's max_payload of ${max}: nothing was sent (raise max_payload on every NATS server, or send less at once)`,
+            to,
+          );
+        if (tries++ > 0) this.stats.retries++;
+        const timeout = Math.max(1, Math.min(this.o.deliveryTimeoutMs, deadline - performance.now()));
+        let reply: Msg | undefined;
+        try {
+          reply = await this.o.nats.request(subject, jwe, { timeout });
+        } catch (err) {
+          problem = isNoResponders(err)
+            ? `no one listens on ${subject}`
+            : `no answer within ${timeout} ms (${(err as Error).message})`;
+        }
+        const answer =
+          reply &&
+          (await readAnswer(decoder.decode(reply.data), { tlsKey: peer.tlsKey, from: to, to: this.o.shard }));
+        if (answer && answer.id !== undefined && answer.id !== id) {
+          problem = 'an answer for another message';
+        } else if (answer) {
+          unanswered = 0;
+          if (answer.reason !== 'stale-key') staleKeys = 0;
+          switch (answer.status) {
+            case 'handled':
+            case 'duplicate':
+              this.stats.sent++;
+              if (tries > 1)
+                this.o.log.info({ peer: to, kind, id, tries }, 'shard message delivered after retries');
+              return;
+            case 'failed':
+              throw this.handlerFailed(to, kind, answer);
+            case 'unavailable':
+              problem = `its ${kind} handler could not commit (${answer.reason ?? 'unavailable'})`;
+              break;
+            case 'refused':
+              if (answer.reason === 'stale-key') {
+                this.stats.rekeys++;
+                if (this.peers.get(to) === peer) this.peers.delete(to);
+                this.o.log.warn(
+                  { peer: to, kind, id },
+                  'shard restarted (a new key): attesting it again and resealing',
+                );
+                problem = 'it refused the message as sealed to an earlier key of it (stale-key)';
+                immediately = staleKeys++ === 0; // at once the first time; again, after a wait
+                break;
+              }
+              if (answer.reason && RETRIED_REFUSALS.has(answer.reason)) {
+                problem = `it refused the message (${answer.reason}); it attests this shard again`;
+                break;
+              }
+              throw new ShardLinkError(
+                'REFUSED',
+                `shard ${to} refused the ${kind} message (${answer.reason ?? 'no reason'}): ${
+                  answer.reason === 'untrusted-sender'
+                    ? `shard ${to} does not trust this shard's attestation (the check it failed is in its log)`
+                    : 'its log (warn) says why'
+                }; it was not handled`,
+                to,
+                undefined,
+                answer.reason,
+              );
+          }
+        } else {
+          if (reply) problem = `an answer not signed by the attested key of ${to} (replaced by another TRE?)`;
+          unanswered++;
+          if (reply || unanswered % this.o.reattestAfterTimeouts === 0) doubted = peer;
+        }
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) throw this.notDelivered(to, kind, tries, problem);
+      if (immediately) continue;
+      await sleep(Math.min(backoff, left), undefined, { signal: this.stopping.signal }).catch(() => {});
+      backoff = Math.min(backoff * 2, this.o.deliveryBackoffMaxMs);
+    }
+  }
+
+  private notDelivered(to: string, kind: string, tries: number, problem: string): ShardLinkError {
+    const within = `within ${Math.round(this.o.deliveryDeadlineMs / 1000)} s`;
+    if (tries === 0) {
+      this.o.log.warn({ peer: to, kind }, 'shard unreachable: message not sent');
+      return new ShardLinkError(
+        'PEER_UNREACHABLE',
+        `shard ${to} could not be attested ${within} (last: ${problem}). Nothing was sent to it: is it (its primary or a standby) running and connected to NATS?`,
+        to,
+      );
+    }
+    this.o.log.warn({ peer: to, kind, tries }, 'shard message not delivered');
+    return new ShardLinkError(
+      'NOT_DELIVERED',
+      `shard ${to} did not acknowledge the ${kind} message ${within} (${tries} tries; last: ${problem}); it may or may not have been handled: is shard ${to} (its primary or a standby) running and connected to NATS, and is its lease held?`,
+      to,
+    );
   }
 
   // --- attesting peers -------------------------------------------------------------------------
 
-  /** The attested keys of a peer: cached, or attested now (one attestation at a time per peer). */
-  private async peer(shard: string, force = false): Promise<Peer> {
+  /**
+   * The attested keys of a peer: cached, or attested now (one attestation at a time per peer; the
+   * one starting it bounds it by `until`).
+   */
+  private async peer(shard: string, force = false, until?: number): Promise<Peer> {
     const now = this.o.clock.now();
     const known = this.peers.get(shard);
     if (known && !force && now - known.attestedAt < this.o.reattestMs) return known;
@@ -322,26 +557,31 @@ export class ShardLink {
     if (refused && now < refused.until) throw refused.error;
     let pending = this.attesting.get(shard);
     if (!pending) {
-      pending = this.attest(shard).finally(() => this.attesting.delete(shard));
+      pending = this.attest(shard, until).finally(() => this.attesting.delete(shard));
       this.attesting.set(shard, pending);
     }
     return pending;
   }
 
-  private async attest(peer: string): Promise<Peer> {
+  /** Asks the peer's hello, up to `attestAttempts` times and not past `until` (performance.now()). */
+  private async attest(peer: string, until = Number.POSITIVE_INFINITY): Promise<Peer> {
     this.peers.delete(peer); // until it is attested again, nothing is sealed to what it had
     const subject = shardSubjects.hello(peer);
     let problem = '';
+    let attempts = 0;
     for (let attempt = 0; attempt < this.o.attestAttempts; attempt++) {
       if (attempt > 0) await sleep(this.o.attestBackoffMs * 2 ** (attempt - 1));
       this.assertStarted();
+      const left = until - performance.now();
+      if (left <= 0) break;
+      attempts++;
       const nonce = randomBytes(32);
       let reply: Msg;
       try {
         reply = await this.o.nats.request(
           subject,
           JSON.stringify({ v: 1, nonce: nonce.toString('base64url') }),
-          { timeout: this.o.attestTimeoutMs },
+          { timeout: Math.max(1, Math.min(this.o.attestTimeoutMs, left)) },
         );
       } catch (err) {
         problem = (err as Error).message;
@@ -363,13 +603,10 @@ export class ShardLink {
       return verdict;
     }
     this.stats.attestations.unreachable++;
-    this.o.log.warn(
-      { peer, attempts: this.o.attestAttempts, err: problem },
-      'shard did not answer attestation',
-    );
+    this.o.log.warn({ peer, attempts, err: problem }, 'shard did not answer attestation');
     throw new ShardLinkError(
       'PEER_UNREACHABLE',
-      `shard ${peer} did not answer its attestation request on ${subject} (${this.o.attestAttempts} attempts; last: ${problem}): is it running and connected to NATS? Nothing was sent to it`,
+      `shard ${peer} did not answer its attestation request on ${subject} (${attempts} attempts; last: ${problem || 'out of time'}): is it running and connected to NATS? Nothing was sent to it`,
       peer,
     );
   }
@@ -431,27 +668,51 @@ export class ShardLink {
     }
     const from = senderOf(msg.subject) ?? '';
     const jwe = decoder.decode(msg.data);
-    this.inOrder(from, () => this.receive(from, jwe));
+    // Answers go to the sender's own inbox only: with `allow_responses` the requester names the
+    // reply subject, and one naming another shard's subject would make the answer land there.
+    const answerable =
+      isShardName(from) && msg.reply?.startsWith(`${shardSubjects.inboxPrefix(from)}.`) === true;
+    void this.inOrder(from, async () => {
+      const answer = await this.receive(from, jwe);
+      if (answer && answerable) await this.answer(msg, from, answer); // also while stopping: fewer retries
+    });
   }
 
-  /** Runs `task` after the sender's earlier messages; what it throws is logged, never rethrown. */
-  private inOrder(from: string, task: () => Promise<void>): void {
-    const next = (this.chains.get(from) ?? Promise.resolve())
-      .then(task)
+  private async answer(msg: Msg, to: string, answer: Omit<ShardAnswer, 'v' | 'from' | 'to'>): Promise<void> {
+    try {
+      msg.respond(await signAnswer({ v: 1, from: this.o.shard, to, ...answer }, this.o.signingKey));
+    } catch (err) {
+      this.o.log.warn({ peer: to, err: (err as Error).message }, 'cannot answer a shard message');
+    }
+  }
+
+  /**
+   * Runs `task` after the sender's earlier messages, with its result; the chain itself never
+   * rejects (a failure of `task` is logged and given to the caller only).
+   */
+  private inOrder<T>(from: string, task: () => Promise<T>): Promise<T> {
+    const result = (this.chains.get(from) ?? Promise.resolve()).then(task);
+    const next = result
       .catch((err: Error) => this.o.log.error({ from, err: err.message }, 'shard message handling failed'))
       .finally(() => {
         if (this.chains.get(from) === next) this.chains.delete(from);
       });
     this.chains.set(from, next);
+    return result;
   }
 
-  private refuse(from: string, reason: LinkRefusal, why: string): void {
+  private refuse(from: string, reason: LinkRefusal, why: string, id?: string) {
     this.stats.refused[reason]++;
-    this.o.log.warn({ from, reason, why }, 'shard message refused');
+    this.o.log.warn({ from, reason, why, ...(id && { id }) }, 'shard message refused');
+    return { status: 'refused' as const, reason, ...(id && { id }) };
   }
 
-  private async receive(from: string, jwe: string): Promise<void> {
-    if (this.state !== 'started') return;
+  /** Opens and handles one message; what to answer (undefined: nothing, the link is stopping). */
+  private async receive(
+    from: string,
+    jwe: string,
+  ): Promise<Omit<ShardAnswer, 'v' | 'from' | 'to'> | undefined> {
+    if (this.state !== 'started') return undefined; // the sender retries: the next run answers
     if (!isShardName(from)) return this.refuse(from, 'malformed', 'not a shard message subject');
     if (from === this.o.shard)
       return this.refuse(
@@ -465,7 +726,10 @@ export class ShardLink {
     try {
       peer = await this.peer(from);
     } catch (err) {
-      return this.refuse(from, 'unattested-sender', (err as Error).message);
+      const refusal = this.refuse(from, 'unattested-sender', (err as Error).message);
+      // Untrusted (a failed check, not a missed answer): resending within the cooldown cannot help.
+      const untrusted = err instanceof ShardLinkError && err.code === 'PEER_UNTRUSTED';
+      return untrusted ? { ...refusal, reason: 'untrusted-sender' } : refusal;
     }
     let opened: OpenedMessage;
     try {
@@ -474,20 +738,31 @@ export class ShardLink {
       if (!(err instanceof SealedEnvelopeError)) {
         return this.refuse(from, 'unattested-sender', (err as Error).message);
       }
-      if (err.code === 'stale-key') this.askToRekey(from, jwe);
       return this.refuse(from, err.code, err.message);
     }
+    const { id, kind } = opened;
     const now = this.o.clock.now();
     if (Math.abs(now - opened.iat) > this.o.maxAgeMs)
-      return this.refuse(from, 'stale', `sealed ${Math.round((now - opened.iat) / 1000)} s ago`);
-    if (this.seen.has(opened.id))
-      return this.refuse(from, 'replayed', `message ${opened.id} was seen before`);
-    this.remember(opened.id, opened.iat + this.o.maxAgeMs, now);
-    if (opened.kind === REKEY) return this.rekeyed(from, opened.body);
-    const handler = this.handlers.get(opened.kind);
-    if (!handler) return this.refuse(from, 'no-handler', `no handler for ${opened.kind}`);
+      return this.refuse(from, 'stale', `sealed ${Math.round((now - opened.iat) / 1000)} s ago`, id);
+    const key = `${from}/${id}`;
+    const known = this.seen.get(key);
+    if (known) {
+      // Handled, or failed, before (the per-sender chain ran the first copy to its end).
+      this.stats.duplicates++;
+      this.remember(key, known.outcome, opened.iat + this.o.maxAgeMs, now);
+      this.o.log.info({ from, kind, id }, 'a shard message again (a retry): answered, not handled again');
+      const outcome = known.outcome ?? { status: 'handled' };
+      return { id, ...(outcome.status === 'handled' ? { status: 'duplicate' } : outcome) };
+    }
+    const handler = this.handlers.get(kind);
+    if (!handler) return this.refuse(from, 'no-handler', `no handler for ${kind}`, id);
+    this.remember(key, undefined, opened.iat + this.o.maxAgeMs, now); // before the handler runs
     this.stats.received++;
-    await this.dispatch(handler, from, opened.kind, opened.body, opened.id);
+    const outcome = await this.dispatch(handler, from, kind, opened.body, id);
+    if (outcome.status === 'unavailable')
+      this.seen.delete(key); // not committed: a retry runs it
+    else this.seen.get(key)!.outcome = outcome;
+    return { id, ...outcome };
   }
 
   /** Opens with the peer's cached key; a bad signature re-attests it (rate-limited) and tries once more. */
@@ -510,28 +785,35 @@ export class ShardLink {
     }
   }
 
+  /** Runs a handler; its outcome (a throw is logged by name and code and answered, never rethrown). */
   private async dispatch(
     handler: ShardMessageHandler,
     from: string,
     kind: string,
     body: unknown,
     id?: string,
-  ): Promise<void> {
+  ): Promise<Outcome> {
     try {
       await handler(from, body);
+      return { status: 'handled' };
     } catch (err) {
       this.stats.handlerErrors++;
-      // The error's message may quote the body: only its name and code are logged.
+      // The error's message may quote the body: only its name and code are logged and answered.
       const { name, code } = err as { name?: string; code?: unknown };
       this.o.log.warn({ from, kind, id, error: name, code }, 'shard message handler failed');
+      const reason = safeReason(typeof code === 'string' ? code : name);
+      return { status: code === RETRYABLE_CODE ? 'unavailable' : 'failed', ...(reason && { reason }) };
     }
   }
 
-  private remember(id: string, forgetAt: number, now: number): void {
-    this.seen.set(id, forgetAt);
-    for (const [old, at] of this.seen) {
-      if (at > now) break; // roughly in arrival order: the rest is newer
-      this.seen.delete(old);
+  /** Notes an id (moved to the end: the map stays roughly in `forgetAt` order) and forgets expired ones. */
+  private remember(key: string, outcome: Outcome | undefined, forgetAt: number, now: number): void {
+    const at = Math.max(forgetAt, this.seen.get(key)?.forgetAt ?? 0);
+    this.seen.delete(key);
+    this.seen.set(key, { outcome, forgetAt: at });
+    for (const [old, entry] of this.seen) {
+      if (entry.forgetAt > now) break; // the rest is newer
+      if (entry.outcome) this.seen.delete(old); // one still being handled stays
     }
   }
 
@@ -542,33 +824,6 @@ export class ShardLink {
     if (last !== undefined && now - last < this.o.cooldownMs) return false;
     table.set(peer, now);
     return true;
-  }
-
-  /** The sender sealed to an earlier key of ours: tell it (signed and sealed) to attest us again. */
-  private askToRekey(from: string, jwe: string): void {
-    if (!this.cooledDown(this.rekeyedAt, from)) return;
-    const kid = String(decodeProtectedHeader(jwe).kid);
-    this.track(
-      this.send(from, REKEY, { kid }).catch((err: Error) =>
-        this.o.log.warn({ peer: from, err: err.message }, 'cannot ask a shard to attest this one again'),
-      ),
-    );
-  }
-
-  /** A peer says it could not read what we sealed to its key `kid` (it restarted): drop that key. */
-  private rekeyed(from: string, body: unknown): void {
-    const notice = rekeySchema.safeParse(body);
-    if (!notice.success) {
-      this.refuse(from, 'malformed', `a ${REKEY} notice does not parse`);
-      return;
-    }
-    this.stats.rekeys++;
-    if (this.peers.get(from)?.kid !== notice.data.kid) return; // already attested its new run
-    this.peers.delete(from);
-    this.o.log.warn(
-      { peer: from },
-      'shard restarted (a new key): what was sealed to its old key since was not read; attesting it again at the next message',
-    );
   }
 
   private track(task: Promise<unknown>): void {
@@ -585,6 +840,15 @@ function parseJson(data: Uint8Array): unknown {
   } catch {
     return undefined;
   }
+}
+
+function isNoResponders(err: unknown): boolean {
+  return err instanceof NoRespondersError || (err as { cause?: unknown })?.cause instanceof NoRespondersError;
+}
+
+/** An error's code or name as an answer may carry it (no free text); undefined otherwise. */
+function safeReason(reason: string | undefined): string | undefined {
+  return reason && /^[A-Za-z0-9_.-]{1,64}$/.test(reason) ? reason : undefined;
 }
 
 function isShardName(name: string): boolean {
