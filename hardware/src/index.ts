@@ -1,11 +1,16 @@
 /** @tre/hardware: the TPM, the meter's serial port and the relay IO, each behind a small interface. */
 export { drivableActuator, LoadSwitch, MockIo } from './io/index.js';
 export {
+  ALREADY_STOPPING,
   memoryTmpdir,
   openProcessScope,
   type ProcessScope,
   type ProcessScopeOptions,
   processesUnder,
+  type SignalSource,
+  type StopSignals,
+  type StopSignalsOptions,
+  takeStopSignals,
   waitForListening,
 } from './process/index.js';
 export {

@@ -1,5 +1,6 @@
 /** `tre-sim`: the simulator and the demo. */
 import { join } from 'node:path';
+import { takeStopSignals } from '@tre/hardware';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { DashboardServer } from './dashboard/dashboard-server.js';
 import { buildSnapshot } from './dashboard/snapshot-builder.js';
@@ -8,31 +9,28 @@ import { Simulation } from './simulation/simulation.js';
 /**
  * SIGINT and SIGTERM from the start: before the simulation exists they are remembered (it is
  * stopped as soon as set-up ends), afterwards they stop it. Either way the caller's `finally`
- * stops swtpm and the agents and removes the temporary state; the exit code says which signal.
+ * stops swtpm and the agents and removes the temporary state; the exit code says which signal. A
+ * repeat while stopping is said once and ignored (it cannot cut the clean-up short; SIGKILL can).
  */
 function stopOnSignals(progress: (line: string) => void) {
-  let signal: NodeJS.Signals | undefined;
   let stop: (() => void) | undefined;
-  const handler = (s: NodeJS.Signals) => {
-    signal = s;
+  const signals = takeStopSignals({ say: progress });
+  signals.onSignal((s) => {
     process.exitCode = s === 'SIGINT' ? 130 : 143;
     progress(stop ? `${s}: stopping` : `${s}: stopping when set-up ends`);
     stop?.();
-  };
-  process.once('SIGINT', handler);
-  process.once('SIGTERM', handler);
+  });
   return {
     get signalled() {
-      return signal !== undefined;
+      return signals.signal !== undefined;
     },
     /** What stops the running simulation (called at once if a signal came during set-up). */
     onStop(fn: () => void) {
       stop = fn;
-      if (signal) fn();
+      if (signals.signal) fn();
     },
     dispose() {
-      process.off('SIGINT', handler);
-      process.off('SIGTERM', handler);
+      signals.dispose();
     },
   };
 }
@@ -88,35 +86,38 @@ export function buildProgram(): Command {
     .action(async (o: DemoFlags) => {
       const progress = (line: string) => console.error(`demo: ${line}`);
       const signals = stopOnSignals(progress);
-      const sim = await Simulation.create({
-        households: o.households,
-        days: 365,
-        speed: o.speed,
-        shards: o.shards,
-        keep: o.keep,
-        // A DR round and a billing period close within the first simulated hours.
-        earlyRounds: true,
-        progress,
-      });
-      const dashboard = await DashboardServer.start(o.port).catch(async (err: Error) => {
-        await sim.stop();
-        throw new Error(`cannot serve the dashboard on port ${o.port} (${err.message}); try --port 0`);
-      });
-      const timer = setInterval(() => dashboard.publish(buildSnapshot(sim, o.speed)), 500);
-      console.log(`
+      try {
+        const sim = await Simulation.create({
+          households: o.households,
+          days: 365,
+          speed: o.speed,
+          shards: o.shards,
+          keep: o.keep,
+          // A DR round and a billing period close within the first simulated hours.
+          earlyRounds: true,
+          progress,
+        });
+        const dashboard = await DashboardServer.start(o.port).catch(async (err: Error) => {
+          await sim.stop();
+          throw new Error(`cannot serve the dashboard on port ${o.port} (${err.message}); try --port 0`);
+        });
+        const timer = setInterval(() => dashboard.publish(buildSnapshot(sim, o.speed)), 500);
+        console.log(`
 TRE demo running: ${o.households} households at ${o.speed}x real time.
   dashboard:  ${dashboard.url}
 ${treLines(sim)}
 Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the temporary state'}.`);
-      signals.onStop(() => sim.stopRunning());
-      try {
-        await sim.run();
+        signals.onStop(() => sim.stopRunning());
+        try {
+          await sim.run();
+        } finally {
+          clearInterval(timer);
+          await dashboard.close();
+          await sim.stop();
+          progress('stopped');
+        }
       } finally {
-        clearInterval(timer);
-        await dashboard.close();
-        await sim.stop();
         signals.dispose();
-        progress('stopped');
       }
     });
 
@@ -153,6 +154,9 @@ Ctrl-C stops everything${o.keep ? ` (keeping ${sim.dir})` : ' and removes the te
           shards: o.shards,
           keep: o.keep,
           progress,
+        }).catch((err: unknown) => {
+          signals.dispose();
+          throw err;
         });
         let lastDay = -1;
         const memory: { day: number; rssMiB: number; handles: number }[] = [];

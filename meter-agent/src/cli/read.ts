@@ -11,6 +11,7 @@ import {
   parseSmlFile,
   SmlFramer,
   smlSnapshot,
+  takeStopSignals,
 } from '@tre/hardware';
 import { systemClock } from '@tre/protocol';
 import { type Command, CommanderError } from 'commander';
@@ -141,7 +142,7 @@ function printIntervals(intervals: IntervalRecord[]): void {
     );
 }
 
-/** Until Ctrl-C. */
+/** Until Ctrl-C (or SIGTERM). */
 async function readPort(path: string, minutes: 15 | 30, o: ReadOptions): Promise<void> {
   const port: MeterPort =
     o.protocol === 'sml'
@@ -153,18 +154,25 @@ async function readPort(path: string, minutes: 15 | 30, o: ReadOptions): Promise
           dataBits: o.sevenEOne ? 7 : 8,
           parity: o.sevenEOne ? 'even' : 'none',
         };
-  const reader = await openMeterReading(port, minutes, systemClock, {
-    snapshot: (s) => console.log(o.json ? JSON.stringify(s) : snapshotLine(s)),
-    interval: (i) =>
-      console.log(o.json ? JSON.stringify(i) : `interval ${i.intervalStart}: ${i.importWh} Wh`),
-    rejected: (reason, detail) => console.error(`rejected: ${reason} (${detail})`),
-    state: (state, detail) => console.error(`port ${state}${detail ? `: ${detail}` : ''}`),
-  });
-  reader.start();
-  await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
-  await reader.stop();
-  const s = reader.stats;
-  console.error(
-    `${s.telegrams} read, ${s.crcErrors} CRC errors, ${s.rejected} rejected, ${s.skippedLines} lines skipped`,
-  );
+  // From before the port opens (a Ctrl-C while opening stops once it is open) until the port is
+  // closed: a second Ctrl-C cannot cut the close short.
+  const signals = takeStopSignals({ name: 'meter-agent read' });
+  try {
+    const reader = await openMeterReading(port, minutes, systemClock, {
+      snapshot: (s) => console.log(o.json ? JSON.stringify(s) : snapshotLine(s)),
+      interval: (i) =>
+        console.log(o.json ? JSON.stringify(i) : `interval ${i.intervalStart}: ${i.importWh} Wh`),
+      rejected: (reason, detail) => console.error(`rejected: ${reason} (${detail})`),
+      state: (state, detail) => console.error(`port ${state}${detail ? `: ${detail}` : ''}`),
+    });
+    reader.start();
+    await signals.first;
+    await reader.stop();
+    const s = reader.stats;
+    console.error(
+      `${s.telegrams} read, ${s.crcErrors} CRC errors, ${s.rejected} rejected, ${s.skippedLines} lines skipped`,
+    );
+  } finally {
+    signals.dispose();
+  }
 }

@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { takeStopSignals } from '@tre/hardware';
 import { assertId, isPartyRole, PARTY_ROLES, type PartyRole } from '@tre/protocol';
 import { type Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createLogger } from '../log.js';
@@ -13,6 +14,9 @@ import { parseDuration } from '../pki/enrollment-rules.js';
 import { EnrollmentService, EST_PATH } from '../pki/enrollment-service.js';
 import { EnrollmentTokens } from '../pki/enrollment-tokens.js';
 import { addEndorseAkCommands } from './endorse-ak.js';
+
+/** The enrollment service's clean stop not done this long after SIGTERM exits with status 1. */
+const STOP_BOUND_MS = 60_000;
 
 function parseRole(value: string): PartyRole {
   if (!isPartyRole(value))
@@ -189,22 +193,28 @@ function addEnrollmentCommands(pki: Command): void {
             ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) }
             : await ca.issueEnrollmentServer(hosts);
         const log = createLogger({ level: o.logLevel, name: 'tre-enrollment' });
-        const stopped = new Promise<string>((resolve) => {
-          process.once('SIGTERM', () => resolve('SIGTERM'));
-          process.once('SIGINT', () => resolve('SIGINT'));
+        // Kept until stopped: a second signal cannot cut the stop short.
+        const signals = takeStopSignals({
+          boundMs: STOP_BOUND_MS,
+          say: (message, { kind, signal }) =>
+            kind === 'overdue' ? log.error({ signal }, message) : log.warn({ signal }, message),
         });
-        const service = new EnrollmentService({
-          ca,
-          tokens: new EnrollmentTokens(o.dir),
-          tls,
-          host: o.listen.host,
-          port: o.listen.port,
-          log,
-        });
-        await service.start();
-        const signal = await stopped;
-        log.info({ signal }, 'stopping');
-        await service.stop();
+        try {
+          const service = new EnrollmentService({
+            ca,
+            tokens: new EnrollmentTokens(o.dir),
+            tls,
+            host: o.listen.host,
+            port: o.listen.port,
+            log,
+          });
+          await service.start();
+          const signal = await signals.first;
+          log.info({ signal }, 'stopping');
+          await service.stop();
+        } finally {
+          signals.dispose();
+        }
       },
     );
 }

@@ -1,6 +1,7 @@
 /** `tre start`: run the TRE broker until SIGTERM or Ctrl-C. */
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { takeStopSignals } from '@tre/hardware';
 import {
   AcceleratedClock,
   type AttestationPolicy,
@@ -16,6 +17,9 @@ import { type ListenAddress, parseListenAddress } from '../metrics/metrics-serve
 import { pkiPaths } from '../pki/certificate-authority.js';
 import { startTre, TreConfigError } from '../tre.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from './tre-options.js';
+
+/** A clean stop (flows, broker, store, lease, journal) not done this long after SIGTERM exits with status 1. */
+const STOP_BOUND_MS = 60_000;
 
 interface StartFlags extends TreFlags {
   pki: string;
@@ -137,7 +141,11 @@ Failover (--cluster, when an admin made the shard's journal stream and lease buc
 that holds the shard's lease is its primary (it listens for MQTT and runs the flows); the others are
 standbys that follow the shard's journal and take over when the primary stops renewing the lease.
 The log says which role this TRE has and, after a takeover, how long it took. A primary that loses
-its lease stops acknowledging and exits with status 1.`,
+its lease stops acknowledging and exits with status 1.
+
+SIGTERM or Ctrl-C stops the TRE cleanly (the broker, then the store; a primary then releases its
+lease) and it exits with status 0; a repeat while it stops is logged and ignored (SIGKILL stops it
+at once), and a clean stop not done within ${STOP_BOUND_MS / 1000} s exits with status 1.`,
       ),
   ).action(async (o: StartFlags, command: Command) => {
     const settings = treSettingsFrom(o);
@@ -163,57 +171,67 @@ its lease stops acknowledging and exits with status 1.`,
         '--metrics-listen needs --metrics (served metrics are measured: give --metrics to tre enroll and tre attest-policy too)',
       );
     const log = createLogger({ level: settings.logLevel });
-    // Signals are taken from the start, so a stop during start-up is still graceful.
-    const standing = new AbortController();
-    let stop: (why: string) => void = () => {};
-    const stopped = new Promise<string>((resolve) => {
-      stop = (why) => {
-        standing.abort(new Error(why));
-        resolve(why);
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+    // Signals are taken from the start, so a stop during start-up is still graceful, and kept until
+    // stopped, so a second one cannot kill the TRE half-way through closing its store.
+    const signals = takeStopSignals({
+      boundMs: STOP_BOUND_MS,
+      say: (message, { kind, signal }) =>
+        kind === 'overdue' ? log.error({ signal }, message) : log.warn({ signal }, message),
     });
-    const tre = await startTre({
-      pkiDir: o.pki,
-      dataDir: o.data,
-      host: o.host,
-      port: o.port,
-      log,
-      metrics: settings.metrics ? o.metricsListen : undefined,
-      cluster: settings.cluster
-        ? {
-            shard: o.shard!,
-            shards: o.shards!,
-            servers: o.nats!,
-            peerPolicy: await peerPolicy(o.peerPolicy!, pkiPaths(o.pki).caCert),
-            failover: {
-              leaseTtlMs: o.leaseTtl,
-              signal: standing.signal,
-              onLeaseLost: (why) => {
-                process.exitCode = 1;
-                stop(`shard lease ${why}`);
+    try {
+      const standing = new AbortController();
+      let stop: (why: string) => void = () => {};
+      const stopped = new Promise<string>((resolve) => {
+        stop = (why) => {
+          standing.abort(new Error(why));
+          resolve(why);
+        };
+      });
+      signals.onSignal(stop);
+      const tre = await startTre({
+        pkiDir: o.pki,
+        dataDir: o.data,
+        host: o.host,
+        port: o.port,
+        log,
+        metrics: settings.metrics ? o.metricsListen : undefined,
+        cluster: settings.cluster
+          ? {
+              shard: o.shard!,
+              shards: o.shards!,
+              servers: o.nats!,
+              peerPolicy: await peerPolicy(o.peerPolicy!, pkiPaths(o.pki).caCert),
+              failover: {
+                leaseTtlMs: o.leaseTtl,
+                signal: standing.signal,
+                onLeaseLost: (why) => {
+                  process.exitCode = 1;
+                  signals.stopping(`shard lease ${why}`);
+                  stop(`shard lease ${why}`);
+                },
               },
-            },
-          }
-        : undefined,
-      monitoring: settings.monitoring,
-      tpm: o.tpm ? { tcti: o.tpm, bootPcrs: settings.bootPcrs } : undefined,
-      measuredConfig: measuredConfigOf(settings),
-      clock:
-        settings.clockSpeed === 1
-          ? systemClock
-          : new AcceleratedClock(settings.clockEpoch ?? Date.now(), settings.clockSpeed),
-    }).catch((err: unknown) => {
-      if (standing.signal.aborted) return undefined; // stopped while standing by
-      throw err;
-    });
-    if (!tre) {
-      log.info({ signal: await stopped }, 'stopped while standing by');
-      return;
+            }
+          : undefined,
+        monitoring: settings.monitoring,
+        tpm: o.tpm ? { tcti: o.tpm, bootPcrs: settings.bootPcrs } : undefined,
+        measuredConfig: measuredConfigOf(settings),
+        clock:
+          settings.clockSpeed === 1
+            ? systemClock
+            : new AcceleratedClock(settings.clockEpoch ?? Date.now(), settings.clockSpeed),
+      }).catch((err: unknown) => {
+        if (standing.signal.aborted) return undefined; // stopped while standing by
+        throw err;
+      });
+      if (!tre) {
+        log.info({ signal: await stopped }, 'stopped while standing by');
+        return;
+      }
+      const signal = await stopped; // already settled if the signal came during start-up
+      log.info({ signal }, 'stopping');
+      await tre.stop().catch((err: Error) => log.error({ err }, 'unclean stop'));
+    } finally {
+      signals.dispose();
     }
-    const signal = await stopped; // already settled if the signal came during start-up
-    log.info({ signal }, 'stopping');
-    await tre.stop().catch((err: Error) => log.error({ err }, 'unclean stop'));
   });
 }
