@@ -3,7 +3,8 @@
  * its own swtpm) over a real 3-node NATS cluster, the regulator and DSM on s1, the DNO on s2, the
  * supplier on s3. Households are placed in blocks of 12 and the DNO's feeders are blocks of 9, so
  * feeders 1 and 4 live in one shard and feeders 2 and 3 span two (released once by their owner
- * shard). Over the first simulated hours (as the demo starts: a DR event at once, a billing period
+ * shard: the shards' releases add up to the DNO's, so no member drew noise of its own). DR credits
+ * land in each household's own shard's ledger, one per accepted bid. Over the first simulated hours (as the demo starts: a DR event at once, a billing period
  * ending two hours in) every invariant holds over the cluster, a DR round collects bids from all
  * three shards, and statements come from every shard.
  * NATS is outside the trust boundary: the regulator's admin client, subscribed to `>` from before
@@ -157,6 +158,11 @@ describe('headless simulation over three shards', () => {
         expect(new Set(starts).size, `${groupId} released once per interval`).toBe(starts.length);
       }
 
+      // Each release drawn by exactly one shard (its owner, which adds the only noise sample: the
+      // members send exact partial sums): the shards' releases add up to what the DNO received.
+      const dnoReleases = [...sim.dno.releases.values()].reduce((n, r) => n + r.length, 0);
+      expect(sim.shards.reduce((n, s) => n + s.tre.monitoring.stats.released, 0)).toBe(dnoReleases);
+
       // One DR round through the DSM's shard (s1): bids from all three shards, some accepted.
       const [round] = sim.drRounds();
       expect(sim.drRounds()).toHaveLength(1);
@@ -166,6 +172,18 @@ describe('headless simulation over three shards', () => {
       );
       expect([...outcomeShards].sort()).toEqual(['s1', 's2', 's3']);
       expect(round!.delivered + round!.notDelivered).toBe(round!.accepted);
+      // Credits land in the ledger of each household's own shard, one per accepted bid, none elsewhere.
+      const shardOfMeter = new Map(sim.households.map((h, i) => [h.id.meterId, sim.homes[i]!.name]));
+      let credits = 0;
+      for (const s of sim.shards) {
+        const lines = s.tre.store.db
+          .prepare("SELECT meter_id AS meterId FROM ledger WHERE kind = 'dr-credit'")
+          .all() as { meterId: string }[];
+        for (const l of lines)
+          expect(shardOfMeter.get(l.meterId), `credit of ${l.meterId} in ${s.name}`).toBe(s.name);
+        credits += lines.length;
+      }
+      expect(credits).toBe(round!.accepted);
 
       // The first billing period: one statement per household, from every shard.
       const accounts = new Set([...sim.supplier.statements.values()].map((st) => st.account));
