@@ -11,7 +11,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TpmError } from './tpm-error.js';
-import { type Tss2, tss2 } from './tss2-ffi.js';
+import { type AsyncNativeFn, type Tss2, tss2 } from './tss2-ffi.js';
 
 const TPM_GENERATED_VALUE = 0xff544347;
 const ESYS_TR_NONE = 0xfff;
@@ -28,6 +28,10 @@ const EK_CERT_NV_INDEX_ECC_P256 = 0x01c0000a;
 const NV_CHUNK = 512;
 const TPM_ST_ATTEST_QUOTE = 0x8018;
 const HASH_ALG: Record<string, number> = { SHA1: 0x0004, SHA256: 0x000b, SHA384: 0x000c, SHA512: 0x000d };
+/** PC Client TPMs have 24 PCRs (FAPI's profiles select 0-23). */
+const MAX_PCR = 23;
+/** TPM2B_DATA: at most the largest digest, SHA-512. */
+const MAX_QUALIFYING_DATA = 64;
 
 export interface TpmOptions {
   /** e.g. `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`. */
@@ -58,6 +62,15 @@ function u(n: number, bytes: number): Buffer {
   const b = Buffer.alloc(bytes);
   b.writeUIntBE(n, 0, bytes);
   return b;
+}
+
+/** The SHA-256 PCRs FAPI's JSON rendering of a quote says the TPM quoted, ascending. */
+function quotedSha256Pcrs(json: string): number[] {
+  const selections = (JSON.parse(json) as QuoteInfo).attest.attested.pcrSelect;
+  return selections
+    .filter((s) => s.hash === 'SHA256')
+    .flatMap((s) => s.pcrSelect)
+    .sort((a, b) => a - b);
 }
 
 /** TPMS_ATTEST bytes from FAPI's JSON rendering of a quote. */
@@ -101,6 +114,8 @@ export function attestFromQuoteInfo(json: string): Buffer {
 export class Tpm {
   /** The operation running on koffi's worker thread: FAPI contexts are not thread-safe. */
   private inFlight: string | undefined;
+  /** The arguments of that operation, referenced until it returned (see `onWorker`). */
+  private readonly pinned = new Set<unknown[]>();
 
   private constructor(
     private readonly lib: Tss2,
@@ -229,46 +244,72 @@ export class Tpm {
   }
 
   async quote(pcrs: number[], qualifyingData: Buffer, path = '/HS/SRK/AK'): Promise<Quote> {
+    if (pcrs.length === 0) throw new RangeError('a quote covers at least one PCR');
+    for (const pcr of pcrs)
+      if (!Number.isInteger(pcr) || pcr < 0 || pcr > MAX_PCR)
+        throw new RangeError(`PCR ${pcr}: the TPM's PCRs are 0-${MAX_PCR}`);
+    if (qualifyingData.length > MAX_QUALIFYING_DATA)
+      throw new RangeError(
+        `qualifying data of ${qualifyingData.length} bytes: at most ${MAX_QUALIFYING_DATA} (TPM2B_DATA)`,
+      );
     const info: unknown[] = [null];
     const sig: unknown[] = [null];
     const sigSize = [0];
     const log: unknown[] = [null];
     const cert: unknown[] = [null];
-    const context = this.context;
     // On a worker thread: a hardware TPM takes tens to hundreds of milliseconds per quote, which
-    // would otherwise stall every connection of the TRE.
-    this.inFlight = 'Fapi_Quote';
-    const rc = await new Promise<number>((resolve, reject) =>
-      this.lib.Fapi_Quote.async(
-        context,
-        new Uint32Array(pcrs),
-        pcrs.length,
-        path,
-        'TPM-Quote',
-        qualifyingData,
-        qualifyingData.length,
-        info,
-        sig,
-        sigSize,
-        log,
-        cert,
-        (err: unknown, result: number) => (err ? reject(err) : resolve(result)),
-      ),
-    ).finally(() => {
-      this.inFlight = undefined;
-    });
+    // would otherwise stall every connection of the TRE. Our own copies of the inputs, pinned for
+    // the call (see onWorker): the caller may reuse its buffer before the worker runs.
+    const rc = await this.onWorker('Fapi_Quote', this.lib.Fapi_Quote, [
+      new Uint32Array(pcrs),
+      pcrs.length,
+      path,
+      'TPM-Quote',
+      Buffer.from(qualifyingData),
+      qualifyingData.length,
+      info,
+      sig,
+      sigSize,
+      log,
+      cert,
+    ]);
     this.check('Fapi_Quote', rc);
-    const attest = attestFromQuoteInfo(this.lib.takeString(info[0]));
+    const quoteInfo = this.lib.takeString(info[0]);
     const signature = this.lib.takeBytes(sig[0], sigSize[0]!);
     this.lib.takeString(log[0]);
     this.lib.takeString(cert[0]);
+    const sorted = [...new Set(pcrs)].sort((a, b) => a - b);
+    const quoted = quotedSha256Pcrs(quoteInfo);
+    // What the TPM signed must be what was asked for: a quote over other PCRs is refused by every verifier.
+    if (quoted.join(',') !== sorted.join(','))
+      throw new Error(`Fapi_Quote quoted PCRs ${quoted.join(',')}, not the requested ${sorted.join(',')}`);
     return {
-      attest,
+      attest: attestFromQuoteInfo(quoteInfo),
       signature,
-      pcrs: [...pcrs]
-        .sort((a, b) => a - b)
-        .map((index) => ({ index, sha256: this.pcrRead(index).toString('hex') })),
+      pcrs: sorted.map((index) => ({ index, sha256: this.pcrRead(index).toString('hex') })),
     };
+  }
+
+  /**
+   * Runs `fn(context, ...args)` on koffi's worker thread, the TPM busy meanwhile. koffi passes C
+   * the memory of a Buffer or typed array argument itself and keeps no reference to it, so `args`
+   * stay referenced here until the call returned: the call waits in libuv's queue behind file I/O,
+   * async crypto and DNS (four threads), and a garbage collection meanwhile freed an argument
+   * nothing else referenced (the PCR list), so that FAPI read freed memory: it quoted other PCRs
+   * or failed with 0x6000b (TSS2_FAPI_RC_BAD_VALUE, no PCR of its profile selected).
+   */
+  private async onWorker(operation: string, fn: AsyncNativeFn, args: unknown[]): Promise<number> {
+    const context = this.context;
+    this.inFlight = operation;
+    this.pinned.add(args);
+    try {
+      return await new Promise<number>((resolve, reject) =>
+        fn.async(context, ...args, (err: unknown, result: number) => (err ? reject(err) : resolve(result))),
+      );
+    } finally {
+      this.inFlight = undefined;
+      this.pinned.delete(args);
+    }
   }
 
   /**

@@ -9,8 +9,12 @@ import koffi from 'koffi';
 
 // biome-ignore lint/suspicious/noExplicitAny: koffi's native function handles are untyped
 type NativeFn = (...args: any[]) => any;
-/** A koffi function that can also run on a worker thread (`fn.async(...args, callback)`). */
-type AsyncNativeFn = NativeFn & { async: NativeFn };
+/**
+ * A koffi function that can also run on a worker thread (`fn.async(...args, callback)`). koffi hands C
+ * a Buffer's or typed array's own memory and keeps no reference to it: the caller keeps such arguments
+ * referenced until the callback (Tpm.onWorker), else a garbage collection frees them under the call.
+ */
+export type AsyncNativeFn = NativeFn & { async: NativeFn };
 
 export interface Tss2 {
   decode(rc: number): string;
