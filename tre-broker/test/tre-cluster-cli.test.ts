@@ -4,6 +4,9 @@
  * client; the shards attested each other (a registry update sent to s1 reaches s2, and each meter
  * is admitted by its own shard only); SIGINT stops every process it started; a second run on the
  * same directory starts again with the same CA, and what the first run stored is still there.
+ * With `--standbys 1` shard s1 gets a standby s1-b, listed after s1 in its endpoints: a SIGKILL of
+ * the primary is reported, and s1-b serves s1 on its own port, with what s1 journaled (the time
+ * from the kill to serving is printed, not asserted). `--help` names the failover options.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -16,11 +19,14 @@ import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { measuredConfigOf, treSettingsFrom, withTreOptions } from '../src/cli/tre-options.js';
 import { formatLogLine, LOG_LEVELS, natsLineLevel, shardConfiguration } from '../src/cluster/dev-cluster.js';
-import { treCli } from './support/run-cli.js';
+import { tre, treCli } from './support/run-cli.js';
 import { connectWith, registerOverMqtt } from './support/tre-fixture.js';
 
 interface Summary {
+  /** Every TRE listed: s1, s2 and standbys s1-b, ... */
   shards: Map<string, { url: string; pid: number }>;
+  /** With standbys: each shard's endpoints in failover order. */
+  endpoints: Map<string, string[]>;
   regulatorDir: string;
   policyFile: string;
 }
@@ -34,10 +40,14 @@ interface RunningCluster {
 
 const START_MS = 180_000;
 
-/** `tre cluster --dir <dir> --shards 2 [-- treArgs]` until its summary is printed. */
-async function runCluster(dir: string, treArgs: string[] = []): Promise<RunningCluster> {
+/** `tre cluster --dir <dir> <options> [-- treArgs]` until its summary is printed. */
+async function runCluster(
+  dir: string,
+  treArgs: string[] = [],
+  options = ['--shards', '2'],
+): Promise<RunningCluster> {
   // Its own process group, so that a failed test can kill whatever it left (afterAll).
-  const args = ['cluster', '--dir', dir, '--shards', '2', ...(treArgs.length ? ['--', ...treArgs] : [])];
+  const args = ['cluster', '--dir', dir, ...options, ...(treArgs.length ? ['--', ...treArgs] : [])];
   const child = spawn(process.execPath, [treCli, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
@@ -67,15 +77,23 @@ async function runCluster(dir: string, treArgs: string[] = []): Promise<RunningC
     });
   });
   const shards = new Map(
-    [...summary.matchAll(/^ {2}(s\d+) {2}(mqtts:\/\/\S+) +pid (\d+)/gm)].map((m) => [
+    [...summary.matchAll(/^ {2}(s\d+(?:-[a-z])?) +(mqtts:\/\/\S+) +pid (\d+)/gm)].map((m) => [
       m[1]!,
       { url: m[2]!, pid: Number(m[3]) },
     ]),
+  );
+  const endpoints = new Map(
+    [
+      ...(/^Endpoints per shard.*\n((?: {2}\S+ +\S+\n)+)/m.exec(summary)?.[1] ?? '').matchAll(
+        /^ {2}(\S+) +(\S+)$/gm,
+      ),
+    ].map((m) => [m[1]!, m[2]!.split(',')]),
   );
   return {
     child,
     summary: {
       shards,
+      endpoints,
       regulatorDir: /^Regulator PKI: +(\S+)/m.exec(summary)![1]!,
       policyFile: /^Whitelist: +(\S+)/m.exec(summary)![1]!,
     },
@@ -249,9 +267,70 @@ describe('tre cluster', () => {
     },
     START_MS + 60_000,
   );
+
+  it(
+    'with --standbys 1, a SIGKILL of the primary is reported and the standby serves the shard with what it journaled',
+    async () => {
+      // The same measured options as the run before: the release and s1's keys are reused.
+      const run = await runCluster(
+        dir,
+        ['--min-group-size', '5'],
+        ['--shards', '1', '--standbys', '1', '--lease-ttl', '3000'],
+      );
+      const started = descendants(run.child.pid!);
+      try {
+        const { shards, endpoints } = run.summary;
+        expect([...shards.keys()]).toEqual(['s1', 's1-b']);
+        const primary = shards.get('s1')!;
+        const standby = shards.get('s1-b')!;
+        expect(endpoints.get('s1')).toEqual([primary.url, standby.url]);
+        expect(run.output()).toMatch(/^ {2}s1 +mqtts:\S+ +pid \d+ +primary now/m);
+        expect(run.output()).toMatch(/standby s1-b of s1: standing by/);
+        expect(started.filter((p) => p.name === 'swtpm')).toHaveLength(2);
+        const dno = await ca.issue('dno', 'd1', { force: true });
+        expect(await connects(standby.url, dno)).toBe(false); // a standby does not listen
+
+        // Registered with the primary, so journaled: the standby follows it.
+        const m3: Household = { ...households[0]!, meterId: 'm3', account: 'acc-m3' };
+        meters.m3 = await ca.issue('meter', 'm3', { force: true });
+        expect(await registerOverMqtt(primary.url, ca, [m3])).toMatchObject({ status: 'accepted' });
+
+        const killedAt = performance.now();
+        process.kill(primary.pid, 'SIGKILL');
+        await vi.waitFor(async () => expect(await connects(standby.url, meters.m3!)).toBe(true), {
+          timeout: 30_000,
+          interval: 100,
+        });
+        const servingMs = performance.now() - killedAt;
+        expect(run.output()).toMatch(/s1 primary exited \(killed by a signal\); standby s1-b takes over/);
+        await vi.waitFor(() => expect(run.output()).toMatch(/s1: standby s1-b took over, serving on/), {
+          timeout: 5_000,
+        });
+        // A receipt from the new primary: a registry update it accepts.
+        const m4: Household = { ...households[0]!, meterId: 'm4', account: 'acc-m4' };
+        expect(await registerOverMqtt(standby.url, ca, [m4])).toMatchObject({ status: 'accepted' });
+        const took = /s1: standby s1-b took over.*$/m.exec(run.output())![0];
+        console.info(
+          `tre cluster --standbys 1 (lease TTL 3 s): s1-b served s1 ${Math.round(servingMs)} ms after the SIGKILL of s1 (${took})`,
+        );
+      } finally {
+        expect(await interrupt(run)).toBe(0);
+        expect(started.filter((p) => isAlive(p.pid))).toEqual([]);
+      }
+    },
+    START_MS + 60_000,
+  );
 });
 
 describe("the dev cluster's rules", () => {
+  it('`tre cluster --help` names the failover options', async () => {
+    const { code, stdout } = await tre('cluster', '--help');
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/--standbys <k>/);
+    expect(stdout).toMatch(/--lease-ttl <ms>/);
+    expect(stdout).toMatch(/endpoints in failover order/);
+  });
+
   it('measures what `tre start --cluster` measures, defaults and all, with the options given after --', () => {
     const asStart = (args: string[]) => {
       const command = withTreOptions(new Command()).parse(args, { from: 'user' });

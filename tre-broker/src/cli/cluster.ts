@@ -6,10 +6,13 @@
 import { join, resolve } from 'node:path';
 import { type Command, CommanderError, InvalidArgumentError } from 'commander';
 import { type DevCluster, DevClusterError, LOG_LEVELS, startDevCluster } from '../cluster/dev-cluster.js';
+import { DEFAULT_LEASE_TTL_MS } from '../cluster/take-shard.js';
 
 interface ClusterFlags {
   dir: string;
   shards: number;
+  standbys: number;
+  leaseTtl?: number;
   natsNodes: number;
   basePort: number;
   logLevel: string;
@@ -29,9 +32,23 @@ function logLevel(v: string): string {
 
 /** The summary as a machine reads it (`--json`). */
 export function summaryJson(c: DevCluster, dir: string) {
+  const tre = ({ name, url, pid, tcti, metricsUrl }: DevCluster['shards'][number]['standbys'][number]) => ({
+    name,
+    url,
+    pid,
+    tcti,
+    metricsUrl,
+  });
   return {
     dir,
-    shards: c.shards.map(({ name, url, pid, tcti, metricsUrl }) => ({ name, url, pid, tcti, metricsUrl })),
+    shards: c.shards.map((s) => ({
+      ...tre(s),
+      // With standbys: which TRE serves now, and every endpoint in failover order.
+      ...(s.standbys.length > 0
+        ? { primary: s.current()?.name, endpoints: s.endpoints, standbys: s.standbys.map(tre) }
+        : {}),
+    })),
+    ...(c.leaseTtlMs === undefined ? {} : { leaseTtlMs: c.leaseTtlMs }),
     regulatorDir: c.regulatorDir,
     caFile: c.caFile,
     crlFile: c.crlFile,
@@ -45,19 +62,41 @@ export function summaryJson(c: DevCluster, dir: string) {
 export function summaryText(c: DevCluster, dir: string): string {
   const reg = c.regulatorDir;
   const first = c.shards[0]!;
-  const width = Math.max(...c.shards.map((s) => s.url.length));
+  const failover = c.shards.some((s) => s.standbys.length > 0);
+  const tres = c.shards.flatMap((s) => [s, ...s.standbys]);
+  const width = Math.max(...tres.map((s) => s.url.length));
+  const nameWidth = Math.max(...tres.map((s) => s.name.length));
   const client = (role: string, id: string) => {
     const base = join(reg, 'clients', `${role}-${id}`);
     return `--cert ${base}.crt --key ${base}.key --ca ${c.caFile} --crl ${c.crlFile} --policy ${c.policyFile}`;
   };
+  const line = (t: (typeof tres)[number], role: string) =>
+    `  ${t.name.padEnd(nameWidth)}  ${t.url.padEnd(width)}  pid ${t.pid}${role}${t.metricsUrl ? `  metrics ${t.metricsUrl}` : ''}`;
+  const shards = failover
+    ? [
+        `Shards, MQTT 3.1.1 over mutual TLS (a meter connects to its own shard only; parties to any), each with`,
+        `standbys that follow its journal and take over when its primary stops (lease TTL ${(c.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS) / 1000} s):`,
+        ...c.shards.flatMap((s) => {
+          const now = s.current();
+          return [s, ...s.standbys].map((t) =>
+            line(
+              t,
+              now?.name === t.name ? '  primary now' : `  standby of ${s.name} (listens once it takes over)`,
+            ),
+          );
+        }),
+        '',
+        "Endpoints per shard in failover order (a meter agent's tre.endpoints; a party may list them too):",
+        ...c.shards.map((s) => `  ${s.name.padEnd(nameWidth)}  ${s.endpoints.join(',')}`),
+      ]
+    : [
+        'Shards, MQTT 3.1.1 over mutual TLS (a meter connects to its own shard only; parties to any):',
+        ...c.shards.map((s) => line(s, '')),
+      ];
   return [
-    `TRE cluster of ${c.shards.length} shards running (development: keys sealed on swtpm, everything on loopback). Ctrl-C stops it; ${dir} keeps it for the next run.`,
+    `TRE cluster of ${c.shards.length} shard${c.shards.length === 1 ? '' : 's'} running (development: keys sealed on swtpm, everything on loopback). Ctrl-C stops it; ${dir} keeps it for the next run.`,
     '',
-    'Shards, MQTT 3.1.1 over mutual TLS (a meter connects to its own shard only; parties to any):',
-    ...c.shards.map(
-      (s) =>
-        `  ${s.name}  ${s.url.padEnd(width)}  pid ${s.pid}${s.metricsUrl ? `  metrics ${s.metricsUrl}` : ''}`,
-    ),
+    ...shards,
     '',
     `Regulator PKI:  ${reg}`,
     `  certificates: tre pki issue --dir ${reg} --role meter --id m1   (or dno, supplier, dsm, regulator)`,
@@ -80,7 +119,7 @@ export function addClusterCommand(program: Command): void {
   program
     .command('cluster')
     .description(
-      'development: run a cluster of TRE shards on this machine (a software TPM each, 3 NATS servers, one `tre start --cluster` per shard) until Ctrl-C',
+      'development: run a cluster of TRE shards on this machine (a software TPM each, 3 NATS servers, one `tre start --cluster` per shard and per standby) until Ctrl-C',
     )
     .argument(
       '[tre-options...]',
@@ -92,10 +131,21 @@ export function addClusterCommand(program: Command): void {
       './tre-cluster',
     )
     .option('--shards <n>', 'how many shards, named s1..sN', wholeNumber, 3)
+    .option(
+      '--standbys <k>',
+      "standby TREs per shard (s1-b, s1-c, ...: a TPM and sealed keys of their own, the shard's identity) that follow its journal and take over when its primary stops; 0: no journal, no failover",
+      wholeNumber,
+      0,
+    )
+    .option(
+      '--lease-ttl <ms>',
+      `with --standbys: the TTL of each shard's lease, how long a standby waits after its primary stopped renewing it (default ${DEFAULT_LEASE_TTL_MS})`,
+      wholeNumber,
+    )
     .option('--nats-nodes <n>', 'how many NATS servers', wholeNumber, 3)
     .option(
       '--base-port <port>',
-      'shard sK listens on port+K-1 (default 0: free ports, the summary says which)',
+      'shard sK listens on port+K-1, its J-th standby on port+J*shards+K-1 (default 0: free ports, the summary says which)',
       wholeNumber,
       0,
     )
@@ -122,14 +172,24 @@ regulator, against NATS servers of its own; the regulator's directory never leav
 
 Kept in --dir: regulator/ (CA, issued certificates), policy.jws (the whitelist, rewritten each run),
 nats/ and nats-tls/, release/ (the snapshot of the build the shards run), and per shard sN/swtpm
-(TPM state), sN/pki (certificate), sN/data (AK certificate, sealed keys, the store). A rebuild
+(TPM state), sN/pki (certificate), sN/data (AK certificate, sealed keys, the store), and the same
+for each standby (sN-b, ...). A rebuild
 takes effect at the next start: the build the keys are sealed to re-seals them to the new one
 (\`tre enroll reseal\`, as for an approved update) and the stores stay readable. When that cannot
 be done (e.g. Node changed), --reprovision makes new keys and moves the old stores aside.
 
+Failover (--standbys K): the regulator, as NATS admin, makes each shard's journal stream and lease
+bucket (R3 on 3 or more NATS servers, else R1), and each shard gets K standby TREs, started once
+the primaries serve. The summary lists each shard's endpoints in failover order (for an agent's
+tre.endpoints) and which TRE is primary now. When a primary dies, tre cluster says so and which
+standby takes over (it serves on its own port once the lease expired, within --lease-ttl), then
+that it did; the cluster runs on and nothing is restarted (a shard with no standby left is down
+until the next start).
+
 Examples:
   tre cluster --dir ./tre-cluster
   tre cluster --dir ./tre-cluster --shards 2 --base-port 18883 -- --min-group-size 5
+  tre cluster --dir ./tre-cluster --shards 2 --standbys 1 --lease-ttl 3000
   tre cluster --dir ./tre-cluster --json > cluster.json      (for scripts; Ctrl-C or SIGTERM stops it)`,
     )
     .action(async (treArgs: string[], o: ClusterFlags) => {
@@ -151,6 +211,8 @@ Examples:
           cluster = await startDevCluster({
             dir: o.dir,
             shards: o.shards,
+            standbys: o.standbys,
+            leaseTtlMs: o.leaseTtl,
             natsNodes: o.natsNodes,
             basePort: o.basePort,
             treArgs,
@@ -172,7 +234,9 @@ Examples:
         const dir = resolve(o.dir);
         console.log(o.json ? JSON.stringify(summaryJson(cluster, dir)) : summaryText(cluster, dir));
         const signal = await stopped;
-        progress(`${signal}: stopping the shards, then NATS and the software TPMs`);
+        progress(
+          `${signal}: stopping the ${o.standbys > 0 ? 'standbys, then the primaries' : 'shards'}, then NATS and the software TPMs`,
+        );
         await cluster.stop();
         progress(`stopped; ${o.dir} keeps the cluster for the next run`);
       } finally {

@@ -6,6 +6,13 @@
  * `tre start --cluster` as a child process of its own. Everything lives under `dir` and is reused:
  * a second run keeps the CA, the keys, the sealed stores and the TPM state.
  *
+ * With `standbys` K >= 1 the regulator, as NATS admin, makes each shard's journal stream and lease
+ * bucket (`ensureShardStreams`, R3 on 3 or more NATS servers), and each shard gets K more TREs
+ * (`s1-b`, `s1-c`, ...: the same certificate identity urn:tre:tre:<shard>, a TPM and sealed keys
+ * of their own, an MQTT port of their own), started once the primaries serve: they follow the
+ * journal and the first to take the lease after the primary stops serves on its own port. A
+ * primary's death is reported and the cluster runs on; nothing is restarted.
+ *
  * The measured configuration is parsed from the same options as `tre start` (`withTreOptions`
  * with `--cluster` and the caller's `treArgs`), so no default is written twice. The shards run a
  * snapshot of the build (`dir/release`), so a rebuild of the tree changes nothing until the next
@@ -13,32 +20,32 @@
  * snapshot (`tre enroll reseal` with a whitelist naming both, the path of an approved update), and
  * the stores stay readable. When that cannot be done (no snapshot; Node changed) it is refused
  * with what to do, or with `reprovision` the shards get new keys and their old stores are moved
- * aside. Production runs one `tre start --cluster` per machine with a hardware TPM instead.
+ * aside (dev-release.ts). Each TRE is a child process of its own (dev-shard-process.ts).
+ * Production runs one `tre start --cluster` per machine with a hardware TPM instead.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { createPublicKey, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { connect as netConnect } from 'node:net';
-import { join, relative, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { promisify } from 'node:util';
-import { type Swtpm, startSwtpm, Tpm } from '@tre/hardware';
-import type { AttestationPolicy, MeasurementEvent } from '@tre/protocol';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
+import { connect, nanos } from '@nats-io/transport-node';
+import { type Swtpm, startSwtpm } from '@tre/hardware';
+import { shardSubjects } from '@tre/protocol';
 import { Command } from 'commander';
-import {
-  APPLICATION_PCR,
-  attestationPolicyFor,
-  copyRelease,
-  productionPackages,
-  replayPcr,
-  treRoot,
-} from '../attestation/measurement.js';
-import { hasSealedSecrets } from '../attestation/sealed-secrets.js';
-import { provisionTre } from '../attestation/tre-enrollment.js';
+import { APPLICATION_PCR } from '../attestation/measurement.js';
 import { measuredConfigOf, type TreFlags, treSettingsFrom, withTreOptions } from '../cli/tre-options.js';
-import { endorseAk } from '../pki/ak-endorsement.js';
 import { CertificateAuthority, type IssuedFiles, pkiPaths } from '../pki/certificate-authority.js';
+import { DevClusterError } from './dev-cluster-error.js';
+import {
+  endorseIfNeeded,
+  readRelease,
+  releasePaths,
+  sealKeys,
+  shardPaths,
+  snapshotRelease,
+  tre,
+  whitelistOn,
+} from './dev-release.js';
+import { type DevTre, HOST, LOG_LEVELS, launchTre, type Started } from './dev-shard-process.js';
 import {
   adminUser,
   certifiedBy,
@@ -48,15 +55,31 @@ import {
   shardUser,
   startNatsCluster,
 } from './nats-servers.js';
+import { ensureShardStreams } from './shard-journal.js';
+import { DEFAULT_LEASE_TTL_MS } from './take-shard.js';
+
+export { DevClusterError } from './dev-cluster-error.js';
+export { releasePaths, shardPaths } from './dev-release.js';
+export { type DevTre, formatLogLine, LOG_LEVELS } from './dev-shard-process.js';
 
 export interface DevClusterOptions {
   /** Where everything is kept (made if missing; reused when present). */
   dir: string;
   /** How many shards, s1..sN (default 3). */
   shards?: number;
+  /**
+   * How many standby TREs per shard (default 0: no journal, no failover). From 1 the shards'
+   * journal streams and lease buckets are made, and shard s1 gets standbys s1-b, s1-c, ...
+   */
+  standbys?: number;
+  /** With standbys: the TTL of the shards' lease buckets, given to every TRE (default 10 s). */
+  leaseTtlMs?: number;
   /** How many NATS servers (default 3). */
   natsNodes?: number;
-  /** Shard sK listens for MQTT on basePort + K - 1; 0 or undefined: free ports. */
+  /**
+   * Shard sK listens for MQTT on basePort + K - 1, its J-th standby on basePort + J * shards + K - 1;
+   * 0 or undefined: free ports.
+   */
   basePort?: number;
   /** More `tre start` options for every shard (`withTreOptions`: measured, so the whitelist follows). */
   treArgs?: string[];
@@ -66,7 +89,7 @@ export interface DevClusterOptions {
   log?: (line: string) => void;
   /** A pino level name (default info); the shards themselves log at their measured --log-level. */
   logLevel?: string;
-  /** One line per step while the cluster starts. */
+  /** One line per step while the cluster starts, and when a TRE exits or takes a shard over. */
   progress?: (line: string) => void;
   /** How long each shard may take to listen (default 120 s: a measured start hashes the release). */
   startTimeoutMs?: number;
@@ -74,26 +97,20 @@ export interface DevClusterOptions {
   signal?: AbortSignal;
 }
 
-export interface DevShard {
-  name: string;
-  /** Its MQTT endpoint (mutual TLS). */
-  url: string;
-  port: number;
-  pid: number;
-  /** Its TPM, `swtpm:host=...,port=...`. */
-  tcti: string;
-  pkiDir: string;
-  dataDir: string;
-  /** Its /metrics endpoint, when the options after `--` include --metrics. */
-  metricsUrl?: string;
-  /** Resolves with the exit code (null: killed by a signal) once the process has exited. */
-  readonly exited: Promise<number | null>;
-  /** Sends `signal` (default SIGTERM) and waits for the process to exit. */
-  kill(signal?: NodeJS.Signals): Promise<void>;
+/** A shard: its primary at start (`tre start --cluster --shard <name>`), and its standbys. */
+export interface DevShard extends DevTre {
+  /** Its other TREs, s1-b, s1-c, ... (none without `standbys`). */
+  standbys: DevTre[];
+  /** Its MQTT endpoints in failover order, the primary's first (a meter agent's `tre.endpoints`). */
+  endpoints: string[];
+  /** The TRE that serves the shard now (after a takeover, a standby); undefined while none does. */
+  current(): DevTre | undefined;
 }
 
 export interface DevCluster {
   shards: DevShard[];
+  /** With standbys: the TTL of the shards' leases (ms). */
+  leaseTtlMs?: number;
   nats: NatsCluster;
   /** The regulator's client certificate, the NATS admin (`adminUser('reg')`). */
   admin: IssuedFiles;
@@ -105,29 +122,13 @@ export interface DevCluster {
   policyFile: string;
   /** PCR 23 as the whitelist names it. */
   pcr: string;
-  /** Stops the shards (SIGTERM, then waits), then NATS, then the software TPMs. */
+  /** Stops the standbys, then the primaries (SIGTERM, then waits), then NATS, then the software TPMs. */
   stop(): Promise<void>;
-}
-
-export class DevClusterError extends Error {
-  override readonly name = 'DevClusterError';
-  constructor(
-    readonly code:
-      | 'INVALID_ARGUMENT'
-      | 'SWTPM_FAILED'
-      | 'KEYS_SEALED_TO_ANOTHER_BUILD'
-      | 'REBUILT_DURING_START'
-      | 'SHARD_EXITED'
-      | 'SHARD_NOT_READY'
-      | 'ABORTED',
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 const DEFAULTS = {
   shards: 3,
+  standbys: 0,
   natsNodes: 3,
   basePort: 0,
   treArgs: [] as string[],
@@ -140,35 +141,10 @@ const DEFAULTS = {
   stopTimeoutMs: 15_000,
   /** The regulator's client id, the NATS admin. */
   adminId: 'reg',
-  policyId: 'dev-cluster',
 } as const;
 
-const HOST = '127.0.0.1';
-const LOG_TAIL = 40;
-
-/** pino's level numbers by name. */
-export const LOG_LEVELS: Record<string, number> = {
-  trace: 10,
-  debug: 20,
-  info: 30,
-  warn: 40,
-  error: 50,
-  fatal: 60,
-  silent: Number.POSITIVE_INFINITY,
-};
-
-/** Where a shard's files are kept under the cluster's directory. */
-export function shardPaths(dir: string, shard: string) {
-  const base = join(dir, shard);
-  return {
-    swtpm: join(base, 'swtpm'),
-    pki: join(base, 'pki'),
-    data: join(base, 'data'),
-    akCert: join(base, 'data', 'tpm', 'ak.crt'),
-    /** The PCR 23 value its keys were sealed to (written when they were). */
-    sealedFor: join(base, 'sealed-for.json'),
-  };
-}
+/** Standbys are named for their shard with a letter: s1-b, s1-c, ... */
+const STANDBY_LETTERS = 'bcdefghi';
 
 /**
  * What `tre start --cluster <treArgs>` measures, parsed by the same options as `tre start` (so
@@ -195,29 +171,6 @@ export function shardConfiguration(treArgs: readonly string[]) {
   return { settings, config: measuredConfigOf(settings) };
 }
 
-/**
- * One line of a child's log for the console: a pino JSON line as `[s1] INFO message k=v ...` when
- * its level is at least `minLevel`; any other line as it is.
- */
-export function formatLogLine(source: string, line: string, minLevel: number): string | undefined {
-  let entry: Record<string, unknown>;
-  try {
-    entry = JSON.parse(line) as Record<string, unknown>;
-  } catch {
-    return `[${source}] ${line}`;
-  }
-  if (typeof entry !== 'object' || entry === null || typeof entry.level !== 'number')
-    return `[${source}] ${line}`;
-  if (entry.level < minLevel) return undefined;
-  const name = Object.entries(LOG_LEVELS).find(([, n]) => n === entry.level)?.[0] ?? String(entry.level);
-  const { level: _l, time: _t, pid: _p, hostname: _h, name: _n, msg, ...rest } = entry;
-  const fields = Object.entries(rest).map(([k, v]) => {
-    if (v && typeof v === 'object' && 'message' in v) return `${k}=${JSON.stringify((v as Error).message)}`;
-    return `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`;
-  });
-  return [`[${source}]`, name.toUpperCase(), String(msg ?? ''), ...fields].join(' ');
-}
-
 /** nats-server's `[INF]`, `[WRN]` ... as a pino level: its routine lines count as debug here. */
 export function natsLineLevel(line: string): number {
   if (/\[(ERR|FTL)\]/.test(line)) return LOG_LEVELS.error!;
@@ -226,31 +179,41 @@ export function natsLineLevel(line: string): number {
   return LOG_LEVELS.debug!;
 }
 
+/** The TREs of shard `shard`: itself, then its standbys `s1-b`, `s1-c`, ... (failover order). */
+export function shardInstances(shard: string, standbys: number): string[] {
+  return [shard, ...[...STANDBY_LETTERS.slice(0, standbys)].map((letter) => `${shard}-${letter}`)];
+}
+
 function checkOptions(o: typeof DEFAULTS & DevClusterOptions): void {
-  const count = (v: number, what: string, max: number) => {
-    if (!Number.isInteger(v) || v < 1 || v > max)
+  const count = (v: number, what: string, min: number, max: number) => {
+    if (!Number.isInteger(v) || v < min || v > max)
       throw new DevClusterError(
         'INVALID_ARGUMENT',
-        `${what} must be a whole number from 1 to ${max}, got ${v}`,
+        `${what} must be a whole number from ${min} to ${max}, got ${v}`,
       );
   };
-  count(o.shards, 'shards', 64);
-  count(o.natsNodes, 'natsNodes', 9);
-  if (!Number.isInteger(o.basePort) || o.basePort < 0 || o.basePort + o.shards - 1 > 65_535)
+  count(o.shards, 'shards', 1, 64);
+  count(o.standbys, 'standbys', 0, STANDBY_LETTERS.length);
+  count(o.natsNodes, 'natsNodes', 1, 9);
+  const tres = o.shards * (1 + o.standbys);
+  if (!Number.isInteger(o.basePort) || o.basePort < 0 || o.basePort + tres - 1 > 65_535)
     throw new DevClusterError(
       'INVALID_ARGUMENT',
-      `basePort must be 0 (free ports) or a port with room for ${o.shards} after it, got ${o.basePort}`,
+      `basePort must be 0 (free ports) or a port with room for ${tres} after it, got ${o.basePort}`,
     );
+  if (o.leaseTtlMs !== undefined) {
+    if (o.standbys === 0)
+      throw new DevClusterError(
+        'INVALID_ARGUMENT',
+        'a lease TTL needs standbys: give --standbys 1 or more (without standbys a shard has no journal and no lease)',
+      );
+    count(o.leaseTtlMs, 'the lease TTL (ms)', 1_000, 3_600_000);
+  }
   if (!(o.logLevel in LOG_LEVELS))
     throw new DevClusterError(
       'INVALID_ARGUMENT',
       `log level ${o.logLevel}: one of ${Object.keys(LOG_LEVELS).join(', ')}`,
     );
-}
-
-/** Something started that `stop` undoes. */
-interface Started {
-  stop(): Promise<void>;
 }
 
 export async function startDevCluster(opts: DevClusterOptions): Promise<DevCluster> {
@@ -259,14 +222,19 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
   checkOptions(o);
   const dir = resolve(o.dir);
   const names = Array.from({ length: o.shards }, (_, i) => `s${i + 1}`);
+  // Every TRE, primaries first (s1..sN), then the first standby of each shard, and so on.
+  const tres = Array.from({ length: 1 + o.standbys }, (_, j) =>
+    names.map((shard) => ({ name: shardInstances(shard, o.standbys)[j]!, shard, standby: j > 0 })),
+  ).flat();
   const { settings, config } = shardConfiguration(o.treArgs);
   const minLevel = LOG_LEVELS[o.logLevel]!;
   const checkAborted = () => {
     if (o.signal?.aborted)
       throw new DevClusterError('ABORTED', 'the start was interrupted; stopped what had started');
   };
-  // Stopped in reverse order when the start fails, and by stop(): shards, then NATS, then swtpm.
+  // Stopped in reverse order when the start fails, and by stop(): standbys, primaries, NATS, swtpm.
   const started: Started[] = [];
+  let stopping: Promise<void> | undefined;
   const stopAll = async () => {
     for (const s of started.splice(0).reverse()) await s.stop().catch(() => {});
   };
@@ -280,29 +248,40 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
       : (await CertificateAuthority.init(regulatorDir)).ca;
 
     const swtpms: Swtpm[] = [];
-    for (const name of names) {
+    for (const t of tres) {
       checkAborted();
-      o.progress(`shard ${name}: software TPM (state in ${shardPaths(dir, name).swtpm})`);
-      const swtpm = await startSwtpm({ dir: shardPaths(dir, name).swtpm }).catch((err: Error) => {
+      o.progress(`${tre(t.name, t.shard)}: software TPM (state in ${shardPaths(dir, t.name).swtpm})`);
+      const swtpm = await startSwtpm({ dir: shardPaths(dir, t.name).swtpm }).catch((err: Error) => {
         throw new DevClusterError(
           'SWTPM_FAILED',
-          `shard ${name}'s software TPM did not start (${err.message}); install swtpm (scripts/setup.sh demo)`,
+          `${tre(t.name, t.shard)}'s software TPM did not start (${err.message}); install swtpm (scripts/setup.sh demo)`,
         );
       });
       started.push(swtpm);
       swtpms.push(swtpm);
     }
-    for (const [i, name] of names.entries()) {
+    for (const [i, t] of tres.entries()) {
       checkAborted();
-      if (await endorseIfNeeded(ca, name, swtpms[i]!.tcti, shardPaths(dir, name)))
-        o.progress(`shard ${name}: attestation key endorsed by the regulator`);
+      if (await endorseIfNeeded(ca, t.shard, swtpms[i]!.tcti, shardPaths(dir, t.name)))
+        o.progress(`${tre(t.name, t.shard)}: attestation key endorsed by the regulator`);
     }
     const policy = whitelistOn(swtpms[0]!.tcti, shardPaths(dir, names[0]!), config, settings.bootPcrs);
     const pcr = policy.pcrValues[String(APPLICATION_PCR)]![0]!;
     const release = await readRelease(dir);
-    for (const [i, name] of names.entries()) {
+    for (const [i, t] of tres.entries()) {
       checkAborted();
-      await sealKeys({ ca, shard: name, tcti: swtpms[i]!.tcti, dir, policy, release, config, settings, o });
+      await sealKeys({
+        ca,
+        instance: t.name,
+        shard: t.shard,
+        tcti: swtpms[i]!.tcti,
+        dir,
+        policy,
+        release,
+        config,
+        settings,
+        o,
+      });
     }
     if (release?.pcr !== pcr) {
       o.progress(`release: a snapshot of this build for the shards to run (${releasePaths(dir).dir})`);
@@ -337,28 +316,28 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
         return nats.stop();
       },
     });
-
     checkAborted();
-    o.progress(
-      `shards: starting ${names.join(', ')} (each a measured start: it hashes the release, then joins NATS)`,
-    );
+    const leaseTtlMs = await shardJournals({ nats, admin, names, o });
+
     // Chosen here, not left to the shards (port 0): a shard logging above info never says which.
-    const free = await freePorts(names.length * ((o.basePort === 0 ? 1 : 0) + (settings.metrics ? 1 : 0)));
-    const ports = names.map((_, i) => (o.basePort === 0 ? free.shift()! : o.basePort + i));
-    const metricsPorts = names.map(() => (settings.metrics ? free.shift() : undefined));
-    const launches = names.map((name, i) => {
-      const paths = shardPaths(dir, name);
+    const free = await freePorts(tres.length * ((o.basePort === 0 ? 1 : 0) + (settings.metrics ? 1 : 0)));
+    const ports = tres.map((_, i) => (o.basePort === 0 ? free.shift()! : o.basePort + i));
+    const metricsPorts = tres.map(() => (settings.metrics ? free.shift() : undefined));
+    const launch = (i: number) => {
+      const t = tres[i]!;
+      const paths = shardPaths(dir, t.name);
       const args = [
         'start',
         '--cluster',
         ...o.treArgs,
         ...(settings.metrics ? ['--metrics-listen', `${HOST}:${metricsPorts[i]}`] : []),
-        ...['--shard', name, '--nats', nats.urls.join(','), '--shards', names.join(',')],
+        ...['--shard', t.shard, '--nats', nats.urls.join(','), '--shards', names.join(',')],
+        ...(leaseTtlMs === undefined ? [] : ['--lease-ttl', String(leaseTtlMs)]),
         ...['--peer-policy', policyFile, '--tpm', swtpms[i]!.tcti],
         ...['--pki', paths.pki, '--data', paths.data, '--host', HOST, '--port', String(ports[i])],
       ];
-      return launchShard({
-        name,
+      return launchTre({
+        ...t,
         port: ports[i]!,
         metricsPort: metricsPorts[i],
         cli: releasePaths(dir).cli,
@@ -366,15 +345,54 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
         tcti: swtpms[i]!.tcti,
         paths,
         minLevel,
+        logsInfo: LOG_LEVELS[settings.logLevel]! <= LOG_LEVELS.info!,
         o,
       });
+    };
+    // The primaries first, so that each holds its shard's lease before its standbys start.
+    const startGroup = async (indices: number[]) => {
+      const launches = indices.map(launch);
+      started.push({ stop: async () => void (await Promise.all(launches.map((l) => l.process.stop()))) });
+      return Promise.all(launches.map((l) => l.ready));
+    };
+    const indices = tres.map((_, i) => i);
+    checkAborted();
+    o.progress(
+      `shards: starting ${names.join(', ')} (each a measured start: it hashes the release, then joins NATS)`,
+    );
+    const primaries = await startGroup(indices.filter((i) => !tres[i]!.standby));
+    for (const s of primaries) o.progress(`shard ${s.name}: listening on ${s.url} (pid ${s.pid})`);
+    let standbys: DevTre[] = [];
+    if (o.standbys > 0) {
+      checkAborted();
+      const which = tres.filter((t) => t.standby).map((t) => t.name);
+      o.progress(
+        `standbys: starting ${which.join(', ')} (they follow their shard's journal; no MQTT until one takes over)`,
+      );
+      standbys = await startGroup(indices.filter((i) => tres[i]!.standby));
+      for (const s of standbys)
+        o.progress(
+          `${tre(s.name, s.shard)}: ${s.role === 'primary' ? `serving on ${s.url}` : `standing by (takes over on ${s.url})`} (pid ${s.pid})`,
+        );
+    }
+    const shards = primaries.map((primary): DevShard => {
+      const own = standbys.filter((s) => s.shard === primary.name);
+      const all = [primary, ...own];
+      const { role: _role, ...fields } = primary;
+      return {
+        ...fields,
+        get role() {
+          return primary.role;
+        },
+        standbys: own,
+        endpoints: all.map((t) => t.url),
+        current: () => all.find((t) => t.role === 'primary'),
+      };
     });
-    started.push({ stop: async () => void (await Promise.all(launches.map((l) => l.process.stop()))) });
-    const shards = await Promise.all(launches.map((l) => l.ready));
-    for (const s of shards) o.progress(`shard ${s.name}: listening on ${s.url} (pid ${s.pid})`);
-    let stopping: Promise<void> | undefined;
+    for (const shard of shards) watchFailover(shard, { ...o, leaseTtlMs }, () => stopping !== undefined);
     return {
       shards,
+      leaseTtlMs,
       nats,
       admin,
       regulatorDir,
@@ -393,258 +411,127 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
   }
 }
 
+const STREAM_NOT_FOUND = 10059;
+
 /**
- * The shard's AK certificate at `<data>/tpm/ak.crt`, endorsed by the regulator (returns true)
- * unless the one there certifies this TPM's AK under this CA and is still valid.
+ * The shards' journal streams and lease buckets, made by the regulator as NATS admin when there
+ * are standbys (R3 on 3 or more NATS servers, else R1); a lease bucket from an earlier run with
+ * another TTL is given this one. Without standbys nothing is made, but journals an earlier run
+ * made are used (a TRE of a shard with a journal runs with failover). Returns the lease TTL the
+ * TREs are given, undefined without journals.
  */
-async function endorseIfNeeded(
-  ca: CertificateAuthority,
-  shard: string,
-  tcti: string,
-  paths: ReturnType<typeof shardPaths>,
-): Promise<boolean> {
-  const existing = await readFile(paths.akCert, 'utf8').catch(() => undefined);
-  const tpm = Tpm.open({ tcti, keystoreDir: join(paths.data, 'tpm') });
+async function shardJournals(a: {
+  nats: NatsCluster;
+  admin: IssuedFiles;
+  names: string[];
+  o: typeof DEFAULTS & DevClusterOptions;
+}): Promise<number | undefined> {
+  const { o } = a;
+  const connection = await connect({
+    servers: a.nats.urls,
+    tls: {
+      ca: await readFile(a.admin.ca, 'utf8'),
+      cert: await readFile(a.admin.cert, 'utf8'),
+      key: await readFile(a.admin.key, 'utf8'),
+    },
+  });
   try {
-    tpm.createAk(); // unless it exists
-    if (existing && certifies(existing, tpm.publicKeyPem(), ca)) return false;
-    await writeFile(paths.akCert, await endorseAk(tpm, ca, shard, { allowUncertifiedEk: true }));
-    return true;
+    const jsm = await jetstreamManager(connection);
+    const info = (stream: string) =>
+      jsm.streams.info(stream).catch((err: unknown) => {
+        if (err instanceof JetStreamApiError && err.code === STREAM_NOT_FOUND) return undefined;
+        throw err;
+      });
+    const journals = await Promise.all(a.names.map((s) => info(shardSubjects.journalStream(s))));
+    for (const [i, journal] of journals.entries())
+      if (journal && journal.config.num_replicas > o.natsNodes)
+        throw new DevClusterError(
+          'INVALID_ARGUMENT',
+          `shard ${a.names[i]}'s journal (made by an earlier run in ${resolve(o.dir)}) is replicated on ${journal.config.num_replicas} NATS servers, more than the ${o.natsNodes} asked for: start with --nats-nodes ${journal.config.num_replicas}, or use another --dir`,
+        );
+    const leaseStream = (shard: string) => `KV_${shardSubjects.leaseBucket(shard)}`;
+    if (o.standbys === 0) {
+      const made = a.names.filter((_, i) => journals[i] !== undefined);
+      if (made.length === 0) return undefined;
+      const ttl = (await info(leaseStream(made[0]!)))?.config.max_age;
+      const leaseTtlMs = ttl ? Math.round(ttl / 1e6) : DEFAULT_LEASE_TTL_MS;
+      o.progress(
+        `NATS: ${made.join(', ')} ${made.length === 1 ? 'has a journal' : 'have journals'} from an earlier run with standbys: ${made.length === 1 ? 'it runs' : 'they run'} with failover (lease TTL ${leaseTtlMs} ms), without standbys`,
+      );
+      return leaseTtlMs;
+    }
+    const leaseTtlMs = o.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+    const replicas = o.natsNodes >= 3 ? 3 : 1;
+    o.progress(
+      `NATS: the regulator (admin) ${journals.every(Boolean) ? 'keeps' : 'makes'} each shard's journal stream and lease bucket (R${replicas}, lease TTL ${leaseTtlMs} ms)`,
+    );
+    await ensureShardStreams(jsm, a.names, { replicas, leaseTtlMs });
+    for (const [i, shard] of a.names.entries())
+      if (!journals[i] && existsSync(join(shardPaths(resolve(o.dir), shard).data, 'tre.sqlite')))
+        o.progress(
+          `shard ${shard}: its store holds what earlier runs without standbys stored; its standbys get only what it journals from now on (the journal has no snapshot yet)`,
+        );
+    for (const shard of a.names) {
+      const bucket = (await info(leaseStream(shard)))!;
+      if (bucket.config.max_age !== nanos(leaseTtlMs)) {
+        o.progress(
+          `NATS: shard ${shard}'s lease TTL was ${Math.round(bucket.config.max_age / 1e6)} ms (an earlier run): now ${leaseTtlMs} ms`,
+        );
+        await jsm.streams.update(leaseStream(shard), { max_age: nanos(leaseTtlMs) });
+      }
+    }
+    return leaseTtlMs;
   } finally {
-    tpm.close();
+    await connection.close().catch(() => {});
   }
 }
 
 /**
- * The whitelist of what a shard measures, computed while a TPM is open: this process then maps
- * what a shard maps at its measured start (the TPM stack and its TCTI, unloaded again on close).
- * Boot PCR values are read from that TPM (every swtpm's are the same).
+ * Reports each TRE of the shard that exits while the cluster runs: a primary's death, and which
+ * standby takes over (then that it did, and how long after); a standby's. Nothing is restarted.
  */
-function whitelistOn(
-  tcti: string,
-  paths: ReturnType<typeof shardPaths>,
-  config: Record<string, unknown>,
-  bootPcrs: number[],
-) {
-  const tpm = Tpm.open({ tcti, keystoreDir: join(paths.data, 'tpm') });
-  try {
-    return attestationPolicyFor(config, {
-      policyId: DEFAULTS.policyId,
-      issuedAt: new Date(),
-      bootPcrValues: Object.fromEntries(bootPcrs.map((p) => [p, tpm.pcrRead(p).toString('hex')])),
+function watchFailover(
+  shard: DevShard,
+  o: { progress: (line: string) => void; leaseTtlMs?: number },
+  stopping: () => boolean,
+): void {
+  const all: DevTre[] = [shard, ...shard.standbys];
+  const initial = all.find((t) => t.role === 'primary');
+  let current = initial;
+  let diedAt: { name: string; at: number } | undefined;
+  const ttl = `${(o.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS) / 1000} s`;
+  for (const t of all) {
+    void t.serving.then(({ takeoverMs }) => {
+      current = t;
+      if (t === initial || stopping()) return;
+      const after = diedAt
+        ? `${Math.round(performance.now() - diedAt.at)} ms after ${diedAt.name} exited; `
+        : '';
+      const taking = takeoverMs === undefined ? '' : `, ${Math.round(takeoverMs)} ms from taking the lease`;
+      o.progress(
+        `${shard.name}: standby ${t.name} took over, serving on ${t.url} (${after}lease TTL ${ttl}${taking})`,
+      );
     });
-  } finally {
-    tpm.close();
+    void t.exited.then((code) => {
+      if (stopping()) return;
+      const how = code === null ? 'killed by a signal' : `status ${code}`;
+      const left = all.filter((s) => s !== t && s.role === 'standby');
+      const names = left.map((s) => s.name).join(', ');
+      if (current === t) {
+        current = undefined;
+        diedAt = { name: t.name, at: performance.now() };
+        const who = t.name === shard.name ? `${shard.name} primary` : `${shard.name} primary ${t.name}`;
+        o.progress(
+          left.length === 0
+            ? `${who} exited (${how}); ${all.length === 1 ? 'it has no standby (--standbys)' : 'no standby left'}: shard ${shard.name} is down (nothing is restarted: Ctrl-C and start \`tre cluster\` again)`
+            : `${who} exited (${how}); ${left.length === 1 ? 'standby' : 'one of its standbys'} ${names} takes over (once its lease expires: TTL ${ttl})`,
+        );
+      } else if (all.length > 1)
+        o.progress(
+          `${tre(t.name, shard.name)} exited (${how}); ${left.length === 0 ? 'no standby left' : `standbys left: ${names}`} (nothing is restarted)`,
+        );
+    });
   }
-}
-
-/** The application PCR as the TPM holds it now (after sealing: the value the keys are sealed to). */
-function applicationPcr(tcti: string, paths: ReturnType<typeof shardPaths>): string {
-  const tpm = Tpm.open({ tcti, keystoreDir: join(paths.data, 'tpm') });
-  try {
-    return tpm.pcrRead(APPLICATION_PCR).toString('hex');
-  } finally {
-    tpm.close();
-  }
-}
-
-function certifies(certPem: string, publicKeyPem: string, ca: CertificateAuthority): boolean {
-  try {
-    const cert = new X509Certificate(certPem);
-    const root = new X509Certificate(ca.certificate.toString('pem'));
-    return (
-      cert.publicKey.equals(createPublicKey(publicKeyPem)) &&
-      cert.verify(root.publicKey) &&
-      Date.parse(cert.validTo) > Date.now()
-    );
-  } catch {
-    return false;
-  }
-}
-
-/**
- * The shard's TLS and data keys sealed to the whitelisted measurement and its certificate from
- * this CA: kept when they are (the store stays readable), made when missing. Keys sealed to
- * another build are re-sealed to this one by the release they were sealed for (its snapshot runs
- * `tre enroll reseal`, the path of an approved update), so the store stays readable; without that
- * snapshot they are refused, or with `reprovision` made anew, the store moved aside.
- */
-async function sealKeys(a: {
-  ca: CertificateAuthority;
-  shard: string;
-  tcti: string;
-  dir: string;
-  policy: AttestationPolicy;
-  release: ReleaseRecord | undefined;
-  config: Record<string, unknown>;
-  settings: { bootPcrs: number[] };
-  o: { reprovision: boolean; progress: (line: string) => void };
-}): Promise<void> {
-  const paths = shardPaths(a.dir, a.shard);
-  const pcr = a.policy.pcrValues[String(APPLICATION_PCR)]![0]!;
-  let sealedFor = await readFile(paths.sealedFor, 'utf8')
-    .then((text) => (JSON.parse(text) as { pcr?: string }).pcr)
-    .catch(() => undefined);
-  if (!hasSealedSecrets(paths.data)) sealedFor = undefined;
-  if (sealedFor !== undefined && sealedFor !== pcr) {
-    if (a.release?.pcr === sealedFor) {
-      a.o.progress(
-        `shard ${a.shard}: the build changed since its keys were sealed; the build they were sealed for re-seals them to this one (\`tre enroll reseal\`)`,
-      );
-      await resealWithRelease({ ...a, paths, from: a.release, to: pcr });
-      await writeSealedFor(paths, pcr);
-      sealedFor = pcr;
-    } else if (a.o.reprovision) {
-      const aside = await moveStoreAside(paths.data, sealedFor);
-      a.o.progress(`shard ${a.shard}: keys sealed to another build; its old store moved to ${aside}`);
-      sealedFor = undefined;
-    } else
-      throw new DevClusterError(
-        'KEYS_SEALED_TO_ANOTHER_BUILD',
-        `shard ${a.shard}'s keys are sealed to PCR ${APPLICATION_PCR} ${sealedFor.slice(0, 16)}…, but this build with these options measures ${pcr.slice(0, 16)}…, and the release they were sealed for is not in ${releasePaths(a.dir).dir} to re-seal them: a TRE that measures differently cannot unseal its keys (that is what sealing is for). Start again with --reprovision (new keys; the shards' stores, unreadable without the old ones, are moved aside), or use another --dir`,
-      );
-  }
-  const caPem = a.ca.certificate.toString('pem');
-  const shardCa = await readFile(pkiPaths(paths.pki).caCert, 'utf8').catch(() => undefined);
-  if (sealedFor === pcr && existsSync(pkiPaths(paths.pki).treCert) && sameCertificate(shardCa, caPem)) {
-    a.o.progress(`shard ${a.shard}: reusing its sealed keys and store`);
-    return;
-  }
-  a.o.progress(`shard ${a.shard}: making its TLS and data keys, sealed to its measurement (swtpm)`);
-  await provisionTre(a.ca, {
-    tcti: a.tcti,
-    dataDir: paths.data,
-    pkiDir: paths.pki,
-    treId: a.shard,
-    hosts: [],
-    config: a.config,
-    bootPcrs: a.settings.bootPcrs,
-    force: true, // keeps the data key when this measurement can unseal it
-  });
-  const sealedTo = applicationPcr(a.tcti, paths);
-  await writeSealedFor(paths, sealedTo);
-  if (sealedTo !== pcr)
-    throw new DevClusterError(
-      'REBUILT_DURING_START',
-      `shard ${a.shard}'s keys were sealed to PCR ${APPLICATION_PCR} ${sealedTo.slice(0, 16)}…, not to the whitelisted ${pcr.slice(0, 16)}…: the TRE was rebuilt while the cluster was being set up; start again once the build is done`,
-    );
-}
-
-const writeSealedFor = (paths: ReturnType<typeof shardPaths>, pcr: string) =>
-  writeFile(paths.sealedFor, `${JSON.stringify({ pcr, sealedAt: new Date().toISOString() })}\n`);
-
-/** Where the snapshot of the release the shards run is kept, and what it measures. */
-export function releasePaths(dir: string) {
-  const { base } = productionPackages();
-  const snapshot = join(dir, 'release');
-  return {
-    dir: snapshot,
-    cli: join(snapshot, relative(base, treRoot()), 'dist', 'cli.js'),
-    record: join(dir, 'release.json'),
-  };
-}
-
-/** The release snapshot's measurement: PCR 23 with the shards' options it was measured with. */
-interface ReleaseRecord {
-  pcr: string;
-  treArgs: string[];
-}
-
-async function readRelease(dir: string): Promise<ReleaseRecord | undefined> {
-  const paths = releasePaths(dir);
-  if (!existsSync(paths.cli)) return undefined;
-  return readFile(paths.record, 'utf8')
-    .then((text) => JSON.parse(text) as ReleaseRecord)
-    .catch(() => undefined);
-}
-
-/** `tre <args>` of a release, with this process's Node flags (they are measured); its stdout. */
-async function runTre(cli: string, args: string[]): Promise<string> {
-  const run = promisify(execFile);
-  const { stdout } = await run(process.execPath, [...process.execArgv, cli, ...args], {
-    maxBuffer: 64 * 1024 * 1024,
-  }).catch((err: Error & { stderr?: string }) => {
-    throw new Error(`tre ${args.slice(0, 2).join(' ')}: ${err.stderr?.trim() || err.message}`);
-  });
-  return stdout;
-}
-
-/**
- * A copy of this build (what a TRE measures: each workspace's package.json, bin/ and dist/, every
- * production dependency) for the shards to run, so that a rebuild of the tree changes nothing
- * until the next start; checked to measure as `record.pcr` (its own `tre measure` on the TPM).
- */
-async function snapshotRelease(dir: string, record: ReleaseRecord, tcti: string): Promise<void> {
-  const paths = releasePaths(dir);
-  const next = `${paths.dir}.next`;
-  await rm(next, { recursive: true, force: true });
-  await copyRelease(next);
-  const nextCli = join(next, relative(paths.dir, paths.cli));
-  const events = JSON.parse(
-    await runTre(nextCli, ['measure', '--cluster', ...record.treArgs, '--tpm', tcti, '--json']),
-  ) as MeasurementEvent[];
-  const measured = replayPcr(events);
-  if (measured !== record.pcr) {
-    await rm(next, { recursive: true, force: true });
-    throw new DevClusterError(
-      'REBUILT_DURING_START',
-      `the snapshot of this build measures PCR ${APPLICATION_PCR} ${measured.slice(0, 16)}…, not ${record.pcr.slice(0, 16)}… as its keys were sealed: the TRE was rebuilt while the cluster was being set up; start again once the build is done`,
-    );
-  }
-  await rm(paths.dir, { recursive: true, force: true });
-  await rename(next, paths.dir);
-  await writeFile(paths.record, `${JSON.stringify(record)}\n`);
-}
-
-/**
- * Re-seals a shard's keys from the release they were sealed for to PCR `to`: that release (its
- * snapshot, with the options it ran with) unseals them under its own measurement and seals them
- * to `to`, given a regulator-signed whitelist naming both.
- */
-async function resealWithRelease(a: {
-  ca: CertificateAuthority;
-  dir: string;
-  shard: string;
-  tcti: string;
-  policy: AttestationPolicy;
-  paths: ReturnType<typeof shardPaths>;
-  from: ReleaseRecord;
-  to: string;
-}): Promise<void> {
-  const both: AttestationPolicy = {
-    ...a.policy,
-    policyId: `${DEFAULTS.policyId}-update`,
-    pcrValues: { ...a.policy.pcrValues, [String(APPLICATION_PCR)]: [a.to, a.from.pcr] },
-  };
-  const whitelist = join(a.dir, 'update-policy.jws');
-  await writeFile(whitelist, `${await a.ca.signAsRegulator('attestationPolicy', both)}\n`);
-  const args = ['enroll', 'reseal', '--cluster', ...a.from.treArgs, '--tpm', a.tcti];
-  await runTre(releasePaths(a.dir).cli, [
-    ...args,
-    ...['--data', a.paths.data, '--pki', a.paths.pki, '--whitelist', whitelist, '--to', a.to],
-  ]).catch((err: Error) => {
-    throw new DevClusterError(
-      'KEYS_SEALED_TO_ANOTHER_BUILD',
-      `shard ${a.shard}'s keys could not be re-sealed to this build by the release they were sealed for (${err.message}); if Node or a system library changed since, that release no longer measures as it did: start again with --reprovision (new keys; the shards' stores are moved aside), or use another --dir`,
-    );
-  });
-}
-
-function sameCertificate(a: string | undefined, b: string): boolean {
-  try {
-    return a !== undefined && new X509Certificate(a).fingerprint256 === new X509Certificate(b).fingerprint256;
-  } catch {
-    return false;
-  }
-}
-
-/** Moves the store files (`tre.sqlite*`) of a data directory into a sub-directory named for `pcr`. */
-async function moveStoreAside(dataDir: string, pcr: string): Promise<string> {
-  const aside = join(dataDir, `unreadable-store-${pcr.slice(0, 12)}`);
-  await mkdir(aside, { recursive: true, mode: 0o700 });
-  for (const file of await readdir(dataDir))
-    if (file.startsWith('tre.sqlite')) await rename(join(dataDir, file), join(aside, file));
-  return aside;
 }
 
 /** A client certificate of this CA, issued unless one is there. */
@@ -653,144 +540,4 @@ async function reusedClient(ca: CertificateAuthority, role: 'regulator', id: str
   const cert = await readFile(files.cert, 'utf8').catch(() => undefined);
   if (cert && existsSync(files.key) && certifiedBy(cert, ca)) return { ...files, ca: ca.paths.caCert };
   return ca.issue(role, id, { force: true });
-}
-
-/** Whether something accepts TCP connections on the loopback port. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((answer) => {
-    const socket = netConnect({ host: HOST, port });
-    socket.once('connect', () => {
-      socket.destroy();
-      answer(true);
-    });
-    socket.once('error', () => answer(false));
-  });
-}
-
-/**
- * Spawns one `tre start --cluster` on `port`; `ready` resolves once it listens (its "TRE
- * listening" line, or at a log level above info the port taking connections: the TRE listens only
- * once every flow is wired), and rejects with its last log lines if it exits first or takes longer
- * than `startTimeoutMs`.
- */
-function launchShard(a: {
-  name: string;
-  port: number;
-  metricsPort?: number;
-  /** The snapshot's `tre` CLI. */
-  cli: string;
-  args: string[];
-  tcti: string;
-  paths: ReturnType<typeof shardPaths>;
-  minLevel: number;
-  o: { log: (line: string) => void; startTimeoutMs: number; stopTimeoutMs: number; signal?: AbortSignal };
-}): { process: Started; ready: Promise<DevShard> } {
-  const { name, o } = a;
-  // The shards run with this process's Node flags: they are measured, as they were when sealing here.
-  // Their own process group: a Ctrl-C at the terminal reaches this process, which stops them in order.
-  const child: ChildProcess = spawn(process.execPath, [...process.execArgv, a.cli, ...a.args], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    detached: true,
-  });
-  const tail: string[] = [];
-  const exited = new Promise<number | null>((done) => child.once('close', (code) => done(code)));
-  const alive = () => child.exitCode === null && child.signalCode === null;
-  const killNow = () => {
-    if (alive()) child.kill('SIGKILL');
-  };
-  process.once('exit', killNow);
-  const kill = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (alive()) child.kill(signal);
-    const timer = setTimeout(killNow, o.stopTimeoutMs);
-    await exited;
-    clearTimeout(timer);
-  };
-  let listening = false;
-  let onListening: () => void = () => {};
-  createInterface({ input: child.stderr! }).on('line', (line) => {
-    tail.push(line);
-    if (tail.length > LOG_TAIL) tail.shift();
-    const shown = formatLogLine(name, line, a.minLevel);
-    if (shown !== undefined) o.log(shown);
-    if (String(parseJson(line)?.msg).startsWith('TRE listening')) onListening();
-  });
-  const logEnds = () => (tail.length ? `its log ends:\n${tail.join('\n')}` : 'it logged nothing');
-  void exited.then((code) => {
-    process.removeListener('exit', killNow);
-    if (listening) o.log(`[${name}] exited (${code ?? child.signalCode})`);
-  });
-  const ready = new Promise<DevShard>((resolveReady, rejectReady) => {
-    let settled = false;
-    const settle = (then: () => void) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      clearInterval(poll);
-      o.signal?.removeEventListener('abort', onAbort);
-      then();
-    };
-    const timer = setTimeout(
-      () =>
-        settle(() =>
-          rejectReady(
-            new DevClusterError(
-              'SHARD_NOT_READY',
-              `shard ${name} did not listen on port ${a.port} within ${o.startTimeoutMs} ms; ${logEnds()}`,
-            ),
-          ),
-        ),
-      o.startTimeoutMs,
-    );
-    const poll = setInterval(() => {
-      void accepts(a.port).then((yes) => {
-        if (yes && alive()) onListening();
-      });
-    }, 250);
-    const onAbort = () =>
-      settle(() =>
-        rejectReady(new DevClusterError('ABORTED', 'the start was interrupted; stopped what had started')),
-      );
-    o.signal?.addEventListener('abort', onAbort, { once: true });
-    onListening = () =>
-      settle(() => {
-        listening = true;
-        resolveReady({
-          name,
-          url: `mqtts://${HOST}:${a.port}`,
-          port: a.port,
-          pid: child.pid!,
-          tcti: a.tcti,
-          pkiDir: a.paths.pki,
-          dataDir: a.paths.data,
-          metricsUrl: a.metricsPort === undefined ? undefined : `http://${HOST}:${a.metricsPort}/metrics`,
-          exited,
-          kill,
-        });
-      });
-    void exited.then((code) =>
-      settle(() =>
-        rejectReady(
-          new DevClusterError(
-            'SHARD_EXITED',
-            `shard ${name} exited (${code ?? child.signalCode}) before it listened; ${logEnds()}`,
-          ),
-        ),
-      ),
-    );
-    child.once('error', (err) =>
-      settle(() =>
-        rejectReady(new DevClusterError('SHARD_EXITED', `cannot run shard ${name}: ${err.message}`)),
-      ),
-    );
-  });
-  return { process: { stop: () => kill() }, ready };
-}
-
-function parseJson(line: string): Record<string, unknown> | undefined {
-  try {
-    const v = JSON.parse(line) as unknown;
-    return v && typeof v === 'object' ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
 }

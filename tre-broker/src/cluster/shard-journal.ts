@@ -494,7 +494,8 @@ interface EntrySource {
 /** One follower: a supervised ordered consumer that starts again from its position when it stalls. */
 class JournalFollower implements Follower {
   private next: number;
-  private applied = 0;
+  /** The last entry applied: what came before `fromSeq` counts as applied (the store holds it). */
+  private applied: number;
   private stopping = false;
   private readonly assembler = new PartAssembler();
   private stopCurrent: (() => void) | undefined;
@@ -514,6 +515,7 @@ class JournalFollower implements Follower {
     private readonly log: Logger,
   ) {
     this.next = Math.max(1, fromSeq);
+    this.applied = this.next - 1;
     this.done = this.run();
     this.done.then(
       () => this.settleWaiters(new ShardJournalError('JOURNAL_STOPPED', 'the follower was stopped')),
