@@ -7,6 +7,9 @@
  *    DSM sends it again;
  *  - the DSM gets one compliance report, which includes an override made in another shard;
  *  - a shard whose batch comes after the grace is reported late and its bids lapse;
+ *  - a gateway that restarts between its deadline and the release (its round kept in its store)
+ *    takes the batches that come after, releases every bid once and forwards the acceptance;
+ *    a batch delivered twice is kept once;
  *  - nothing the DSM got, and no message between shards, names a household, an account or a bid.
  */
 import { type Compliance, ManualClock, type PseudoBids, signContent, topics } from '@tre/protocol';
@@ -54,13 +57,18 @@ let dsm: ReturnType<Shard['f']['party']>;
 /** Where the DR rounds begin in `mc.crossed` (before that: the regulator's registry). */
 let crossedFrom = 0;
 
+const flowOptions = { demandResponse: { complianceGraceMs: COMPLIANCE_GRACE, shardGraceMs: SHARD_GRACE } };
+
 beforeAll(async () => {
   for (const s of SHARDS) {
-    const f = flowContext(clock.now(), { cluster: s === 's3' ? s3Link : mc.shard(s), shard: s, clock });
-    f.ctx.registry.serve(f.ctx.router); // as tre.ts does
-    const flows = f.flows({
-      demandResponse: { complianceGraceMs: COMPLIANCE_GRACE, shardGraceMs: SHARD_GRACE },
+    const f = flowContext(clock.now(), {
+      cluster: s === 's3' ? s3Link : mc.shard(s),
+      shard: s,
+      clock,
+      durable: s === 's1', // the gateway restarts on its store
     });
+    f.ctx.registry.serve(f.ctx.router); // as tre.ts does
+    const flows = f.flows(flowOptions);
     shards.set(s, { f, flows });
   }
   const regulator = at('s1').f.party({ role: 'regulator', id: 'r1' });
@@ -341,6 +349,11 @@ describe('a DR round over three shards', () => {
           .sort((a, b) => (a.m < b.m ? -1 : 1)),
       );
     expect(outcomesAt('s2', 'e1', 'settlement')).toContainEqual(['h4', 'not-delivered', 104 * 1_040]);
+    // The round ended at the gateway with its report: nothing of it is kept there.
+    for (const table of ['dr_gateway_rounds', 'dr_gateway_batches', 'dr_gateway_bids'])
+      expect(
+        at('s1').f.ctx.store.db.prepare(`SELECT count(*) AS n FROM ${table} WHERE event_id = 'e1'`).get(),
+      ).toEqual({ n: 0 });
   });
 
   it('a shard whose batch comes after the grace is reported late; its bids lapse', async () => {
@@ -477,6 +490,123 @@ describe('a DR round over three shards', () => {
       ),
     };
     expect(await dsmAtS2.send(topics.accept('x1', 'e4'), signedAtS2)).toMatchObject({ status: 'accepted' });
+  });
+
+  it('a gateway that restarts before its release takes the batches after, and releases every bid once', async () => {
+    const e5 = eventOf('e5', WINDOW + 3 * 86_400_000);
+    await raise(e5);
+    const bidders = [12, 13, 14, 15, 16, 17]; // two in each shard
+    for (const i of bidders) await bid('e5', i);
+    const e5Topic = topics.pseudoBids('x1', 'e5');
+    const kept = (sql: string) => at('s1').f.ctx.store.db.prepare(sql).all('e5');
+    const batchesKept = () => kept('SELECT shard FROM dr_gateway_batches WHERE event_id = ? ORDER BY shard');
+    const bidsKept = () =>
+      kept('SELECT shard, pseudonym FROM dr_gateway_bids WHERE event_id = ? ORDER BY shard');
+    holdS3Batches = true;
+    clock.advance(Date.parse(e5.bidDeadline) - clock.now());
+    await until(() => expect(held).toHaveLength(1));
+    expect(batchesKept()).toEqual([{ shard: 's1' }, { shard: 's2' }]);
+    expect(bidsKept()).toHaveLength(4);
+    // s2's batch again (a retry whose answer was lost): kept once.
+    const s2Batch = JSON.parse(
+      mc.crossed.findLast((c) => c.kind === 'dr.batch' && c.from === 's2' && c.body.includes('"e5"'))!.body,
+    );
+    const resend = async () => {
+      await at('s2').f.ctx.cluster!.send('s1', 'dr.batch', s2Batch);
+      await mc.settled();
+    };
+    await resend();
+    expect(batchesKept()).toEqual([{ shard: 's1' }, { shard: 's2' }]);
+    expect(bidsKept()).toHaveLength(4);
+
+    // s1 restarts on its store; its round is still waiting for s3.
+    const s1 = at('s1');
+    s1.flows = await s1.f.restart(s1.flows, flowOptions);
+    s1.f.ctx.registry.serve(s1.f.ctx.router);
+    const gateway = s1.flows.demandResponse.gateway!;
+    await resend();
+    expect(bidsKept()).toHaveLength(4);
+    expect(publishedAt('s1', e5Topic)).toEqual([]);
+    // s3's batch (its link retried it to the shard's new run): the union goes out, once, whole.
+    holdS3Batches = false;
+    await held.shift()!();
+    await until(() => expect(publishedAt('s1', e5Topic)).toHaveLength(1));
+    const union = JSON.parse(publishedAt('s1', e5Topic)[0]!.payload) as PseudoBids;
+    const live = SHARDS.flatMap((s) =>
+      at(s)
+        .flows.drBook.bidsOf('e5', 'live')
+        .map((b) => b.pseudonym),
+    );
+    expect(live).toHaveLength(6);
+    expect(union.bids.map((b) => b.pseudonym).sort()).toEqual(live.sort());
+    // The grace the round was opened with runs out: nothing more; no shard was late.
+    clock.advance(SHARD_GRACE);
+    await resend(); // a repeat of a batch taken: not refused
+    await until(() => expect(publishedAt('s1', e5Topic)).toHaveLength(1));
+    expect(gateway.stats).toMatchObject({ released: 1, lateShards: 0, refusedBatches: 0 });
+    expect(mc.crossed.filter((c) => c.kind === 'dr.late' && c.body.includes('"e5"'))).toEqual([]);
+
+    // The acceptance at the restarted gateway: credited in every shard.
+    const envelope = await acceptance(
+      'e5',
+      union.bids.map((b) => b.pseudonym),
+      'dsm-accept-e5',
+    );
+    expect(await dsm.send(topics.accept('x1', 'e5'), envelope)).toMatchObject({
+      status: 'accepted',
+      message: 'acceptance recorded',
+    });
+    const e5Credits = (s: string) =>
+      at(s).f.ctx.store.db.prepare("SELECT meter_id FROM ledger WHERE ref = 'e5' ORDER BY meter_id").all();
+    await until(() => {
+      for (const s of SHARDS)
+        expect(e5Credits(s)).toEqual(
+          bidders.filter((i) => shardOfMeter(`h${i}`) === s).map((i) => ({ meter_id: `h${i}` })),
+        );
+    });
+    for (const s of SHARDS) expect(outcomesAt(s, 'e5', 'acceptance')).toHaveLength(2);
+  });
+
+  it('a gateway that restarts keeps its grace: a batch that never comes is late at the stored time', async () => {
+    const e6 = eventOf('e6', WINDOW + 4 * 86_400_000);
+    await raise(e6);
+    for (const i of [18, 19, 20]) await bid('e6', i); // one in each shard
+    const e6Topic = topics.pseudoBids('x1', 'e6');
+    const kept = () =>
+      at('s1')
+        .f.ctx.store.db.prepare(
+          `SELECT (SELECT count(*) FROM dr_gateway_rounds WHERE event_id = 'e6') AS rounds,
+             (SELECT count(*) FROM dr_gateway_bids WHERE event_id = 'e6') AS bids`,
+        )
+        .get();
+    holdS3Batches = true;
+    clock.advance(Date.parse(e6.bidDeadline) - clock.now());
+    await until(() => expect(held).toHaveLength(1));
+    expect(kept()).toEqual({ rounds: 1, bids: 2 });
+    // Half the grace passes, s1 restarts; the other half: released without s3, which is told.
+    clock.advance(SHARD_GRACE / 2);
+    const s1 = at('s1');
+    s1.flows = await s1.f.restart(s1.flows, flowOptions);
+    s1.f.ctx.registry.serve(s1.f.ctx.router);
+    const gateway = s1.flows.demandResponse.gateway!;
+    clock.advance(SHARD_GRACE / 2 - 1);
+    await mc.settled();
+    expect(publishedAt('s1', e6Topic)).toEqual([]);
+    clock.advance(1);
+    await until(() => expect(publishedAt('s1', e6Topic)).toHaveLength(1));
+    expect((JSON.parse(publishedAt('s1', e6Topic)[0]!.payload) as PseudoBids).bids).toHaveLength(2);
+    expect(gateway.stats).toMatchObject({ released: 1, lateShards: 1 });
+    await until(() =>
+      expect(outcomesAt('s3', 'e6', 'acceptance')).toEqual([['h20', 'not-accepted', undefined]]),
+    );
+    // Its batch, when it comes, is refused.
+    holdS3Batches = false;
+    await held.shift()!();
+    await until(() => expect(gateway.stats.refusedBatches).toBe(1));
+    expect(publishedAt('s1', e6Topic)).toHaveLength(1);
+    // The DSM accepts nothing by acceptBy: the round is forgotten, nothing of it kept.
+    clock.advance(Date.parse(e6.acceptBy) - clock.now());
+    await until(() => expect(kept()).toEqual({ rounds: 0, bids: 0 }));
   });
 
   it('nothing the DSM got, and nothing between shards, names a household, an account or a bid', () => {

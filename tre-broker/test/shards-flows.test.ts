@@ -3,11 +3,14 @@
  * registry sent to one shard places each household in exactly one; a DNO connected to another
  * shard defines a group spanning two shards and gets one release with one noise sample, its
  * budgets charged where the households live; a late member shard is left out, never waited for
- * twice; what crossed between shards for a release is a partial sum, no household in it.
+ * twice; what crossed between shards for a release is a partial sum, no household in it; an owner
+ * that restarts while it waits for a partial (the partials kept in its store) releases once, with
+ * one noise sample, when the partial comes; a partial delivered twice is kept once.
  */
 import { ManualClock, signContent, topics } from '@tre/protocol';
-import { type Flows, HouseholdRegistry } from '@tre/tre-broker';
+import { type FlowOptions, type Flows, HouseholdRegistry } from '@tre/tre-broker';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { ShardCluster } from '../src/cluster/shard-cluster.js';
 import { aggregate } from '../src/monitoring/aggregate.js';
 import type { RandomSource } from '../src/monitoring/discrete-laplace.js';
 import { flowContext } from './support/flow-context.js';
@@ -32,20 +35,36 @@ type Shard = { f: ReturnType<typeof flowContext>; flows: Flows };
 const shards = new Map<string, Shard>();
 const at = (s: string) => shards.get(s)!;
 
+/** s3's partials can be held back, to be delivered later. */
+const held: (() => Promise<void>)[] = [];
+let holdS3Partials = false;
+const s3Link = (registry: Parameters<ReturnType<typeof mc.shard>>[0]): ShardCluster => {
+  const link = mc.shard('s3')(registry);
+  return {
+    ...link,
+    send: async (to, kind, body) => {
+      if (holdS3Partials && kind === 'monitoring.partial') held.push(() => link.send(to, kind, body));
+      else await link.send(to, kind, body);
+    },
+  };
+};
+
+const flowOptions = (random: RandomSource): FlowOptions => ({
+  monitoring: {
+    minGroupSize: 10,
+    releaseMinutes: 30,
+    releaseDelayMs: 5 * 60_000,
+    shardGraceMs: 60_000,
+    random,
+  },
+});
+
 beforeAll(async () => {
   for (const s of SHARDS) {
-    const f = flowContext(T0, { cluster: mc.shard(s), shard: s, clock, durable: true });
+    const f = flowContext(T0, { cluster: s === 's3' ? s3Link : mc.shard(s), shard: s, clock, durable: true });
     f.ctx.registry.serve(f.ctx.router); // as tre.ts does
-    const flows = f.flows({
-      monitoring: {
-        minGroupSize: 10,
-        releaseMinutes: 30,
-        releaseDelayMs: 5 * 60_000,
-        shardGraceMs: 60_000,
-        // s1 owns the group spanning shards (the first member shard by name), s3 its own group; s2 none.
-        random: s === 's2' ? noNoise : seededRandom(s === 's1' ? 7 : 9),
-      },
-    });
+    // s1 owns the group spanning shards (the first member shard by name), s3 its own group; s2 none.
+    const flows = f.flows(flowOptions(s === 's2' ? noNoise : seededRandom(s === 's1' ? 7 : 9)));
     shards.set(s, { f, flows });
   }
 });
@@ -236,5 +255,113 @@ describe('three shards: the registry and a DNO group spanning shards', () => {
       mc.down.delete('s2');
     }
     expect(at('s1').flows.monitoring.stats.lateShards).toBe(1);
+  });
+
+  const all = households.map((h) => h.meterId);
+  const wh = (m: string) => 20 + Number(m.slice(1));
+  const sumOf = (meters: string[]) => meters.reduce((sum, m) => sum + 2 * wh(m), 0);
+  /** The partials s1 keeps for g-all's interval. */
+  const keptAt = (start: number) =>
+    at('s1')
+      .f.ctx.store.db.prepare(
+        "SELECT shard, total_wh AS totalWh FROM group_partials WHERE group_id = 'g-all' AND interval_start = ? ORDER BY shard",
+      )
+      .all(start);
+
+  it('an owner that restarts while waiting for a partial releases once, with one noise sample', async () => {
+    // A group over all three shards, owned by s1.
+    const dno = at('s2').f.party({ role: 'dno', id: 'd1' });
+    const defined = await dno.send(topics.groups('d1'), {
+      v: 1,
+      requestId: 'g-2',
+      groups: [{ groupId: 'g-all', meters: all }],
+    });
+    expect(defined, defined.message).toMatchObject({ status: 'accepted' });
+    await mc.settled();
+    const start = T0 + 60 * 60_000;
+    await readings(all, start, wh);
+    const kept = () => keptAt(start);
+    holdS3Partials = true;
+    await releaseInterval(start, () => {
+      expect(held).toHaveLength(1);
+      expect(kept()).toEqual([
+        { shard: 's1', totalWh: sumOf(inShard('s1')) },
+        { shard: 's2', totalWh: sumOf(inShard('s2')) },
+      ]);
+      expect(aggregatesAt('s1', 'g-span', start)).toHaveLength(1);
+    });
+    expect(aggregatesAt('s1', 'g-all', start)).toEqual([]);
+    // s2's partial again (a retry whose answer was lost): kept once.
+    const s2Partial = JSON.parse(
+      mc.crossed.findLast((c) => c.kind === 'monitoring.partial' && c.body.includes('"g-all"'))!.body,
+    );
+    const resend = async () => {
+      await at('s2').f.ctx.cluster!.send('s1', 'monitoring.partial', s2Partial);
+      await mc.settled();
+    };
+    await resend();
+    expect(kept()).toHaveLength(2);
+
+    // s1 restarts on its store, with a fresh noise source: the release to come is its first draw.
+    const s1 = at('s1');
+    s1.flows = await s1.f.restart(s1.flows, flowOptions(seededRandom(11)));
+    s1.f.ctx.registry.serve(s1.f.ctx.router);
+    await resend();
+    expect(kept()).toHaveLength(2);
+    holdS3Partials = false;
+    await held.shift()!();
+    await vi.waitFor(async () => {
+      await mc.settled();
+      for (const s of SHARDS) expect(aggregatesAt(s, 'g-all', start)).toHaveLength(1);
+    });
+    const expected = aggregate(sumOf(all), 4_000, [1, 1], seededRandom(11)).noisyTotalWh;
+    expect(aggregatesAt('s1', 'g-all', start)).toEqual([expect.objectContaining({ noisyTotalWh: expected })]);
+    expect(kept()).toEqual([]);
+    // Past the owner's grace, and with the partials sent again: nothing more.
+    clock.advance(60_000);
+    await resend();
+    const s3Partial = mc.crossed.findLast((c) => c.kind === 'monitoring.partial' && c.from === 's3')!;
+    await at('s3').f.ctx.cluster!.send('s1', 'monitoring.partial', JSON.parse(s3Partial.body));
+    await mc.settled();
+    expect(kept()).toEqual([]);
+    for (const s of SHARDS) expect(aggregatesAt(s, 'g-all', start)).toHaveLength(1);
+    expect(s1.flows.monitoring.stats).toMatchObject({ released: 1, lateShards: 0, failedRuns: 0 });
+    expect(mc.errors).toEqual([]);
+  });
+
+  it('an owner that restarts keeps its grace: a partial that never comes is late at the stored time', async () => {
+    const start = T0 + 90 * 60_000;
+    await readings(all, start, wh);
+    holdS3Partials = true;
+    await releaseInterval(start, () => {
+      expect(held).toHaveLength(1);
+      expect(keptAt(start)).toHaveLength(2);
+    });
+    // Half the owner's grace passes, s1 restarts; the other half: released without s3.
+    clock.advance(30_000);
+    const s1 = at('s1');
+    s1.flows = await s1.f.restart(s1.flows, flowOptions(seededRandom(12)));
+    s1.f.ctx.registry.serve(s1.f.ctx.router);
+    clock.advance(30_000 - 1);
+    await mc.settled();
+    expect(aggregatesAt('s1', 'g-all', start)).toEqual([]);
+    clock.advance(1);
+    await vi.waitFor(async () => {
+      await mc.settled();
+      expect(aggregatesAt('s1', 'g-all', start)).toHaveLength(1);
+    });
+    const expected = aggregate(sumOf([...inShard('s1'), ...inShard('s2')]), 4_000, [1, 1], seededRandom(12));
+    expect(aggregatesAt('s1', 'g-all', start)).toEqual([
+      expect.objectContaining({ noisyTotalWh: expected.noisyTotalWh }),
+    ]);
+    expect(s1.flows.monitoring.stats).toMatchObject({ released: 1, lateShards: 1 });
+    expect(keptAt(start)).toEqual([]);
+    // s3's partial, when it comes, is not kept and releases nothing.
+    holdS3Partials = false;
+    await held.shift()!();
+    await mc.settled();
+    expect(keptAt(start)).toEqual([]);
+    for (const s of SHARDS) expect(aggregatesAt(s, 'g-all', start)).toHaveLength(1);
+    expect(mc.errors).toEqual([]);
   });
 });

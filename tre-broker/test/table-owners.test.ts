@@ -18,6 +18,7 @@ const OWNERS: Record<string, string> = {
   dno_groups: 'tre-broker/src/monitoring/group-book.ts',
   releases: 'tre-broker/src/monitoring/group-book.ts',
   privacy_budget: 'tre-broker/src/monitoring/privacy-budget.ts',
+  group_partials: 'tre-broker/src/monitoring/group-partials.ts',
   ledger: 'tre-broker/src/billing/ledger.ts',
   tariffs: 'tre-broker/src/billing/tariff-book.ts',
   billing_periods: 'tre-broker/src/billing/period-book.ts',
@@ -26,6 +27,9 @@ const OWNERS: Record<string, string> = {
   regulator_config: 'tre-broker/src/regulator/regulator-config.ts',
   dr_events: 'tre-broker/src/demand-response/dr-book.ts',
   dr_bids: 'tre-broker/src/demand-response/dr-book.ts',
+  dr_gateway_rounds: 'tre-broker/src/demand-response/round-gateway.ts',
+  dr_gateway_batches: 'tre-broker/src/demand-response/round-gateway.ts',
+  dr_gateway_bids: 'tre-broker/src/demand-response/round-gateway.ts',
 };
 
 const root = fileURLToPath(new URL('../..', import.meta.url));

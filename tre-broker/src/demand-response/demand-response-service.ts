@@ -65,6 +65,7 @@ import {
   forwardedAcceptanceSchema,
   LATE,
   lateSchema,
+  migrateRoundGateway,
   RoundGateway,
 } from './round-gateway.js';
 import { settle, settleOverridden } from './settlement.js';
@@ -122,6 +123,8 @@ export class DemandResponseService {
     };
     this.timers = new PendingTimers(deps.clock);
     this.energyIn = (meterId, from, to) => deps.readings.energyIn(meterId, from, to);
+    // In every TRE: a standby replays the gateway's rows before it is given its shard's cluster.
+    migrateRoundGateway(deps.store);
     this.gateway =
       deps.cluster &&
       new RoundGateway(
@@ -274,7 +277,7 @@ export class DemandResponseService {
     if (event?.stage !== 'open' || this.deps.clock.now() < Date.parse(event.bidDeadline)) return;
     const gateway = this.gatewayOf(eventId);
     const own = gateway !== undefined && gateway === cluster?.shard;
-    if (own) this.gateway?.open(event);
+    if (own) await this.gateway?.open(event);
     const bids = await store.commit(() => {
       // Checked again inside the transaction: a change may have been committed meanwhile.
       if (dr.event(eventId)?.stage !== 'open') return undefined;
@@ -371,7 +374,7 @@ export class DemandResponseService {
       );
     const dsmKey = msg.from.publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
     if (event.dsmId === acceptance.dsmId && dr.acceptanceOf(eventId) === jws) {
-      await this.gateway.forward(event, jws, dsmKey, accepted);
+      await this.gateway.forward(event, jws, dsmKey);
       return { status: 'accepted', requestId, duplicate: true };
     }
     const released = this.gateway.released(event);
@@ -385,11 +388,18 @@ export class DemandResponseService {
     });
     if (rejected) return refusal(requestId, rejected.reason, rejected.message);
     // Checked again inside the transaction: another acceptance (or a change) may have been committed meanwhile.
-    if (!(await store.commit(() => dr.accept(eventId, jws)))) {
+    const roundGateway = this.gateway;
+    const recorded = await store.commit(() => {
+      if (!dr.accept(eventId, jws)) return false;
+      // In the same transaction: a restart after it still waits for the shards' compliance.
+      roundGateway.expectReports(event, accepted);
+      return true;
+    });
+    if (!recorded) {
       if (dr.acceptanceOf(eventId) === jws) return { status: 'accepted', requestId, duplicate: true };
       return refusal(requestId, 'REPLAYED', 'this event was already accepted; its pseudonyms are dead');
     }
-    await this.gateway.forward(event, jws, dsmKey, accepted);
+    await this.gateway.forward(event, jws, dsmKey);
     // The gateway settles too: its (possibly empty) results are part of the one report.
     this.at(Date.parse(event.windowEnd) + this.grace, () => this.settle(eventId));
     return { status: 'accepted', requestId, message: 'acceptance recorded' };

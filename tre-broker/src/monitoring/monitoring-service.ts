@@ -16,7 +16,10 @@
  * In a cluster of shards (issue 21) a group whose members live in several shards is released by
  * its owner, the first of those shards by name: every member shard charges its own households and
  * sends its exact partial (sealed, `monitoring.partial`); the owner adds one noise sample to the
- * sum (group-partials.ts). The DNO gets the same single message as from one TRE.
+ * sum (group-partials.ts). The DNO gets the same single message as from one TRE. The owner keeps
+ * the partials in its store until the group's interval is released (group-partials.ts): its own
+ * in the commit that charges its households, each member's before it answers it, so a restart or
+ * a failover of the owner resumes the release, at the same grace, once.
  */
 import {
   type Aggregate,
@@ -34,7 +37,7 @@ import type { ReadingStore } from '../ingest/reading-store.js';
 import { aggregate, contributions, intervalBoundWh } from './aggregate.js';
 import type { RandomSource } from './discrete-laplace.js';
 import type { Group, GroupBook } from './group-book.js';
-import { combinePartials, GroupPartials, type Partial } from './group-partials.js';
+import { combinePartials, GroupPartials, type Partial, type PartialKey } from './group-partials.js';
 import { checkGroups, DEFAULT_MIN_GROUP_SIZE } from './group-rules.js';
 import { type PrivacyBudget, utcDay } from './privacy-budget.js';
 
@@ -111,7 +114,9 @@ export class MonitoringService {
     this.epsilon = options.epsilon ?? [1, 1];
     this.releaseMs = (options.releaseMinutes ?? 30) * 60_000;
     this.delayMs = options.releaseDelayMs ?? 5 * 60_000;
-    this.partials = new GroupPartials(deps.clock, options.shardGraceMs ?? 2 * 60_000);
+    this.partials = new GroupPartials(deps, options.shardGraceMs ?? 2 * 60_000, (key, got, late) =>
+      this.releaseCombined(key, got, late),
+    );
   }
 
   start(): void {
@@ -121,6 +126,11 @@ export class MonitoringService {
     this.deps.router.on('groups', (msg) => this.handleGroups(msg));
     this.deps.cluster?.on(PARTIAL, (from, body) => this.receivePartial(from, body));
     this.schedule();
+    // The owner's pending releases of groups spanning shards, kept from before this start.
+    this.partials.resume().catch((err: Error) => {
+      this.stats.failedRuns++;
+      this.deps.log.error({ err: err.message }, 'resuming the releases of groups spanning shards failed');
+    });
   }
 
   get dailyBudgetMicro(): number {
@@ -178,7 +188,7 @@ export class MonitoringService {
       const boundWh = intervalBoundWh(this.deps.contributionBoundWh(), this.releaseMs / 60_000);
       for (const group of this.groups()) await this.release(group, start, boundWh);
       this.lastReleased = start;
-      this.partials.prune(4 * this.releaseMs);
+      await this.partials.prune(4 * this.releaseMs);
     }
   }
 
@@ -193,31 +203,35 @@ export class MonitoringService {
     const spread = cluster && shards && !(shards.length === 1 && shards[0] === cluster.shard);
     const local = spread ? group.meters.filter((m) => cluster.shardOf(m) === cluster.shard) : group.meters;
     if (local.length === 0) return;
-    const partial = await this.charge(group, local, start, boundWh, spread ? 'partial' : 'released');
+    const owner = spread ? shards[0]! : undefined;
+    const key = { dnoId: group.dnoId, groupId: group.groupId, intervalStart: start };
+    const partial = await this.charge(group, local, start, boundWh, spread ? 'partial' : 'released', (p) => {
+      // The owner's own partial, kept with its charges: a restart after this still releases the group.
+      if (owner && owner === cluster?.shard) this.partials.own(key, owner, p, shards!);
+    });
     if (!partial) return;
     if (!spread) return this.publish(group, start, partial);
-    const owner = shards[0]!;
     if (owner !== cluster.shard) {
-      await cluster.send(owner, PARTIAL, {
-        dnoId: group.dnoId,
-        groupId: group.groupId,
-        intervalStart: start,
-        ...partial,
-      });
+      await cluster.send(owner!, PARTIAL, { ...key, ...partial });
       return;
     }
-    this.partials.own(partialKey(group.dnoId, group.groupId, start), owner, partial, shards, (got, late) => {
-      if (late.length > 0) {
-        this.stats.lateShards += late.length;
-        this.deps.log.warn(
-          { groupId: group.groupId, late },
-          'member shards late: released without their partials',
-        );
-      }
-      this.publish(group, start, combinePartials([...got.values()])).catch((err: Error) => {
-        this.stats.failedRuns++;
-        this.deps.log.error({ err: err.message }, 'release of a group spanning shards failed');
-      });
+    await this.partials.settle(key);
+  }
+
+  /** The owner's combined release of a group spanning shards: one noise sample on the sum. */
+  private releaseCombined(key: PartialKey, got: Map<string, Partial>, late: string[]): void {
+    const group = this.groups(key.dnoId).find((g) => g.groupId === key.groupId);
+    if (!group) return; // groups are never deleted
+    if (late.length > 0) {
+      this.stats.lateShards += late.length;
+      this.deps.log.warn(
+        { groupId: group.groupId, late },
+        'member shards late: released without their partials',
+      );
+    }
+    this.publish(group, key.intervalStart, combinePartials([...got.values()])).catch((err: Error) => {
+      this.stats.failedRuns++;
+      this.deps.log.error({ err: err.message }, 'release of a group spanning shards failed');
     });
   }
 
@@ -231,6 +245,8 @@ export class MonitoringService {
     start: number,
     boundWh: number,
     outcome: 'released' | 'partial',
+    /** Runs inside the commit with the partial charged. */
+    withPartial?: (partial: Partial) => void,
   ): Promise<Partial | undefined> {
     const { store, groups, budget, readings, registry } = this.deps;
     const minutes = this.releaseMs / 60_000;
@@ -265,7 +281,9 @@ export class MonitoringService {
           this.stats.clamped++;
           this.stats.clampedWh += c.clippedWh;
         }
-      return { totalWh: used.reduce((sum, c) => sum + c.wh, 0), deltaWh: counted.deltaWh };
+      const partial = { totalWh: used.reduce((sum, c) => sum + c.wh, 0), deltaWh: counted.deltaWh };
+      withPartial?.(partial);
+      return partial;
     });
   }
 
@@ -287,7 +305,10 @@ export class MonitoringService {
     await this.deps.outbound.publish(topics.aggregate(group.dnoId, group.groupId), JSON.stringify(message));
   }
 
-  /** Another member shard's partial of a group this shard owns. */
+  /**
+   * Another member shard's partial of a group this shard owns, kept before it is answered; a
+   * repeat, or one after the group's interval was completed here, changes nothing.
+   */
   private async receivePartial(from: string, body: unknown): Promise<void> {
     const partial = partialSchema.parse(body);
     const group = this.groups(partial.dnoId).find((g) => g.groupId === partial.groupId);
@@ -296,11 +317,14 @@ export class MonitoringService {
       this.deps.log.warn({ from }, 'partial for a group without members in its shard refused');
       return;
     }
-    const { totalWh, deltaWh } = partial;
-    this.partials.add(partialKey(group.dnoId, group.groupId, partial.intervalStart), from, {
-      totalWh,
-      deltaWh,
+    const { dnoId, groupId, intervalStart, totalWh, deltaWh } = partial;
+    const key = { dnoId, groupId, intervalStart };
+    const stored = await this.deps.store.commit(() => {
+      // Released here and no longer waited for: completed (this one was late, or is a repeat).
+      if (!this.partials.waiting(key) && this.deps.groups.released(group, intervalStart)) return false;
+      return this.partials.add(key, from, { totalWh, deltaWh });
     });
+    if (stored) await this.partials.settle(key);
   }
 
   /** Fractions of today's budget spent by the given households (dashboard). */
@@ -316,5 +340,3 @@ export class MonitoringService {
     this.partials.clear();
   }
 }
-
-const partialKey = (dnoId: string, groupId: string, start: number) => `${dnoId}/${groupId}/${start}`;

@@ -8,6 +8,7 @@ import {
   createLogger,
   type FlowBase,
   type FlowOptions,
+  type Flows,
   HouseholdRegistry,
   MessageRouter,
   type PeerIdentity,
@@ -62,23 +63,24 @@ export function flowContext(
       published.push({ topic, payload: payload.toString(), retain: !!opts.retain, at: ctx.clock.now() });
     },
   };
-  const registry = new HouseholdRegistry(store, undefined, opts.shard);
-  const cluster = opts.cluster?.(registry);
-  const outbound = cluster ? relayedOutbound(local, cluster) : local;
   const log = createLogger({ level: 'silent' });
-  const router = new MessageRouter(outbound, log);
   const tre = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  /** What one run of the TRE makes over its store: registry, cluster link, outbound, router. */
+  const run = () => {
+    const registry = new HouseholdRegistry(store, undefined, opts.shard);
+    const cluster = opts.cluster?.(registry);
+    const outbound = cluster ? relayedOutbound(local, cluster) : local;
+    const router = new MessageRouter(outbound, log);
+    if (cluster) relayProviders({ cluster, router, local, log });
+    return { registry, cluster, outbound, router };
+  };
   const ctx: FlowBase = {
     store,
-    registry,
-    router,
-    outbound,
+    ...run(),
     clock: opts.clock ?? new ManualClock(startMs),
     log,
     signingKey: tre.privateKey,
-    cluster,
   };
-  if (cluster) relayProviders({ cluster, router, local, log });
   return {
     ctx,
     /** Every flow wired to this context and started, as in a running TRE. */
@@ -86,6 +88,16 @@ export function flowContext(
       const flows = wireFlows(ctx, opts);
       flows.start();
       return flows;
+    },
+    /**
+     * This TRE restarted on the same store (as a standby that replayed the shard's journal takes
+     * it over): `old` stopped, then a new registry, cluster link and router (`ctx` holds them;
+     * parties send through the new router), every flow wired again and started.
+     */
+    async restart(old: Flows, flowOpts: FlowOptions = {}) {
+      await old.stop();
+      Object.assign(ctx, run());
+      return this.flows(flowOpts);
     },
     clock: ctx.clock as ManualClock,
     published,
@@ -106,7 +118,7 @@ export function flowContext(
           const parsed = parseTopic(topic) as Extract<ParsedTopic, { scope: 'party' }>;
           const inbox = `tre/v1/${who.role}/${who.id}/inbox/receipt`;
           const before = published.length;
-          const result = await router.route({
+          const result = await ctx.router.route({
             from,
             topic: parsed,
             payload: Buffer.from(JSON.stringify(body)),

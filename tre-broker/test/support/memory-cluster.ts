@@ -43,8 +43,12 @@ export function memoryCluster(names: readonly string[]) {
     crossed,
     down,
     errors,
-    /** The ShardCluster of one shard, made over its registry (where households live, its own view). */
+    /**
+     * The ShardCluster of one shard, made over its registry (where households live, its own view).
+     * Made again for the same shard: that shard restarted, the handlers of its earlier run are gone.
+     */
     shard: (shard: string) => (registry: Pick<HouseholdRegistry, 'shardOf' | 'shardsWithHouseholds'>) => {
+      handlers.set(shard, new Map());
       const cluster: ShardCluster = {
         shard,
         shards,
