@@ -180,7 +180,14 @@ export class TreLink extends EventEmitter<TreLinkEvents> {
         ceiling / 2 + Math.random() * (ceiling / 2),
       );
     };
-    client.on('error', (err) => fail(err.message));
+    client.on('error', (err) =>
+      // CONNACK "not authorized": the TRE's access check refused this certificate.
+      fail(
+        /not authorized/i.test(err.message)
+          ? `${err.message}: the TRE refused this meter (is it in the regulator's registry, of this TRE's shard, and is its certificate valid and not revoked?)`
+          : err.message,
+      ),
+    );
     client.on('close', () => fail('connection closed'));
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
     client.on('connect', () => {

@@ -1,7 +1,8 @@
 /**
  * The agent sends nothing to a TRE it does not trust: one whose certificate is not from the
  * regulator root it was given, or one that fails attestation (here an attestor that says no; the
- * TPM-quote attestor returns the same verdict shape).
+ * TPM-quote attestor returns the same verdict shape); and a meter the TRE refuses is told what to
+ * check.
  */
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,8 +20,8 @@ beforeAll(async () => {
 });
 afterAll(async () => fx?.close());
 
-async function agentWith(meterId: string, ca: Buffer, attestor: TreAttestor) {
-  const files = await fx.issue('meter', meterId);
+async function agentWith(meterId: string, ca: Buffer, attestor: TreAttestor, registered = true) {
+  const files = await fx.issue('meter', meterId, undefined, registered ? undefined : false);
   const dir = await mkdtemp(join(tmpdir(), 'trust-'));
   const link = new TreLink({
     meterId,
@@ -73,6 +74,20 @@ describe('trust before sending', () => {
     }));
     expect(r.states).toContain('untrusted: whitelist: PCR 23 not on the whitelist');
     expect(r.states).not.toContain('trusted');
+    expect(r).toMatchObject({ stored: 0, depth: 1 });
+  });
+
+  it('a meter the TRE refuses (not registered) is told what to check, and keeps its data', async () => {
+    const r = await agentWith(
+      't4',
+      await readFile(join(fx.pkiDir, 'ca.crt')),
+      async () => ({ trusted: true }),
+      false,
+    );
+    expect(r.states.join('\n')).toMatch(
+      /offline: .*Not authorized: the TRE refused this meter \(is it in the regulator's registry, of this TRE's shard/,
+    );
+    expect(r.states.join('\n')).not.toContain('t4'); // no meter id in what may be logged
     expect(r).toMatchObject({ stored: 0, depth: 1 });
   });
 

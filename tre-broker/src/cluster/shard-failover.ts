@@ -174,7 +174,12 @@ export class ShardFailover {
     }
     const position = await this.catchUp();
     this.follower = this.journal.follow(position.seq + 1, (e) => this.apply(e));
-    this.follower.done.catch((err: Error) => log.error({ err: err.message }, 'journal follower failed'));
+    this.follower.done.catch((err: Error) => {
+      // The TRE stopping closes its NATS connection under the follower: not a failure.
+      if (this.deps.nats.isClosed() || this.deps.nats.isDraining())
+        log.info('journal follower stopped with the NATS connection');
+      else log.error({ err: err.message }, 'journal follower failed');
+    });
     this.currentRole = 'standby';
     log.info({ shard: this.shard, seq: position.seq }, 'standby of the shard: following its journal');
     return 'standby';
