@@ -779,7 +779,7 @@ export class ShardLink {
       return await attempt(peer);
     } catch (err) {
       if (!(err instanceof SealedEnvelopeError) || err.code !== 'bad-signature') throw err;
-      if (!this.cooledDown(this.forcedAt, from)) throw err;
+      if (!this.mayForceAttestation(from)) throw err;
       this.o.log.info({ peer: from }, 'a message failed its signature check: attesting the sender again');
       return attempt(await this.peer(from, true));
     }
@@ -817,12 +817,12 @@ export class ShardLink {
     }
   }
 
-  /** True (and noted) when `peer` had nothing from `table` within the cooldown. */
-  private cooledDown(table: Map<string, number>, peer: string): boolean {
+  /** True (and noted) when `peer` had no forced re-attestation within the cooldown. */
+  private mayForceAttestation(peer: string): boolean {
     const now = this.o.clock.now();
-    const last = table.get(peer);
+    const last = this.forcedAt.get(peer);
     if (last !== undefined && now - last < this.o.cooldownMs) return false;
-    table.set(peer, now);
+    this.forcedAt.set(peer, now);
     return true;
   }
 
